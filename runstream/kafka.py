@@ -1,0 +1,131 @@
+"""The Kafka transport: the one module that imports aiokafka.
+
+Thin factories with the options every stage agrees on (loopback defaults,
+explicit topic creation, manual commits for consumers that store data) and
+a lag probe used by ``runstream up`` to drain before it stops.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+__all__ = [
+    "AIOKafkaConsumer",
+    "AIOKafkaProducer",
+    "KafkaConnectionError",
+    "KafkaError",
+    "TopicPartition",
+    "ensure_topics",
+    "end_offsets",
+    "group_lag",
+    "make_consumer",
+    "make_producer",
+    "wait_for_broker",
+]
+
+
+def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
+    """A producer with acks from the leader and batching suited to envelopes."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "acks": 1,
+        "linger_ms": 5,
+        "max_request_size": 16 * 1024 * 1024,
+        "request_timeout_ms": 15_000,
+    }
+    opts.update(options)
+    return AIOKafkaProducer(**opts)
+
+
+def make_consumer(bootstrap: str, topics: Sequence[str], group_id: str | None, **options: Any) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits: the caller commits after storing."""
+    opts: dict[str, Any] = {
+        "bootstrap_servers": bootstrap,
+        "group_id": group_id,
+        "enable_auto_commit": False,
+        "auto_offset_reset": "earliest",
+        "max_partition_fetch_bytes": 16 * 1024 * 1024,
+        "fetch_max_bytes": 64 * 1024 * 1024,
+    }
+    opts.update(options)
+    return AIOKafkaConsumer(*topics, **opts)
+
+
+async def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
+    """Return once the broker answers metadata; raise ``KafkaConnectionError`` after ``timeout_s``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while True:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+        try:
+            await admin.start()
+            await admin.list_topics()
+            return
+        except KafkaError:
+            if loop.time() > deadline:
+                raise KafkaConnectionError(f"broker at {bootstrap} did not answer in {timeout_s:.0f} s") from None
+            await asyncio.sleep(0.2)
+        finally:
+            await admin.close()
+
+
+async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -> list[str]:
+    """Create the topics that do not exist yet; return the names created."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        existing = set(await admin.list_topics())
+        missing = [n for n in names if n not in existing]
+        if missing:
+            try:
+                await admin.create_topics(
+                    [NewTopic(n, num_partitions=partitions, replication_factor=1) for n in missing]
+                )
+            except TopicAlreadyExistsError:
+                pass
+        return missing
+    finally:
+        await admin.close()
+
+
+async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
+    """The current end (high-water) offset of every partition of ``topics``."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        parts = [
+            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+        ]
+        if not parts:
+            await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
+            parts = [
+                TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
+            ]
+        return dict(await consumer.end_offsets(parts)) if parts else {}
+    finally:
+        await consumer.stop()
+
+
+async def group_lag(bootstrap: str, group_id: str, topics: Sequence[str]) -> int:
+    """Messages in ``topics`` not yet committed by consumer group ``group_id``."""
+    ends = await end_offsets(bootstrap, topics)
+    if not ends:
+        return 0
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group_id, partitions=list(ends))
+    finally:
+        await admin.close()
+    lag = 0
+    for tp, end in ends.items():
+        meta = committed.get(tp)
+        done = meta.offset if meta is not None and meta.offset >= 0 else 0
+        lag += max(0, end - done)
+    return lag

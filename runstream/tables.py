@@ -1,0 +1,23 @@
+"""ClickHouse table names: the contract between the sinks and the UI."""
+
+from __future__ import annotations
+
+DATABASE = "runstream"
+
+RUN_EVENTS = "run_events"
+METRICS = "metrics"
+LOGS = "logs"
+RESOURCES = "resources"
+EVALS = "evals"
+ALERTS = "alerts"
+DEAD_LETTERS = "dead_letters"
+MIGRATIONS = "schema_migrations"
+
+#: Which table stores each record kind.
+TABLE_FOR_KIND: dict[str, str] = {
+    "runs": RUN_EVENTS,
+    "metrics": METRICS,
+    "logs": LOGS,
+    "resources": RESOURCES,
+    "evals": EVALS,
+}
