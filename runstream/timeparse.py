@@ -9,10 +9,12 @@ from __future__ import annotations
 import re
 import time
 from datetime import datetime, timezone
+from decimal import Decimal
 
 from runstream.errors import QueryError
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_EPOCH = re.compile(r"^-?\d+(?:\.\d+)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
@@ -35,14 +37,11 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
     now_ns = time.time_ns() if now_ns is None else now_ns
     if _DURATION.match(text):
         return now_ns - int(parse_duration_s(text) * 1e9)
-    try:
-        seconds = float(text)
-    except ValueError:
-        pass
-    else:
-        if seconds != seconds or abs(seconds) > 1e11:
+    if _EPOCH.match(text):
+        seconds = Decimal(text)
+        if abs(seconds) > 10**11:
             raise QueryError(f"{text!r} is not a plausible epoch time in seconds")
-        return int(round(seconds * 1e9))
+        return int(seconds * 1_000_000_000)
     iso = text[:-1] + "+00:00" if text.endswith(("Z", "z")) else text
     try:
         parsed = datetime.fromisoformat(iso)

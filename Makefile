@@ -1,0 +1,37 @@
+# Two commands on a fresh clone:
+#   make up     install (first time) and start the whole system embedded
+#   make test   install (first time) and run the test suite
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: up test lint bench install clean
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch is pinned and installed first so pip never resolves a multi-GB CUDA build.
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[server,dev,torch]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+up: $(STAMP)
+	$(VENV)/bin/runstream up $(ARGS)
+
+test: $(STAMP)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check runstream producers streams sinks ui tests bench examples
+	$(VENV)/bin/lint-imports
+
+bench: $(STAMP)
+	$(PY) bench/codec.py
+	$(PY) bench/sdk.py
+	$(PY) bench/storage.py
+	$(PY) bench/e2e.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

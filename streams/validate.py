@@ -1,0 +1,128 @@
+"""Validation of raw batches: pure, no I/O, unit-testable.
+
+One raw Kafka message in, at most one clean envelope and any number of dead
+letters out.  A bad record goes to the dead-letter topic with its reason and
+the rest of its batch carries on; a message that is not an envelope at all
+becomes one dead letter.  Nothing here raises on any input.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+
+from runstream import deadletter, wire
+from runstream.errors import DecodeError, InvalidRecord, UnsupportedVersion
+from runstream.events import VALIDATORS, Limits
+
+
+@dataclass
+class Outcome:
+    """What one raw message became."""
+
+    key: bytes | None = None
+    clean: bytes | None = None
+    clean_records: int = 0
+    dead: list[bytes] = field(default_factory=list)
+    #: reason class -> count, with bounded label values ("decode", "version", "record", ...)
+    discarded: Counter[str] = field(default_factory=Counter)
+
+
+def process(
+    value: bytes | None,
+    *,
+    topic: str,
+    partition: int,
+    offset: int,
+    limits: Limits,
+    ingest_ns: int | None = None,
+) -> Outcome:
+    """Validate one raw message; never raises."""
+    out = Outcome()
+    now = time.time_ns() if ingest_ns is None else ingest_ns
+    try:
+        env = wire.decode(value)
+    except UnsupportedVersion as exc:
+        out.dead.append(_whole(topic, partition, offset, f"unsupported: {exc}", value, now))
+        out.discarded["version"] += 1
+        return out
+    except DecodeError as exc:
+        out.dead.append(_whole(topic, partition, offset, f"malformed envelope: {exc}", value, now))
+        out.discarded["decode"] += 1
+        return out
+    except Exception as exc:  # noqa: BLE001 - a poison message must never stop a partition
+        out.dead.append(_whole(topic, partition, offset, f"undecodable: {type(exc).__name__}", value, now))
+        out.discarded["decode"] += 1
+        return out
+
+    if len(env.records) > limits.max_records_per_batch:
+        reason = f"batch has {len(env.records)} records, more than {limits.max_records_per_batch}"
+        out.dead.append(_whole(topic, partition, offset, reason, value, now, env))
+        out.discarded["too_large"] += 1
+        return out
+
+    validator = VALIDATORS[env.kind]
+    clean: list[dict[str, object]] = []
+    for index, record in enumerate(env.records):
+        try:
+            rec = validator(record, limits)
+        except InvalidRecord as exc:
+            out.dead.append(
+                deadletter.make(
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    reason=f"invalid {env.kind} record: {exc}",
+                    sample=record,
+                    producer=env.producer,
+                    seq=env.seq,
+                    index=index,
+                    run=env.run,
+                    ts_ns=now,
+                )
+            )
+            out.discarded["record"] += 1
+            continue
+        except Exception as exc:  # noqa: BLE001 - validators are total; this is a bug guard
+            out.dead.append(
+                deadletter.make(
+                    topic=topic, partition=partition, offset=offset,
+                    reason=f"validator failed: {type(exc).__name__}: {exc}", sample=record,
+                    producer=env.producer, seq=env.seq, index=index, run=env.run, ts_ns=now,
+                )
+            )
+            out.discarded["bug"] += 1
+            continue
+        rec["i"] = index
+        clean.append(rec)
+
+    if clean:
+        env.records = clean
+        env.ingest_ns = now
+        out.clean = wire.encode(env)
+        out.clean_records = len(clean)
+        out.key = env.run.encode()
+    return out
+
+
+def _whole(
+    topic: str,
+    partition: int,
+    offset: int,
+    reason: str,
+    value: bytes | None,
+    now: int,
+    env: wire.Envelope | None = None,
+) -> bytes:
+    return deadletter.make(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        reason=reason,
+        sample=value[:256] if value else value,
+        producer=env.producer if env else "",
+        seq=env.seq if env else -1,
+        run=env.run if env else "",
+        ts_ns=now,
+    )

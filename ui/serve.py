@@ -1,0 +1,124 @@
+"""``python -m ui.serve``: the storage-and-query process of an embedded deployment.
+
+chDB allows one process per data directory, so the ClickHouse sink (which
+writes) and the HTTP API (which reads) share this process and its single
+chDB thread.  SIGTERM/SIGINT: the sink drains what the broker holds for it
+(up to the end offsets at that moment), commits, and only then does the API
+stop; the process exits 0 when everything was stored.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+from collections.abc import Generator
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from runstream import settings as settings_mod
+from runstream.settings import Settings
+from sinks.queries import Queries
+from sinks.store import open_store
+from sinks.writer import SinkWriter, WriterConfig
+from ui.api import create_app
+
+log = logging.getLogger("runstream.serve")
+
+DRAIN_TIMEOUT_S = 120.0
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: this process owns SIGTERM/SIGINT."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve(settings: Settings, host: str, port: int, token: str, ready_file: Path | None) -> int:
+    """Run the sink and the API until a stop signal; return the exit code."""
+    store = open_store(settings.clickhouse_dsn)
+    queries = Queries(store)
+    writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig())
+
+    async def health() -> dict[str, Any]:
+        ok_queries = await store.call(queries.ping)
+        ok_ingest = writer.healthy()
+        return {"ok": bool(ok_queries and ok_ingest), "queries": ok_queries, "ingest": ok_ingest,
+                "sink": writer.stats()}
+
+    app = create_app(queries, store.call, token=token, health=health, allowed_hosts=_allowed_hosts(host, port))
+    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
+                                    access_log=False, ws="none"))
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+    writer_task = asyncio.create_task(writer.run(), name="sink-writer")
+    server_task = asyncio.create_task(server.serve(), name="http")
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    while not server.started:
+        if server_task.done() or writer_task.done():
+            break
+        await asyncio.sleep(0.02)
+    if server.started and ready_file is not None:
+        ready_file.write_text("ready")
+
+    done, _ = await asyncio.wait({writer_task, server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    for task in done:
+        if task is not stop_task and task.exception() is not None:
+            log.error("Component failed. task=%s error=%r", task.get_name(), task.exception())
+            code = 1
+    if not writer_task.done():
+        drained = await writer.drain(DRAIN_TIMEOUT_S)
+        if not drained:
+            log.error("Drain timed out. timeout_s=%s", DRAIN_TIMEOUT_S)
+            code = code or 2
+        await writer.stop()
+        writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await writer_task
+    server.should_exit = True
+    with contextlib.suppress(asyncio.CancelledError):
+        await server_task
+    stop_task.cancel()
+    store.close()
+    log.info("Stopped. stats=%s", writer.stats())
+    return code
+
+
+def _allowed_hosts(host: str, port: int) -> list[str]:
+    names = {host, "127.0.0.1", "localhost", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
+    return sorted({f"{n}:{port}" for n in names} | names)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m ui.serve", description=__doc__)
+    parser.add_argument("--kafka", help="bootstrap servers host:port (RUNSTREAM_KAFKA)")
+    parser.add_argument("--clickhouse", help="clickhouse-connect DSN (RUNSTREAM_CLICKHOUSE)")
+    parser.add_argument("--data-dir", help="data directory (RUNSTREAM_DATA_DIR)")
+    parser.add_argument("--topic-prefix", help="topic prefix (RUNSTREAM_TOPIC_PREFIX)")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080)
+    parser.add_argument("--ready-file", type=Path)
+    args = parser.parse_args(argv)
+    settings = settings_mod.load(
+        {"kafka": args.kafka, "clickhouse": args.clickhouse, "data_dir": args.data_dir,
+         "topic_prefix": args.topic_prefix}
+    )
+    if not settings.token:
+        sys.exit("ui.serve: RUNSTREAM_TOKEN must be set (runstream up sets it)")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    sys.exit(asyncio.run(serve(settings, args.host, args.port, settings.token, args.ready_file)))
+
+
+if __name__ == "__main__":
+    main()
