@@ -41,14 +41,20 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, host: str, port: int, token: str, ready_file: Path | None) -> int:
-    """Run the sink and the API until a stop signal; return the exit code."""
+async def serve(settings: Settings, host: str, port: int, token: str, ready_file: Path | None,
+                with_sink: bool = True) -> int:
+    """Run the sink (unless ``with_sink`` is false) and the API until a stop signal.
+
+    Returns the process exit code: 0 when everything received was stored.
+    """
     store = open_store(settings.clickhouse_dsn)
     queries = Queries(store)
     writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig())
 
     async def health() -> dict[str, Any]:
         ok_queries = await store.call(queries.ping)
+        if not with_sink:
+            return {"ok": bool(ok_queries), "queries": ok_queries}
         ok_ingest = writer.healthy()
         return {"ok": bool(ok_queries and ok_ingest), "queries": ok_queries, "ingest": ok_ingest,
                 "sink": writer.stats()}
@@ -61,7 +67,7 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    writer_task = asyncio.create_task(writer.run(), name="sink-writer")
+    writer_task = asyncio.create_task(writer.run() if with_sink else _forever(), name="sink-writer")
     server_task = asyncio.create_task(server.serve(), name="http")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     while not server.started:
@@ -77,7 +83,7 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
         if task is not stop_task and task.exception() is not None:
             log.error("Component failed. task=%s error=%r", task.get_name(), task.exception())
             code = 1
-    if not writer_task.done():
+    if with_sink and not writer_task.done():
         drained = await writer.drain(DRAIN_TIMEOUT_S)
         if not drained:
             log.error("Drain timed out. timeout_s=%s", DRAIN_TIMEOUT_S)
@@ -86,6 +92,10 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
         writer_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await writer_task
+    if not writer_task.done():
+        writer_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await writer_task
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
         await server_task
@@ -93,6 +103,10 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
     store.close()
     log.info("Stopped. stats=%s", writer.stats())
     return code
+
+
+async def _forever() -> None:
+    await asyncio.Event().wait()
 
 
 def _allowed_hosts(host: str, port: int) -> list[str]:
@@ -109,6 +123,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--ready-file", type=Path)
+    parser.add_argument("--no-sink", action="store_true",
+                        help="serve the API only (distributed mode, where `python -m sinks` writes)")
     args = parser.parse_args(argv)
     settings = settings_mod.load(
         {"kafka": args.kafka, "clickhouse": args.clickhouse, "data_dir": args.data_dir,
@@ -117,7 +133,8 @@ def main(argv: list[str] | None = None) -> None:
     if not settings.token:
         sys.exit("ui.serve: RUNSTREAM_TOKEN must be set (runstream up sets it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(asyncio.run(serve(settings, args.host, args.port, settings.token, args.ready_file)))
+    sys.exit(asyncio.run(serve(settings, args.host, args.port, settings.token, args.ready_file,
+                                    with_sink=not args.no_sink)))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,219 @@
+"""End-to-end benchmark, embedded mode: SDK -> broker -> faust -> chDB -> HTTP API.
+
+Starts ``runstream up`` on free ports and measures, on this machine:
+
+* log lines/s from the SDK (``print`` captured) until queryable through the API;
+* metric points/s from ``run.log`` until queryable;
+* freshness: one line printed every 50 ms; the time until a search through
+  the API returns it (p50, p99), while another process writes background load.
+
+Prints a table and writes bench/results/e2e.json.
+
+    python bench/e2e.py [--lines 300000] [--steps 30000] [--metrics-per-step 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+PRODUCER = r'''
+import os, sys, time, runstream
+mode, n, width, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+run = runstream.init(project="bench", name=f"{mode}-{tag}", config={"n": n})
+print("RUN_ID", run.id, file=sys.__stderr__, flush=True)
+t0 = time.time_ns()
+if mode == "lines":
+    for i in range(n):
+        print(f"{tag} bench line {i} loss=0.{i % 9973:04d} lr=3e-4 tokens/s=123456")
+elif mode == "metrics":
+    names = [f"m{j}" for j in range(width)]
+    for step in range(n):
+        run.log({name: step * 0.001 + j for j, name in enumerate(names)}, step=step)
+elif mode == "fresh":
+    for i in range(n):
+        print(f"{tag} fresh {i} {time.time_ns()}")
+        time.sleep(0.05)
+print("EMIT_NS", t0, time.time_ns(), file=sys.__stderr__, flush=True)
+run.finish()
+print("DONE_NS", time.time_ns(), file=sys.__stderr__, flush=True)
+'''
+
+
+class Api:
+    def __init__(self, url: str, token: str) -> None:
+        self.url, self.token = url, token
+
+    def get(self, path: str, **params: Any) -> Any:
+        query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
+        req = urllib.request.Request(f"{self.url}{path}?{query}",
+                                     headers={"Authorization": f"Bearer {self.token}"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
+
+def start_up(data_dir: Path) -> tuple[subprocess.Popen[str], Api, str]:
+    proc = subprocess.Popen([sys.executable, "-m", "runstream", "up", "--data-dir", str(data_dir),
+                             "--port", "0", "--kafka-port", "0"], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    url = token = kafka = ""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + 180
+    for line in proc.stdout:
+        if m := re.search(r"runstream is up: (http://\S+?)/\?token=(\S+)", line):
+            url, token = m.groups()
+        if m := re.search(r"Kafka: (\S+)", line):
+            kafka = m.group(1)
+            break
+        if time.monotonic() > deadline:
+            break
+    if not kafka:
+        proc.kill()
+        raise SystemExit("runstream up did not start")
+    threading.Thread(target=lambda: [None for _ in proc.stdout], daemon=True).start()  # type: ignore[union-attr]
+    return proc, Api(url, token), kafka
+
+
+def producer(kafka: str, mode: str, n: int, width: int, tag: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-c", PRODUCER, mode, str(n), str(width), tag], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+
+
+def read_markers(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    assert proc.stderr is not None
+    for line in proc.stderr:
+        parts = line.split()
+        if parts and parts[0] in ("RUN_ID", "EMIT_NS", "DONE_NS"):
+            out[parts[0]] = parts[1:]
+    proc.wait()
+    return out
+
+
+def wait_until(pred: Any, timeout_s: float, interval_s: float = 0.05) -> float:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return time.time()
+        time.sleep(interval_s)
+    raise SystemExit("timed out waiting for data to become queryable")
+
+
+def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
+    tag = f"L{int(time.time())}"
+    proc = producer(kafka, "lines", n, 0, tag)
+    m = read_markers(proc)
+    run_id = m["RUN_ID"][0]
+    start_ns = int(m["EMIT_NS"][0])
+    last = f"{tag} bench line {n - 1} "
+    end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, limit=1)["lines"]), 600, 0.1)
+    seconds = end - start_ns / 1e9
+    stored = count_lines(api, run_id)
+    return {"what": "log lines", "records": n, "stored": stored, "seconds": seconds, "per_s": n / seconds}
+
+
+def count_lines(api: Api, run_id: str) -> int:
+    total, cursor = 0, None
+    while True:
+        page = api.get(f"/api/runs/{run_id}/logs", limit=10000, cursor=cursor)
+        total += len(page["lines"])
+        cursor = page.get("next_cursor")
+        if not cursor or not page["lines"]:
+            return total
+
+
+def throughput_metrics(api: Api, kafka: str, steps: int, width: int) -> dict[str, Any]:
+    tag = f"M{int(time.time())}"
+    proc = producer(kafka, "metrics", steps, width, tag)
+    m = read_markers(proc)
+    run_id = m["RUN_ID"][0]
+    start_ns = int(m["EMIT_NS"][0])
+    name = f"m{width - 1}"
+
+    def done() -> bool:
+        series = api.get(f"/api/runs/{run_id}/metrics", name=name, points=10)
+        return series.get("total", 0) >= steps
+
+    end = wait_until(done, 600, 0.1)
+    seconds = end - start_ns / 1e9
+    points = steps * width
+    return {"what": "metric points", "records": points, "stored": points, "seconds": seconds,
+            "per_s": points / seconds}
+
+
+def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[str, Any]:
+    tag = f"F{int(time.time())}"
+    load = producer(kafka, "lines", background_lines, 0, f"{tag}bg") if background_lines else None
+    proc = producer(kafka, "fresh", count, 0, tag)
+    assert proc.stderr is not None
+    run_id = proc.stderr.readline().split()[1]
+    seen: dict[int, float] = {}
+    deadline = time.monotonic() + count * 0.05 + 60
+    cursor = None
+    while len(seen) < count and time.monotonic() < deadline:
+        page = api.get(f"/api/runs/{run_id}/logs", q=f"{tag} fresh", limit=1000, cursor=cursor)
+        now = time.time_ns()
+        for line in page["lines"]:
+            parts = line["line"].split()
+            seen.setdefault(int(parts[2]), (now - int(parts[3])) / 1e6)
+        cursor = page.get("next_cursor") or cursor
+        time.sleep(0.01)
+    proc.wait()
+    if load is not None:
+        load.wait()
+    lat = sorted(seen.values())
+    return {"what": "freshness (print -> API)", "samples": len(lat),
+            "background_lines": background_lines,
+            "p50_ms": statistics.median(lat) if lat else None,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--lines", type=int, default=300_000)
+    parser.add_argument("--steps", type=int, default=30_000)
+    parser.add_argument("--metrics-per-step", type=int, default=10)
+    parser.add_argument("--fresh", type=int, default=200)
+    parser.add_argument("--background-lines", type=int, default=100_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
+        proc, api, kafka = start_up(Path(tmp))
+        try:
+            results = [throughput_lines(api, kafka, args.lines),
+                       throughput_metrics(api, kafka, args.steps, args.metrics_per_step)]
+            fresh = freshness(api, kafka, args.fresh, args.background_lines)
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(300)
+    print(f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}")
+    for r in results:
+        print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f}")
+    print(f"{'freshness p50 / p99 (ms), under background load':48} "
+          f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)")
+    out = ROOT / "bench" / "results" / "e2e.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                                           "platform": platform.platform()},
+                               "throughput": results, "freshness": fresh}, indent=2))
+    print(f"wrote {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
