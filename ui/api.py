@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Awaitable, Callable, Collection, Mapping
 from pathlib import Path
 from typing import Any, Protocol
@@ -25,7 +26,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runstream.errors import QueryError, QueryLimitExceeded, StorageUnavailable
+from runstream.errors import ConfigError, QueryError, QueryLimitExceeded, StorageUnavailable
 from runstream.events.logs import LEVELS, STREAMS
 from runstream.events.runs import STATUSES
 from ui.auth import LOCAL_HOSTS, AccessMiddleware
@@ -38,7 +39,8 @@ log = logging.getLogger(__name__)
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 #: Bounds of the numeric parameters: (default, lowest, highest).
-POINTS = (1000, 2, 10_000)
+#: points starts at 3: a downsampled bucket gives up to three points (min, max, first NaN).
+POINTS = (1000, 3, 10_000)
 LOG_LIMIT = (500, 1, 10_000)
 DLQ_LIMIT = (100, 1, 10_000)
 MAX_RANK = 2**31 - 1
@@ -176,21 +178,26 @@ class _Handlers:
         run_id = check_run_id(request.path_params["run_id"])
         default, low, high = LOG_LIMIT
         since, until = params.time_range()
-        found = await self.call(
-            self.queries.search_logs,
-            run_id,
-            q=params.text("q"),
-            regex=params.text("regex"),
-            level=params.choice("level", LEVELS),
-            node=params.text("node", max_chars=256),
-            rank=params.integer("rank", default=None, low=0, high=MAX_RANK),
-            stream=params.choice("stream", sorted(STREAMS)),
-            since_ns=since,
-            until_ns=until,
-            limit=params.integer("limit", default=default, low=low, high=high),
-            cursor=params.text("cursor"),
-            order=params.choice("order", ("asc", "desc")) or "asc",
-        )
+        regex = params.text("regex")
+        filters = {
+            "q": params.text("q"),
+            "regex": regex,
+            "level": params.choices("level", LEVELS),
+            "node": params.text("node", max_chars=256),
+            "rank": params.integer("rank", default=None, low=0, high=MAX_RANK),
+            "stream": params.choice("stream", sorted(STREAMS)),
+            "since_ns": since,
+            "until_ns": until,
+            "limit": params.integer("limit", default=default, low=low, high=high),
+            "cursor": params.text("cursor"),
+            "order": params.choice("order", ("asc", "desc")) or "asc",
+        }
+        try:
+            found = await self.call(self.queries.search_logs, run_id, **filters)
+        except QueryLimitExceeded:
+            raise
+        except QueryError as exc:
+            raise _regex_error(regex, exc) from None
         if not found.get("lines") and not await self._run_exists(run_id):
             return _no_run(run_id)
         return JSON(found)
@@ -205,6 +212,17 @@ class _Handlers:
         return await self.call(self.queries.get_run, run_id) is not None
 
 
+_RE2_ERROR = re.compile(r"cannot compile re2: .*?, error: (.+?)(?:\. Look at|$)", re.S)
+
+
+def _regex_error(regex: str | None, exc: QueryError) -> QueryError:
+    """A storage-side regex compile error restated as a message about ``regex=``."""
+    match = _RE2_ERROR.search(str(exc)) if regex else None
+    if match is None:
+        return exc
+    return QueryError(f"regex {regex!r} is not a valid RE2 expression: {match.group(1).strip()}")
+
+
 def _no_run(run_id: str) -> Response:
     return error_response(404, f"no run with id {run_id!r}")
 
@@ -214,9 +232,7 @@ async def _query_error(request: Request, exc: Exception) -> Response:
 
 
 async def _query_limit(request: Request, exc: Exception) -> Response:
-    return error_response(
-        422, f"query too expensive: {exc}; narrow since/until or add a filter"
-    )
+    return error_response(422, f"{exc}; narrow since/until or add a filter")
 
 
 async def _storage_unavailable(request: Request, exc: Exception) -> Response:
@@ -283,6 +299,10 @@ def create_app(
     see :func:`ui.auth.default_allowed_hosts`).  Raises
     :class:`~runstream.errors.ConfigError` for an empty token or host list.
     """
+    if not token:
+        raise ConfigError("the access token must not be empty")
+    if not allowed_hosts:
+        raise ConfigError("at least one allowed host is needed")
     static = Path(static_dir)
     index = static / "index.html"
     api = _Handlers(queries, call, health, health_timeout_s)

@@ -74,6 +74,24 @@ class Params:
             )
         return found
 
+    def choices(self, name: str, choices: Collection[str]) -> list[str] | None:
+        """A comma-separated list of ``choices`` (``WARNING,ERROR``), or ``None`` when absent."""
+        value = self.text(name)
+        if value is None:
+            return None
+        by_lower = {c.lower(): c for c in choices}
+        picked: list[str] = []
+        for part in value.split(","):
+            found = by_lower.get(part.strip().lower())
+            if found is None:
+                raise QueryError(
+                    f"{name} must be one or more of {', '.join(choices)} separated by commas, "
+                    f"got {_shown(part.strip())}"
+                )
+            if found not in picked:
+                picked.append(found)
+        return picked
+
     def time_ns(self, name: str, *, now_ns: int | None = None) -> int | None:
         """Nanoseconds since the epoch for RFC 3339, epoch seconds or a duration ago."""
         value = self.text(name, max_chars=64)
