@@ -13,8 +13,9 @@ import json
 import math
 import platform
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import msgpack
 import orjson
@@ -31,7 +32,7 @@ def _lines() -> list[str]:
         for path in sorted(REAL_LOGS.iterdir()):
             if path.suffix in (".log", ".out", ".txt"):
                 lines += path.read_text(errors="replace").splitlines()[:2000]
-    return [l for l in lines if l] or [f"step {i} loss {i * 0.001:.4f}" for i in range(5000)]
+    return [line for line in lines if line] or [f"step {i} loss {i * 0.001:.4f}" for i in range(5000)]
 
 
 def _batches() -> dict[str, dict[str, Any]]:

@@ -70,7 +70,8 @@ def test_long_line_is_truncated_with_marker_and_original_size() -> None:
 
 def test_metric_nan_and_inf_are_kept() -> None:
     """NaN and Inf metric values pass validation unchanged."""
-    env, dead = _run(_raw("metrics", [{"ts_ns": TS, "step": 1, "values": {"loss": float("nan"), "g": -math.inf}}]))
+    record = {"ts_ns": TS, "step": 1, "values": {"loss": float("nan"), "g": -math.inf}}
+    env, dead = _run(_raw("metrics", [record]))
     assert dead == [] and env is not None
     assert math.isnan(env.records[0]["values"]["loss"]) and env.records[0]["values"]["g"] == -math.inf
 
@@ -95,7 +96,8 @@ def test_too_many_records_refuses_the_batch() -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats() | st.text(max_size=20) | st.binary(max_size=20),
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
+    | st.text(max_size=20) | st.binary(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )

@@ -37,6 +37,7 @@ class System:
     token: str = ""
     kafka: str = ""
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     def api(self, path: str, params: dict[str, Any] | None = None, token: str | None = None) -> Any:
         """GET an API path with the token; returns the decoded JSON or raises HTTPError."""
@@ -58,7 +59,12 @@ class System:
         """SIGTERM ``runstream up`` and wait for it; returns its exit code."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(scaled(timeout_s))
+        code = self.proc.wait(scaled(timeout_s))
+        if self.reader is not None:
+            self.reader.join(scaled(10))
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        return code
 
 
 def start_system(data_dir: Path, timeout_s: float = 120) -> System:
@@ -83,7 +89,8 @@ def start_system(data_dir: Path, timeout_s: float = 120) -> System:
                 ready.set()
         ready.set()
 
-    threading.Thread(target=reader, daemon=True).start()
+    system.reader = threading.Thread(target=reader, daemon=True)
+    system.reader.start()
     if not ready.wait(scaled(timeout_s)) or not system.kafka:
         proc.kill()
         raise RuntimeError("runstream up did not start:\n" + "".join(system.output))
@@ -123,11 +130,16 @@ def wait_for(predicate: Any, timeout_s: float, what: str, interval_s: float = 0.
 
 
 def all_lines(system: System, run_id: str, **params: Any) -> list[dict[str, Any]]:
-    """Every log line of a run matching ``params``, following cursors."""
+    """Every log line of a run matching ``params``, following cursors; [] while the run is unknown (404)."""
     out: list[dict[str, Any]] = []
     cursor = None
     while True:
-        page = system.api(f"/api/runs/{run_id}/logs", {**params, "limit": 5000, "cursor": cursor})
+        try:
+            page = system.api(f"/api/runs/{run_id}/logs", {**params, "limit": 5000, "cursor": cursor})
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404 and not out:
+                return []
+            raise
         out += page["lines"]
         cursor = page.get("next_cursor")
         if not cursor or not page["lines"]:
