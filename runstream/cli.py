@@ -7,8 +7,10 @@ Settings precedence: flags > environment variables > defaults (see
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import signal
 import sys
+import threading
 import time
 from types import FrameType
 
@@ -46,6 +48,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
     print(f"  Kafka: {system.kafka}  (trainers: RUNSTREAM_KAFKA={system.kafka})", flush=True)
     print(f"  data: {system.data_dir}  logs: {system.data_dir / 'logs'}", flush=True)
     print("  Ctrl-C stops it, storing everything received first.", flush=True)
+    threading.Thread(target=_replay_spool, args=(settings, system.kafka), daemon=True).start()
     failed = None
     while not stopping["signal"]:
         failed = system.failed_child()
@@ -58,6 +61,33 @@ def _cmd_up(args: argparse.Namespace) -> int:
     ok = system.stop()
     print("runstream: stopped." if ok else "runstream: stopped, with errors (see the logs).", flush=True)
     return 0 if ok and failed is None else 1
+
+
+def _replay_spool(settings: settings_mod.Settings, kafka: str) -> None:
+    """Send what trainers spooled under this data dir while no broker listened."""
+    from producers.run import sync
+
+    try:
+        sent = sync(dataclasses.replace(settings, kafka=kafka), timeout_s=30.0)
+    except Exception as exc:  # noqa: BLE001 - the spool stays for `runstream sync`
+        print(f"runstream: spool not replayed ({type(exc).__name__}: {exc}); run `runstream sync`",
+              file=sys.stderr, flush=True)
+        return
+    if sent:
+        print(f"runstream: replayed {sent} spooled batches", flush=True)
+
+
+def _cmd_sync(args: argparse.Namespace) -> int:
+    from producers.run import sync
+
+    settings = settings_mod.load({"kafka": args.kafka, "data_dir": args.data_dir})
+    try:
+        sent = sync(settings, timeout_s=args.timeout)
+    except Exception as exc:  # noqa: BLE001 - report any failure and keep the spool
+        print(f"runstream sync: nothing lost, the spool is kept: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(f"runstream sync: sent {sent} spooled batches to {settings.kafka}")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -85,6 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
                     help="broker port on 127.0.0.1 (default 9092; 0 = any free port)")
     up.add_argument("--topic-prefix", help="topic prefix (RUNSTREAM_TOPIC_PREFIX, default runstream.)")
     up.set_defaults(func=_cmd_up)
+
+    sync = sub.add_parser(
+        "sync",
+        help="send what the SDK spooled to disk while the broker was unreachable",
+        description="Replay the SDK's on-disk spool (batches that could not reach the broker) in order.",
+    )
+    sync.add_argument("--kafka", help="bootstrap servers host:port (RUNSTREAM_KAFKA)")
+    sync.add_argument("--data-dir", help="where the spool lives (RUNSTREAM_DATA_DIR)")
+    sync.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default 60)")
+    sync.set_defaults(func=_cmd_sync)
     return parser
 
 

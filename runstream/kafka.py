@@ -13,13 +13,14 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 __all__ = [
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
     "KafkaConnectionError",
     "KafkaError",
+    "KafkaTimeoutError",
     "TopicPartition",
     "ensure_topics",
     "end_offsets",

@@ -1,0 +1,63 @@
+"""The SDK's own knobs, with their units in their names.
+
+Deployment-wide settings (bootstrap servers, topic prefix, data directory,
+run id) come from :func:`runstream.settings.load` (flags > environment >
+defaults); these are the trainer-side tuning knobs, set in code through
+``runstream.init(options=Options(...))`` and passed down to every component.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+#: Share of ``max_buffer_records`` that each record kind may hold.  Under a
+#: sustained outage the kind whose share fills first is dropped first:
+#: resources (sampled often, least valuable after the fact) before metrics,
+#: logs last.  ``runs`` (start, heartbeat, finish) has its own reserve so a
+#: flood of other records can never crowd out the lifecycle.
+DEFAULT_SHARES: dict[str, float] = {
+    "resources": 0.04,
+    "evals": 0.01,
+    "runs": 0.01,
+    "metrics": 0.39,
+    "logs": 0.55,
+}
+
+
+@dataclass(frozen=True)
+class Options:
+    """Tuning knobs of one run's SDK (see the module docstring)."""
+
+    #: Most records held in memory, all kinds together (split by ``shares``).
+    max_buffer_records: int = 1_000_000
+    shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
+    #: How often the background sender drains the buffer.
+    flush_interval_s: float = 0.05
+    #: Most records in one envelope; also the backlog that wakes the sender early.
+    batch_max_records: int = 1000
+    #: An envelope bigger than this is split (Kafka's default message limit is ~1 MB).
+    max_envelope_bytes: int = 900_000
+    #: Records taken from the buffer but not yet acknowledged, at most; above it
+    #: records stay in the buffer, where its bounds and drop policy apply.
+    max_unacked_records: int = 200_000
+    #: Backoff between attempts to reach an unreachable broker.
+    retry_initial_s: float = 0.2
+    retry_max_s: float = 5.0
+    #: Kafka request timeout handed to the producer.
+    request_timeout_ms: int = 10_000
+    #: Interval of ``runs`` heartbeat records (a run without them is ``crashed``).
+    heartbeat_interval_s: float = 10.0
+    #: How long ``finish`` waits for the broker to acknowledge everything.
+    finish_timeout_s: float = 10.0
+    #: A console line longer than this (characters) is emitted in pieces.
+    max_line_chars: int = 65_536
+    #: After this long without reaching the broker, envelopes go to the disk spool.
+    spool_after_s: float = 5.0
+    #: Disk spool bound, per data directory and broker; beyond it envelopes are dropped.
+    spool_max_bytes: int = 1 << 30
+    #: Write to the disk spool at all (when false, what cannot be sent is counted lost).
+    spool: bool = True
+
+    def bounds(self) -> dict[str, int]:
+        """Per-kind record bounds; each is at least 1 and they sum to at most the total."""
+        return {k: max(1, int(self.max_buffer_records * s)) for k, s in self.shares.items()}

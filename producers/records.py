@@ -1,0 +1,235 @@
+"""Pure record shaping: what the buffer holds, and the maps that go on the wire.
+
+The hot path stores tuples; the sender turns them into record maps shaped as
+:mod:`runstream.events` validates them.  Lifecycle records are built here
+too, bounded to the validators' limits so that a long ``argv`` or a huge
+config never gets the whole record refused.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from runstream.events.limits import DEFAULT_LIMITS
+
+#: A metrics item in the buffer: (ts_ns, step or None, {name: number}).
+MetricItem = tuple[int, "int | None", dict[str, Any]]
+#: A logs item in the buffer: (ts_ns, line, stream, level, logger).
+LogItem = tuple[int, str, str, str, str]
+
+_TEXT_MAX = DEFAULT_LIMITS.max_text_field_chars
+_LIST_MAX = DEFAULT_LIMITS.max_text_field_chars * 4
+_NAME_MAX = DEFAULT_LIMITS.max_metric_name_chars
+_INT64 = (-(1 << 63), (1 << 64) - 1)
+
+
+class InvalidValue(Exception):
+    """A value given to ``run.log`` is not a number (never raised to the caller)."""
+
+
+def to_number(value: Any) -> float | int:
+    """``value`` as an int or float, for numpy scalars, 0-d tensors, bools and the like.
+
+    Calls ``value.item()`` (or ``float(value)``): for a CUDA tensor that is
+    one device synchronisation.  Raises :class:`InvalidValue` for text, containers and
+    tensors of more than one element.
+    """
+    cls = value.__class__
+    if cls is float:
+        return value  # type: ignore[no-any-return]
+    if cls is int:
+        return value if _INT64[0] <= value <= _INT64[1] else float(value)  # type: ignore[no-any-return,unused-ignore]
+    if isinstance(value, (str, bytes, bytearray)) or value is None:
+        raise InvalidValue(f"a {cls.__name__} is not a number")
+    if isinstance(value, bool):
+        return 1 if value else 0
+    if isinstance(value, int):  # IntEnum, numpy ints that subclass int
+        return to_number(int(value))
+    size = getattr(value, "size", None)
+    if size is not None and not isinstance(size, int):
+        size = getattr(value, "numel", lambda: None)()  # torch: .size is a method
+    if size is not None and size != 1:
+        raise InvalidValue(f"a {cls.__name__} of {size} elements is not a number")
+    item = getattr(value, "item", None)  # numpy / torch scalars and one-element arrays
+    try:
+        if callable(item) and size is not None:
+            scalar = item()
+            if isinstance(scalar, (int, float)):
+                return to_number(scalar)
+        return float(value)
+    except (TypeError, ValueError, RuntimeError, ArithmeticError) as exc:
+        raise InvalidValue(f"a {cls.__name__} is not a number") from exc
+
+
+def coerce_values(values: Any, prefix: str = "") -> tuple[dict[str, float | int], list[str]]:
+    """The numeric values of a ``run.log`` map, flattened, and the names refused.
+
+    Nested maps become ``outer/inner`` names.  A name that is not text, is
+    empty or too long, or whose value is no number, is left out and reported.
+    """
+    out: dict[str, float | int] = {}
+    bad: list[str] = []
+    if not isinstance(values, Mapping):
+        return out, [f"<{type(values).__name__}>"]
+    for key, value in values.items():
+        if not isinstance(key, str) or not key:
+            bad.append(repr(key)[:64])
+            continue
+        name = prefix + key
+        if isinstance(value, Mapping):
+            sub, sub_bad = coerce_values(value, name + "/")
+            out.update(sub)
+            bad.extend(sub_bad)
+            continue
+        if len(name) > _NAME_MAX or not name.isprintable():
+            bad.append(name[:64])
+            continue
+        try:
+            out[name] = to_number(value)
+        except InvalidValue:
+            bad.append(name[:64])
+    return out, bad
+
+
+def metric_record(item: MetricItem) -> dict[str, Any]:
+    ts_ns, step, values = item
+    if step is None:
+        return {"ts_ns": ts_ns, "values": values}
+    return {"ts_ns": ts_ns, "step": step, "values": values}
+
+
+def log_record(item: LogItem) -> dict[str, Any]:
+    ts_ns, line, stream, level, logger = item
+    rec = {"ts_ns": ts_ns, "line": line, "stream": stream, "level": level}
+    if logger:
+        rec["logger"] = logger[:_TEXT_MAX]
+    return rec
+
+
+def _same(item: Any) -> Any:
+    return item
+
+
+#: How a buffered item of each kind becomes its record map.
+TO_RECORD: dict[str, Callable[[Any], dict[str, Any]]] = {
+    "metrics": metric_record,
+    "logs": log_record,
+    "runs": _same,
+    "resources": _same,
+    "evals": _same,
+}
+
+
+def to_wire_safe(value: Any, depth: int = 0) -> Any:
+    """``value`` as plain maps, lists, text and numbers that MessagePack (and JSON) can carry.
+
+    Unknown objects become their ``str``; integers beyond 64 bits become
+    floats; recursion stops (as text) below 16 levels.
+    """
+    if value is None or isinstance(value, (bool, str)):
+        return value
+    if isinstance(value, int):
+        return int(value) if _INT64[0] <= value <= _INT64[1] else float(value)
+    if isinstance(value, float):
+        return float(value)
+    if depth >= 16:
+        return str(value)[:_TEXT_MAX]
+    if isinstance(value, Mapping):
+        return {str(k): to_wire_safe(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return [to_wire_safe(v, depth + 1) for v in value]
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).decode("utf-8", "replace")[:_TEXT_MAX]
+    item = getattr(value, "item", None)  # numpy / torch scalars
+    size = getattr(value, "size", None)
+    if callable(item) and (size == 1 or size is None or callable(size)):
+        try:
+            return to_wire_safe(item(), depth + 1)
+        except Exception:  # noqa: BLE001 - not a scalar after all
+            pass
+    tolist = getattr(value, "tolist", None)
+    if callable(tolist):
+        try:
+            return to_wire_safe(tolist(), depth + 1)
+        except Exception:  # noqa: BLE001
+            pass
+    if hasattr(value, "__dict__") and not callable(value):
+        return to_wire_safe(vars(value), depth + 1)
+    return str(value)[:_TEXT_MAX]
+
+
+def _text(value: Any, default: str = "") -> str:
+    return (default if value is None else str(value))[:_TEXT_MAX]
+
+
+def _text_list(values: Any) -> list[str]:
+    out: list[str] = []
+    total = 0
+    for v in values or ():
+        s = str(v)[:_TEXT_MAX]
+        if total + len(s) > _LIST_MAX:
+            break
+        out.append(s)
+        total += len(s)
+    return out
+
+
+def start_record(
+    *,
+    project: str,
+    name: str,
+    config: Any,
+    tags: Any,
+    host: str,
+    pid: int,
+    world_size: int,
+    argv: list[str],
+    ts_ns: int | None = None,
+) -> dict[str, Any]:
+    """A ``runs`` ``start`` record (config made wire-safe, text bounded)."""
+    cfg = to_wire_safe(config) if config is not None else {}
+    if not isinstance(cfg, dict):
+        cfg = {"value": cfg}
+    return {
+        "ts_ns": time.time_ns() if ts_ns is None else ts_ns,
+        "event": "start",
+        "project": _text(project) or "default",
+        "name": _text(name),
+        "config": cfg,
+        "tags": _text_list(tags),
+        "host": _text(host),
+        "pid": int(pid),
+        "world_size": max(1, int(world_size)),
+        "argv": _text_list(argv),
+    }
+
+
+def heartbeat_record(ts_ns: int | None = None) -> dict[str, Any]:
+    return {"ts_ns": time.time_ns() if ts_ns is None else ts_ns, "event": "heartbeat"}
+
+
+def finish_record(
+    status: str, exit_code: int | None, reason: str, ts_ns: int | None = None
+) -> dict[str, Any]:
+    return {
+        "ts_ns": time.time_ns() if ts_ns is None else ts_ns,
+        "event": "finish",
+        "status": status,
+        "exit_code": exit_code,
+        "reason": _text(reason),
+    }
+
+
+def level_name(levelno: int) -> str:
+    """The canonical level (``DEBUG``..``CRITICAL``) of a ``logging`` level number."""
+    if levelno >= 50:
+        return "CRITICAL"
+    if levelno >= 40:
+        return "ERROR"
+    if levelno >= 30:
+        return "WARNING"
+    if levelno >= 20:
+        return "INFO"
+    return "DEBUG"

@@ -1,0 +1,584 @@
+"""The background sender: buffer -> envelopes -> Kafka, on its own thread and event loop.
+
+Every ``flush_interval_s`` (sooner when a kind's backlog reaches
+``batch_max_records``, or on :meth:`Sender.flush`) the sender takes what the
+buffer holds, builds envelopes (:mod:`producers.batch`) and sends each to the
+kind's raw topic keyed by run id, then awaits the broker's acknowledgements.
+
+Guarantees:
+
+* :meth:`Sender.flush` returns true once every record accepted before the
+  call has been acknowledged; it never returns true while one of them failed
+  or sits only in the disk spool.
+* Per kind, envelopes are sent in ``seq`` order on one partition; only a
+  retried envelope may arrive after a later one (its identity lets the sink
+  store it once, in place).
+* Broker unreachable: no crash and no busy loop.  The producer is retried
+  with exponential backoff (``retry_initial_s`` .. ``retry_max_s``), a single
+  warning line is logged per outage, records wait in the bounded buffer (at
+  most ``max_unacked_records`` are taken out of it), and after
+  ``spool_after_s`` built envelopes go to the disk spool
+  (:mod:`producers.spool`), replayed once the broker answers.
+* :meth:`Sender.close` is bounded: it waits up to its timeout for
+  acknowledgements, then spools (or counts as lost) whatever is left.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import functools
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from producers.batch import Batch, Batcher
+from producers.buffer import Buffer
+from producers.options import Options
+from producers.spool import DiskSpool, SpoolEntry
+from runstream import kafka
+from runstream.settings import Settings
+from runstream.topics import RAW_KINDS, Topics
+
+log = logging.getLogger("runstream.sdk")
+
+#: Kinds in the order the sender drains them: lifecycle first.
+DRAIN_ORDER = ("runs", "metrics", "logs", "evals", "resources")
+
+#: An envelope that failed this many times for a reason not known to be
+#: retriable is given up (counted ``failed``).
+MAX_UNKNOWN_ATTEMPTS = 3
+
+ProducerFactory = Callable[[], Any]
+
+
+def is_retriable(exc: BaseException) -> bool:
+    """Whether sending again can succeed (connection trouble, timeouts, leader moves)."""
+    if isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError, asyncio.CancelledError)):
+        return True
+    if isinstance(exc, kafka.KafkaError):
+        # aiokafka marks its KafkaTimeoutError (no metadata, delivery timed out)
+        # as not retriable, but for a producer waiting out an outage it is.
+        return bool(getattr(exc, "retriable", False)) or type(exc).__name__ == "KafkaTimeoutError"
+    return False
+
+
+class _QuietSenderThread(logging.Filter):
+    """Drops aiokafka's own records from the sender thread (our one warning says it all)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.thread_id: int | None = None
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.thread != self.thread_id or record.levelno >= logging.CRITICAL
+
+
+class Sender:
+    """Drains one :class:`Buffer` to Kafka from a daemon thread (see the module docstring)."""
+
+    def __init__(
+        self,
+        buffer: Buffer,
+        batcher: Batcher,
+        *,
+        settings: Settings,
+        options: Options,
+        key: bytes,
+        spool: DiskSpool | None = None,
+        heartbeat: Callable[[], None] | None = None,
+        producer_factory: ProducerFactory | None = None,
+    ) -> None:
+        self.buffer = buffer
+        self.batcher = batcher
+        self.options = options
+        self.bootstrap = settings.kafka
+        self.topics: Topics = settings.topics
+        self.key = key
+        self.spool = spool
+        self._heartbeat = heartbeat
+        self._factory = producer_factory or self._default_factory
+        # Shared with other threads, under _cond.
+        self._cond = threading.Condition()
+        self._done_upto: dict[str, int] = dict.fromkeys(RAW_KINDS, 0)
+        self._resolved: dict[str, dict[int, int]] = {k: {} for k in RAW_KINDS}
+        #: Resolved but not acknowledged: position -> (end, "failed"|"spooled"|"lost").
+        self._holes: dict[str, dict[int, tuple[int, str]]] = {k: {} for k in RAW_KINDS}
+        #: True once a wake is on its way (read unlocked by the hot path).
+        self.wake_pending = False
+        # Loop-thread state.
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake_ev: asyncio.Event | None = None
+        self._producer: Any = None
+        self._outbox: deque[Batch] = deque()
+        self._inflight: dict[int, Batch] = {}
+        self._unacked = 0
+        self._backoff_s = options.retry_initial_s
+        self._next_attempt = 0.0
+        self._outage_since: float | None = None
+        self._replay_due = spool is not None
+        self._stopping = False
+        self._stop_deadline = 0.0
+        self._thread: threading.Thread | None = None
+        self._cycle_task: asyncio.Task[None] | None = None
+        self._started = threading.Event()
+        self._quiet = _QuietSenderThread()
+
+    # ----------------------------------------------------------- any thread
+
+    def start(self) -> None:
+        """Start the thread (returns once its loop runs, or after 5 s)."""
+        self._thread = threading.Thread(
+            target=self._thread_main, name="runstream-sender", daemon=True
+        )
+        self._thread.start()
+        self._started.wait(5.0)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def wake(self) -> None:
+        """Ask the sender to drain now (thread-safe, cheap, never raises)."""
+        self.wake_pending = True
+        loop, ev = self._loop, self._wake_ev
+        if loop is None or ev is None:
+            return
+        try:
+            loop.call_soon_threadsafe(ev.set)
+        except RuntimeError:  # loop closed
+            pass
+
+    def flush(self, timeout_s: float) -> bool:
+        """Wait until every record accepted before this call is acknowledged.
+
+        Blocks the caller up to ``timeout_s`` (records in the disk spool are
+        waited for: this process replays them once the broker answers).
+        Returns false on timeout, as soon as one of those records failed or
+        was lost for good, or when the sender is not running.  Never raises.
+        """
+        target = self.buffer.mark()
+        deadline = time.monotonic() + max(0.0, timeout_s)
+        self.wake()
+        with self._cond:
+            while True:
+                resolved = all(self._done_upto[k] >= target[k] for k in RAW_KINDS)
+                holes = [
+                    why
+                    for k in RAW_KINDS
+                    for start, (_, why) in self._holes[k].items()
+                    if start < target[k]
+                ]
+                if resolved and not holes:
+                    return True
+                if resolved and any(why != "spooled" for why in holes):
+                    return False  # failed or lost for good
+                # Records in the spool may still be replayed by this process: wait on.
+                left = deadline - time.monotonic()
+                if left <= 0 or not self.alive:
+                    return False
+                self._cond.wait(min(left, 0.05))
+
+    def close(self, timeout_s: float) -> bool:
+        """Flush up to ``timeout_s``, then stop the thread (spooling what is left).
+
+        Returns whether everything was acknowledged.  Blocks up to about
+        ``timeout_s`` + 3 s; never raises.
+        """
+        ok = self.flush(timeout_s) if self.alive else False
+        loop = self._loop
+        self._stopping = True
+        if loop is not None:
+            try:
+                loop.call_soon_threadsafe(self._stop_now)
+            except RuntimeError:  # loop already closed
+                pass
+        if self._thread is not None:
+            self._thread.join(timeout=5.0)
+        return ok
+
+    def stats(self) -> dict[str, Any]:
+        """The buffer's counters and the connection state."""
+        out: dict[str, Any] = dict(self.buffer.stats())
+        out["state"] = {
+            "connected": self._producer is not None and self._outage_since is None,
+            "outage_s": 0.0
+            if self._outage_since is None
+            else time.monotonic() - self._outage_since,
+            "outbox": len(self._outbox),
+            "in_flight": len(self._inflight),
+        }
+        return out
+
+    # ---------------------------------------------------------- loop thread
+
+    def _stop_now(self) -> None:
+        # Interrupts a cycle stuck on an unreachable broker so shutdown can spool.
+        self._stopping = True
+        task = self._cycle_task
+        if task is not None and not task.done():
+            task.cancel()
+        if self._wake_ev is not None:
+            self._wake_ev.set()
+
+    def _default_factory(self) -> Any:
+        return kafka.make_producer(
+            self.bootstrap,
+            client_id="runstream-sdk",
+            request_timeout_ms=self.options.request_timeout_ms,
+            max_batch_size=1 << 20,
+            retry_backoff_ms=200,
+        )
+
+    def _thread_main(self) -> None:
+        self._quiet.thread_id = threading.get_ident()
+        names = [
+            n
+            for n in logging.Logger.manager.loggerDict
+            if n == "aiokafka" or n.startswith("aiokafka.")
+        ]
+        for name in names:
+            logging.getLogger(name).addFilter(self._quiet)
+        loop = asyncio.new_event_loop()
+        try:
+            loop.run_until_complete(self._main())
+        except BaseException as exc:  # noqa: BLE001 - the thread must end quietly
+            log.warning("Sender stopped on an error. error=%s", type(exc).__name__)
+        finally:
+            self._loop = None
+            try:
+                loop.run_until_complete(loop.shutdown_asyncgens())
+            except BaseException:  # noqa: BLE001
+                pass
+            loop.close()
+            for name in names:
+                logging.getLogger(name).removeFilter(self._quiet)
+            with self._cond:
+                self._cond.notify_all()
+
+    async def _main(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._wake_ev = asyncio.Event()
+        self._loop = loop
+        self._started.set()
+        beats = loop.create_task(self._beats())
+        interval = self.options.flush_interval_s
+        try:
+            while True:
+                self._wake_ev.clear()
+                self.wake_pending = False
+                self._cycle_task = loop.create_task(self._cycle())
+                try:
+                    await self._cycle_task
+                except asyncio.CancelledError:
+                    if not self._stopping:
+                        raise
+                if self._stopping:
+                    break
+                try:
+                    await asyncio.wait_for(self._wake_ev.wait(), timeout=interval)
+                except asyncio.TimeoutError:
+                    pass
+        finally:
+            beats.cancel()
+            await self._shutdown()
+
+    async def _beats(self) -> None:
+        while self._heartbeat is not None:
+            await asyncio.sleep(self.options.heartbeat_interval_s)
+            try:
+                self._heartbeat()
+            except Exception:  # noqa: BLE001 - a heartbeat must never stop the sender
+                pass
+
+    async def _cycle(self) -> None:
+        self._drain(self.options.max_unacked_records - self._unacked)
+        if not self._outbox and not self._replay_due:
+            return
+        loop = asyncio.get_running_loop()
+        if self._producer is None:
+            await self._connect()
+        if self._producer is not None:
+            if self._replay_due and loop.time() >= self._next_attempt:
+                await self._replay()
+            if not self._replay_due:
+                await self._send_outbox()
+        if (
+            self._outbox
+            and self.spool is not None
+            and self._outage_since is not None
+            and time.monotonic() - self._outage_since >= self.options.spool_after_s
+        ):
+            self._spool_outbox()
+
+    def _drain(self, budget: int) -> None:
+        for kind in DRAIN_ORDER:
+            if budget <= 0:
+                return
+            start, items = self.buffer.take(kind, budget)
+            if not items:
+                continue
+            budget -= len(items)
+            built = self.batcher.build(kind, start, items)
+            for pos, count in built.gaps:
+                self._resolve(kind, pos, count, "failed")
+            if built.refused:
+                self.buffer.count("failed", kind, built.refused)
+                log.warning(
+                    "Records could not be encoded and were dropped. kind=%s count=%d",
+                    kind,
+                    built.refused,
+                )
+            for batch in built.batches:
+                self._outbox.append(batch)
+                self._unacked += batch.count
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        if loop.time() < self._next_attempt:
+            return
+        producer = None
+        try:
+            producer = self._factory()
+            await asyncio.wait_for(producer.start(), timeout=self.options.request_timeout_ms / 1000)
+        except BaseException as exc:  # noqa: BLE001 - any failure to connect is an outage
+            if producer is not None:
+                await self._stop_producer(producer, 1.0)
+            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
+                raise
+            self._note_outage(exc)
+            return
+        self._producer = producer
+
+    async def _send_outbox(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._outbox and loop.time() >= self._next_attempt:
+            batch = self._outbox[0]
+            try:
+                fut = await self._producer.send(
+                    self.topics.raw(batch.kind), batch.value, key=self.key
+                )
+            except Exception as exc:  # noqa: BLE001
+                if is_retriable(exc):
+                    self._note_outage(exc)
+                    return
+                self._outbox.popleft()
+                self._give_up(batch, exc)
+                continue
+            self._outbox.popleft()
+            batch.attempts += 1
+            self._inflight[batch.seq] = batch
+            self.buffer.count("sent", batch.kind, batch.records)
+            fut.add_done_callback(functools.partial(self._on_done, batch))
+
+    def _on_done(self, batch: Batch, fut: asyncio.Future[Any]) -> None:
+        if self._inflight.pop(batch.seq, None) is None:
+            return  # already spooled at shutdown
+        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
+        if exc is None:
+            self._unacked -= batch.count
+            self.buffer.count("acked", batch.kind, batch.records)
+            self._resolve(batch.kind, batch.start, batch.count, "")
+            self._note_recovered()
+            return
+        known = is_retriable(exc)
+        if known or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
+            seqs = [b.seq for b in self._outbox]
+            self._outbox.insert(bisect.bisect(seqs, batch.seq), batch)
+            self._note_outage(exc)
+        else:
+            self._give_up(batch, exc)
+
+    def _give_up(self, batch: Batch, exc: BaseException) -> None:
+        self._unacked -= batch.count
+        self.buffer.count("failed", batch.kind, batch.records)
+        self._resolve(batch.kind, batch.start, batch.count, "failed")
+        log.warning(
+            "Broker refused an envelope; its records are dropped. kind=%s records=%d error=%s",
+            batch.kind,
+            batch.records,
+            type(exc).__name__,
+        )
+
+    def _resolve(self, kind: str, start: int, count: int, hole: str) -> None:
+        with self._cond:
+            if hole:
+                self._holes[kind][start] = (start + count, hole)
+            resolved = self._resolved[kind]
+            resolved[start] = start + count
+            upto = self._done_upto[kind]
+            while upto in resolved:
+                upto = resolved.pop(upto)
+            self._done_upto[kind] = upto
+            self._cond.notify_all()
+
+    def _fill_hole(self, kind: str, start: int) -> None:
+        with self._cond:
+            self._holes[kind].pop(start, None)
+            self._cond.notify_all()
+
+    def _note_outage(self, exc: BaseException) -> None:
+        loop = asyncio.get_running_loop()
+        self._next_attempt = loop.time() + self._backoff_s
+        self._backoff_s = min(self._backoff_s * 2, self.options.retry_max_s)
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "Kafka broker unreachable; keeping records and retrying. bootstrap=%s error=%s",
+                self.bootstrap,
+                type(exc).__name__,
+            )
+
+    def _note_recovered(self) -> None:
+        self._backoff_s = self.options.retry_initial_s
+        self._next_attempt = 0.0
+        if self._outage_since is not None:
+            log.info(
+                "Kafka broker reachable again. bootstrap=%s outage_s=%.1f",
+                self.bootstrap,
+                time.monotonic() - self._outage_since,
+            )
+            self._outage_since = None
+            self._replay_due = self.spool is not None
+
+    # ------------------------------------------------------------- spooling
+
+    def _entry(self, batch: Batch) -> SpoolEntry:
+        return SpoolEntry(
+            topic=self.topics.raw(batch.kind),
+            key=self.key,
+            value=batch.value,
+            kind=batch.kind,
+            producer=self.batcher.producer,
+            start=batch.start,
+            count=batch.count,
+        )
+
+    def _spool_batches(self, batches: list[Batch]) -> None:
+        """Write ``batches`` to the spool (or count them lost); they leave memory either way."""
+        written = 0
+        if self.spool is not None and batches:
+            try:
+                written = self.spool.write([self._entry(b) for b in batches])
+            except OSError as exc:
+                log.warning(
+                    "Spool not writable; records are lost. dir=%s error=%s",
+                    self.spool.directory,
+                    type(exc).__name__,
+                )
+        for i, batch in enumerate(batches):
+            self._unacked -= batch.count
+            how = "spooled" if i < written else "lost"
+            self.buffer.count(how, batch.kind, batch.records)
+            self._resolve(batch.kind, batch.start, batch.count, how)
+        if written < len(batches):
+            why = "Spool full" if self.spool is not None else "Spool off"
+            log.warning("%s; unsent records are lost. envelopes=%d", why, len(batches) - written)
+
+    def _spool_outbox(self) -> None:
+        batches = list(self._outbox)
+        self._outbox.clear()
+        self._spool_batches(batches)
+        self._replay_due = True
+
+    async def _replay(self) -> None:
+        """Send the spool's segments (ours and earlier processes'), oldest first."""
+        assert self.spool is not None
+        self._replay_due = False
+        mine = self.batcher.producer
+
+        def acked(entries: list[SpoolEntry]) -> None:
+            for e in entries:
+                if e.producer == mine and e.kind in self._holes:
+                    self._fill_hole(e.kind, e.start)
+
+        try:
+            sent = await replay(self._producer, self.spool, on_segment=acked)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - retried after the backoff
+            self._replay_due = True
+            self._note_outage(exc)
+            return
+        if sent:
+            self._note_recovered()
+            self._replay_due = False
+
+    async def _shutdown(self) -> None:
+        """Last drain, bounded stop of the producer, then spool what is left."""
+        self._drain(1 << 62)
+        if self._producer is not None:
+            if self._outbox and self._outage_since is None:
+                try:
+                    await asyncio.wait_for(self._send_outbox(), timeout=1.0)
+                except BaseException:  # noqa: BLE001 - what is not sent is spooled below
+                    pass
+            await self._stop_producer(self._producer, 2.0)
+            self._producer = None
+            for _ in range(3):  # let the acknowledgements' callbacks run
+                await asyncio.sleep(0)
+        left = sorted([*self._inflight.values(), *self._outbox], key=lambda b: b.seq)
+        self._inflight.clear()
+        self._outbox.clear()
+        self._spool_batches(left)
+
+    @staticmethod
+    async def _stop_producer(producer: Any, timeout_s: float) -> None:
+        try:
+            await asyncio.wait_for(producer.stop(), timeout=timeout_s)
+        except BaseException:  # noqa: BLE001 - stopping is best effort
+            pass
+
+
+async def replay(
+    producer: Any,
+    spool: DiskSpool,
+    on_segment: Callable[[list[SpoolEntry]], None] | None = None,
+) -> int:
+    """Send every segment of ``spool`` with a started ``producer``, oldest first.
+
+    A segment is deleted once all its envelopes are acknowledged (then
+    ``on_segment`` is called with its entries).  On the first failure the
+    segment and the rest are given back and the error is raised.  Returns
+    the number of envelopes sent.
+    """
+    paths = spool.claim()
+    sent = 0
+    for i, path in enumerate(paths):
+        entries = list(spool.read(path))
+        try:
+            futs = [await producer.send(e.topic, e.value, key=e.key) for e in entries]
+            results = await asyncio.gather(*futs, return_exceptions=True)
+            errors = [r for r in results if isinstance(r, BaseException)]
+            if errors:
+                raise errors[0]
+        except BaseException:
+            for p in paths[i:]:
+                spool.release(p)
+            raise
+        spool.done(path)
+        sent += len(entries)
+        if on_segment is not None:
+            on_segment(entries)
+    return sent
+
+
+async def sync(settings: Settings, timeout_s: float, spool_max_bytes: int = 1 << 30) -> int:
+    """Replay the disk spool of ``settings`` (data directory, broker); return envelopes sent.
+
+    What ``runstream sync`` runs.  Raises ``KafkaConnectionError`` (or the
+    first send error) when the broker cannot take them; what was not sent
+    stays in the spool.
+    """
+    spool = DiskSpool.for_settings(settings, spool_max_bytes)
+    producer = kafka.make_producer(
+        settings.kafka, client_id="runstream-sync", request_timeout_ms=int(timeout_s * 1000)
+    )
+    await asyncio.wait_for(producer.start(), timeout=timeout_s)
+    try:
+        return await asyncio.wait_for(replay(producer, spool), timeout=timeout_s)
+    finally:
+        await Sender._stop_producer(producer, 5.0)
