@@ -1,356 +1,551 @@
 """The read side: what the UI and the CLI ask of ClickHouse.
 
 Every value is bound server-side (``{name:Type}`` parameters); identifiers
-come only from :mod:`runstream.tables`.  Every query runs under cost limits
-(:class:`QueryLimits`), so that no search can take the service down; a query
-over a limit raises :class:`~runstream.errors.QueryLimitExceeded`.  Methods
-are synchronous: async callers run them through :meth:`Store.call`.
+come only from :mod:`runstream.tables` and the store's checked database
+name.  Every query runs under cost limits (:class:`QueryLimits`); one over
+them raises :class:`~runstream.errors.QueryLimitExceeded`, a bad parameter
+:class:`~runstream.errors.QueryError`.  Methods are synchronous (they block
+on the store's thread); async callers run them with ``store.call``.
 Answers are JSON-ready: times RFC 3339 UTC, NaN/±Inf as ``"NaN"``,
 ``"Infinity"``, ``"-Infinity"``.
 """
 
 from __future__ import annotations
 
-import base64
-import binascii
 import json
 import math
-import struct
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from runstream import tables
-from runstream.errors import QueryError
+from runstream.errors import InvalidRecord, QueryError, RunstreamError
+from runstream.events.logs import STREAMS, normalise_level
+from runstream.events.runs import STATUSES
 from runstream.timeparse import format_ns
+from sinks.cursor import decode_cursor, encode_cursor
+from sinks.status import RankRow, derive_status, outcome
 from sinks.store import Store
 
-_CURSOR = struct.Struct(">qQI")
+METRIC_SUMMARY = "metric_summary"
+MAX_LOG_LIMIT = 10_000
+MAX_DLQ_LIMIT = 10_000
+MIN_POINTS = 3
+MAX_POINTS = 100_000
+MAX_RUNS = 1_000
 
 
 @dataclass(frozen=True)
 class QueryLimits:
-    """Cost limits applied to every query."""
+    """Cost limits applied to every query, so that no request can take the store down."""
 
     max_execution_time_s: float = 10.0
     max_rows_to_read: int = 200_000_000
-    max_result_rows: int = 200_000
+    max_result_rows: int = 100_000
     max_memory_usage_bytes: int = 2 * 1024**3
-    max_runs: int = 1_000
-    max_log_limit: int = 10_000
 
     def settings(self) -> dict[str, Any]:
+        """The ClickHouse settings that enforce these limits (over a limit: the query fails)."""
         return {
             "max_execution_time": self.max_execution_time_s,
             "max_rows_to_read": self.max_rows_to_read,
+            "read_overflow_mode": "throw",
             "max_result_rows": self.max_result_rows,
             "result_overflow_mode": "throw",
             "max_memory_usage": self.max_memory_usage_bytes,
-            "readonly": 2,
         }
 
 
-def json_value(x: float) -> float | str:
-    """A float as JSON allows: NaN and ±Inf become strings."""
-    if math.isfinite(x):
+def json_number(x: float | None) -> float | str | None:
+    """A float as JSON allows it: NaN and ±Inf become ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
+    if x is None or math.isfinite(x):
         return x
     return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
 
-def encode_cursor(ts_us: int, producer: str, seq: int, idx: int) -> str:
-    """An opaque cursor for the row (ts, producer, seq, idx)."""
-    raw = _CURSOR.pack(ts_us, seq, idx) + producer.encode()
-    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
-
-
-def decode_cursor(cursor: str) -> tuple[int, str, int, int]:
-    """The row a cursor points at; raises QueryError for anything malformed."""
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ts_us, seq, idx = _CURSOR.unpack(raw[: _CURSOR.size])
-        producer = raw[_CURSOR.size :].decode()
-    except (binascii.Error, struct.error, UnicodeDecodeError, ValueError):
-        raise QueryError("cursor is not one this server returned") from None
-    if len(producer) > 128:
-        raise QueryError("cursor is not one this server returned")
-    return ts_us, producer, seq, idx
-
-
-def _since_us(ns: int) -> int:
-    return -((-ns) // 1000)
-
-
-def _until_us(ns: int) -> int:
-    return ns // 1000
+def like_pattern(text: str) -> str:
+    """A LIKE pattern matching any string that contains ``text`` literally."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
 
 
 class Queries:
-    """Read-only queries over one store."""
+    """Read-only queries over one store (synchronous; blocks on the store's thread)."""
 
     def __init__(self, store: Store, limits: QueryLimits | None = None, crashed_after_s: float = 60.0) -> None:
         self.store = store
-        self.db = store.database
         self.limits = limits or QueryLimits()
         self.crashed_after_s = crashed_after_s
+        self._settings = self.limits.settings()
+        db = store.database
+        self._t = {
+            name: f"{db}.{name}"
+            for name in (
+                tables.RUN_EVENTS,
+                tables.METRICS,
+                tables.LOGS,
+                tables.RESOURCES,
+                tables.EVALS,
+                tables.ALERTS,
+                tables.DEAD_LETTERS,
+                METRIC_SUMMARY,
+            )
+        }
 
     def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        return self.store.query_rows(sql.replace("{db}", self.db), params, self.limits.settings())
+        return self.store.query_rows(sql, params, self._settings)
 
     def ping(self) -> bool:
-        """True when ClickHouse answers a trivial query."""
+        """True when ClickHouse answers a trivial query (never raises)."""
         try:
             return self._rows("SELECT 1") == [(1,)]
-        except Exception:  # noqa: BLE001 - health reports, never raises
+        except RunstreamError:
             return False
 
     # -- runs ------------------------------------------------------------
 
-    def list_runs(self, project: str | None = None, status: str | None = None,
-                  now_ns: int | None = None) -> list[dict[str, Any]]:
-        """Runs, newest first, with derived status and last/min/max per metric."""
-        where, params = "", {"limit": self.limits.max_runs}
-        if project:
-            where = "HAVING project = {project:String}"
-            params["project"] = project
-        runs = self._runs(where, params, now_ns)
-        if status:
+    def list_runs(
+        self,
+        project: str | None = None,
+        status: str | None = None,
+        now_ns: int | None = None,
+        limit: int = MAX_RUNS,
+    ) -> list[dict[str, Any]]:
+        """Runs, newest first: id, project, name, status, times, config, tags, summary.
+
+        Raises :class:`QueryError` for an unknown ``status``.
+        """
+        if status is not None and status not in STATUSES:
+            raise QueryError(f"status must be one of {', '.join(STATUSES)}")
+        runs = self._runs(project=project, run_id=None, now_ns=now_ns, limit=_bounded(limit, 1, MAX_RUNS))
+        if status is not None:
             runs = [r for r in runs if r["status"] == status]
         self._attach_summaries(runs)
         return runs
 
     def get_run(self, run_id: str, now_ns: int | None = None) -> dict[str, Any] | None:
-        """One run in full, or None when nothing of it is stored."""
-        found = self._runs("HAVING run_id = {run:String}", {"run": run_id, "limit": 1}, now_ns)
+        """One run as in :meth:`list_runs` plus nodes, resources, metric names, exit code, reason.
+
+        ``None`` when nothing of the run is stored.
+        """
+        found = self._runs(project=None, run_id=run_id, now_ns=now_ns, limit=1)
         if not found:
             if not self._has_data(run_id):
                 return None
-            found = [{"id": run_id, "project": "", "name": "", "status": "running", "started_at": None,
-                      "ended_at": None, "duration_s": None, "config": {}, "tags": [], "exit_code": None,
-                      "reason": "", "world_size": 0, "argv": []}]
+            found = [
+                {
+                    "id": run_id,
+                    "project": "",
+                    "name": "",
+                    "status": "running",
+                    "started_at": None,
+                    "ended_at": None,
+                    "duration_s": None,
+                    "config": {},
+                    "tags": [],
+                    "last_seen": None,
+                    "exit_code": None,
+                    "reason": "",
+                    "world_size": 0,
+                    "argv": [],
+                }
+            ]
         run = found[0]
         self._attach_summaries([run])
         run["metrics"] = self.metric_names(run_id)
         run["nodes"] = [
-            {"node": node, "rank": rank, "host": host, "pid": pid, "last_seen": format_ns(last * 1000)}
+            {
+                "node": node,
+                "rank": rank,
+                "host": host,
+                "pid": pid,
+                "last_seen": format_ns(last * 1000),
+            }
             for node, rank, host, pid, last in self._rows(
-                "SELECT node, rank, argMaxIf(host, ts, event = 'start'), argMaxIf(pid, ts, event = 'start'), "
-                "toUnixTimestamp64Micro(max(ts)) FROM {db}.run_events WHERE run_id = {run:String} "
-                "GROUP BY node, rank ORDER BY rank, node", {"run": run_id})
+                "SELECT node, rank, argMaxIf(host, ts, event = 'start'), "
+                "argMaxIf(pid, ts, event = 'start'), "
+                f"toUnixTimestamp64Micro(max(ts)) FROM {self._t[tables.RUN_EVENTS]} "
+                "WHERE run_id = {run:String} GROUP BY node, rank ORDER BY rank, node",
+                {"run": run_id},
+            )
         ]
-        run["resources"] = {
-            f"{device}/{name}": {"avg": json_value(avg), "max": json_value(mx)}
-            for device, name, avg, mx in self._rows(
-                "SELECT device, name, avg(value), max(value) FROM {db}.resources WHERE run_id = {run:String} "
-                "GROUP BY device, name ORDER BY device, name", {"run": run_id})
-        }
+        run["resources"] = [
+            {"device": device, "name": name, "avg": json_number(avg), "max": json_number(high)}
+            for device, name, avg, high in self._rows(
+                "SELECT device, name, avgIf(value, isFinite(value)), "
+                "maxIf(value, NOT isNaN(value)) "
+                f"FROM {self._t[tables.RESOURCES]} WHERE run_id = {{run:String}} "
+                "GROUP BY device, name ORDER BY device, name",
+                {"run": run_id},
+            )
+        ]
         return run
 
     def _has_data(self, run_id: str) -> bool:
-        for table in (tables.LOGS, tables.METRICS):
-            if self._rows(f"SELECT 1 FROM {{db}}.{table} WHERE run_id = {{run:String}} LIMIT 1", {"run": run_id}):
-                return True
-        return False
+        return any(
+            self._rows(f"SELECT 1 FROM {self._t[t]} WHERE run_id = {{run:String}} LIMIT 1", {"run": run_id})
+            for t in (tables.LOGS, tables.METRICS, tables.RESOURCES)
+        )
 
-    def _runs(self, having: str, params: dict[str, Any], now_ns: int | None) -> list[dict[str, Any]]:
+    def _runs(self, project: str | None, run_id: str | None, now_ns: int | None, limit: int) -> list[dict[str, Any]]:
         now_us = (time.time_ns() if now_ns is None else now_ns) // 1000
+        where, having = "", ""
+        params: dict[str, Any] = {"limit": limit}
+        if run_id is not None:
+            where = "WHERE run_id = {run:String}"
+            params["run"] = run_id
+        if project is not None:
+            having = "HAVING project = {project:String}"
+            params["project"] = project
+        start = "event = 'start'"
         heads = self._rows(
-            "SELECT run_id, argMinIf(project, ts, event = 'start') AS project, "
-            "argMinIf(name, ts, event = 'start'), argMinIf(config, ts, event = 'start'), "
-            "argMinIf(tags, ts, event = 'start'), toUnixTimestamp64Micro(minIf(ts, event = 'start')), "
-            "toUnixTimestamp64Micro(min(ts)), argMaxIf(world_size, ts, event = 'start'), "
-            "argMinIf(argv, ts, event = 'start') "
-            f"FROM {{db}}.{tables.RUN_EVENTS} GROUP BY run_id {having} "
-            "ORDER BY min(ts) DESC LIMIT {limit:UInt32}", params)
+            f"SELECT run_id, argMinIf(project, (rank, ts), {start}) AS project, "
+            f"argMinIf(name, (rank, ts), {start}), argMinIf(config, (rank, ts), {start}), "
+            f"argMinIf(tags, (rank, ts), {start}), argMinIf(argv, (rank, ts), {start}), "
+            f"maxIf(world_size, {start}), countIf({start}) > 0, "
+            f"toUnixTimestamp64Micro(minIf(ts, {start})), toUnixTimestamp64Micro(min(ts)), "
+            f"toUnixTimestamp64Micro(max(ts)) AS last_us "
+            f"FROM {self._t[tables.RUN_EVENTS]} {where} GROUP BY run_id {having} "
+            "ORDER BY if(countIf(event = 'start') > 0, minIf(ts, event = 'start'), min(ts)) DESC, "
+            "run_id "
+            "LIMIT {limit:UInt32}",
+            params,
+        )
         if not heads:
             return []
-        ranks: dict[str, list[tuple[Any, ...]]] = {}
-        for row in self._rows(
-            "SELECT run_id, node, rank, countIf(event = 'start'), countIf(event = 'finish'), "
-            "argMaxIf(status, ts, event = 'finish'), argMaxIf(exit_code, ts, event = 'finish'), "
-            "argMaxIf(reason, ts, event = 'finish'), toUnixTimestamp64Micro(max(ts)), "
-            "toUnixTimestamp64Micro(maxIf(ts, event = 'finish')) "
-            f"FROM {{db}}.{tables.RUN_EVENTS} WHERE run_id IN {{ids:Array(String)}} GROUP BY run_id, node, rank",
+        ranks: dict[str, list[RankRow]] = {}
+        for rid, rank, status, finished_us, code, reason in self._rows(
+            "SELECT run_id, rank, argMaxIf(status, ts, event = 'finish'), "
+            "toUnixTimestamp64Micro(maxIf(ts, event = 'finish')), "
+            "argMaxIf(exit_code, ts, event = 'finish'), "
+            f"argMaxIf(reason, ts, event = 'finish') FROM {self._t[tables.RUN_EVENTS]} "
+            "WHERE run_id IN {ids:Array(String)} GROUP BY run_id, rank ORDER BY run_id, rank",
             {"ids": [h[0] for h in heads]},
         ):
-            ranks.setdefault(row[0], []).append(row[1:])
+            ranks.setdefault(rid, []).append((rank, status, finished_us, code, reason))
         out = []
-        for run_id, project, name, config, tags, started, first, world, argv in heads:
-            status, ended, exit_code, reason, last_seen = self._status(ranks.get(run_id, []), now_us)
-            start_us = started if started > 0 else first
-            end_us = ended if ended else (last_seen if status == "crashed" else now_us)
-            out.append({
-                "id": run_id, "project": project, "name": name, "status": status,
-                "started_at": format_ns(start_us * 1000), "ended_at": format_ns(ended * 1000) if ended else None,
-                "duration_s": round(max(0, end_us - start_us) / 1e6, 3), "config": _parse_json(config),
-                "tags": list(tags), "exit_code": exit_code, "reason": reason, "world_size": world,
-                "argv": list(argv), "last_seen": format_ns(last_seen * 1000),
-            })
+        for (
+            rid,
+            proj,
+            name,
+            config,
+            tags,
+            argv,
+            world,
+            has_start,
+            started_us,
+            first_us,
+            last_us,
+        ) in heads:
+            rank_rows = ranks.get(rid, [])
+            status, ended_us = derive_status(rank_rows, last_us, now_us, self.crashed_after_s)
+            exit_code, reason = outcome(status, rank_rows, self.crashed_after_s)
+            begin_us = started_us if has_start else first_us
+            out.append(
+                {
+                    "id": rid,
+                    "project": proj,
+                    "name": name,
+                    "status": status,
+                    "started_at": format_ns(begin_us * 1000),
+                    "ended_at": format_ns(ended_us * 1000) if ended_us is not None else None,
+                    "duration_s": round(max(0, (ended_us if ended_us is not None else now_us) - begin_us) / 1e6, 3),
+                    "config": _parse_json(config),
+                    "tags": list(tags),
+                    "last_seen": format_ns(last_us * 1000),
+                    "exit_code": exit_code,
+                    "reason": reason,
+                    "world_size": world,
+                    "argv": list(argv),
+                }
+            )
         return out
 
-    def _status(self, ranks: list[tuple[Any, ...]], now_us: int) -> tuple[str, int, int | None, str, int]:
-        """The run's status from its ranks: (status, ended_us, exit_code, reason, last_seen_us)."""
-        last_seen = max((r[7] for r in ranks), default=0)
-        finals = [(r[4], r[5], r[6], r[8]) for r in ranks if r[3] > 0]
-        started = [r for r in ranks if r[2] > 0]
-        for wanted in ("failed", "killed"):
-            hits = [f for f in finals if f[0] == wanted]
-            if hits:
-                first = min(hits, key=lambda f: f[3])
-                return wanted, max(f[3] for f in finals), first[1], first[2], last_seen
-        if started and len(finals) >= len(started) and all(r[3] > 0 for r in started):
-            return "finished", max(f[3] for f in finals), finals[-1][1], "", last_seen
-        if now_us - last_seen > self.crashed_after_s * 1e6:
-            return "crashed", 0, None, "no heartbeat", last_seen
-        return "running", 0, None, "", last_seen
-
     def _attach_summaries(self, runs: list[dict[str, Any]]) -> None:
+        for run in runs:
+            run["summary"] = {}
         if not runs:
             return
         by_id = {r["id"]: r for r in runs}
-        for r in runs:
-            r["summary"] = {}
-        for run_id, name, last, low, high in self._rows(
-            "SELECT run_id, name, argMax(value, (step, ts, seq, idx, sub)), min(value), max(value) "
-            f"FROM {{db}}.{tables.METRICS} WHERE run_id IN {{ids:Array(String)}} GROUP BY run_id, name "
-            "ORDER BY run_id, name", {"ids": list(by_id)},
+        for rid, name, last, low, high in self._rows(
+            "SELECT run_id, name, argMaxMerge(last_value), minOrNullIfMerge(min_value), "
+            f"maxOrNullIfMerge(max_value) FROM {self._t[METRIC_SUMMARY]} "
+            "WHERE run_id IN {ids:Array(String)} GROUP BY run_id, name ORDER BY run_id, name",
+            {"ids": list(by_id)},
         ):
-            by_id[run_id]["summary"][name] = {"last": json_value(last), "min": json_value(low),
-                                              "max": json_value(high)}
+            by_id[rid]["summary"][name] = {
+                "last": json_number(last),
+                "min": json_number(low),
+                "max": json_number(high),
+            }
 
     # -- metrics ---------------------------------------------------------
 
     def metric_names(self, run_id: str) -> list[str]:
         """The names of a run's metrics, sorted."""
-        return [r[0] for r in self._rows(
-            f"SELECT DISTINCT name FROM {{db}}.{tables.METRICS} WHERE run_id = {{run:String}} ORDER BY name",
-            {"run": run_id})]
+        return [
+            r[0]
+            for r in self._rows(
+                f"SELECT DISTINCT name FROM {self._t[METRIC_SUMMARY]} WHERE run_id = {{run:String}} ORDER BY name",
+                {"run": run_id},
+            )
+        ]
 
-    def metric_series(self, run_id: str, name: str, points: int = 1000, since_ns: int | None = None,
-                      until_ns: int | None = None) -> dict[str, Any]:
-        """``{"name", "points": [[step, value]], "total", "downsampled"}`` in step order.
+    def metric_series(
+        self,
+        run_id: str,
+        name: str,
+        points: int = 1000,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> dict[str, Any]:
+        """``{"name", "points": [[step, value], ...], "total", "downsampled"}`` in step order.
 
-        All points when there are at most ``points``; otherwise the step range
-        is cut into buckets and each bucket gives its lowest and highest finite
-        point and its first NaN/Inf point, so that no extreme is lost.
+        All points when there are at most ``points``.  Otherwise the step range
+        is cut into buckets (``points // 2``, or ``points // 3`` when the
+        series has NaN) and each bucket gives its lowest and its highest point
+        (±Inf included) and its first NaN, so no extreme is lost and the answer
+        has at most ``points`` points.  One query; raises :class:`QueryError`
+        unless ``3 <= points <= 100000``.
         """
-        if points < 3:
-            raise QueryError("points must be at least 3")
-        cond, params = self._series_filter(run_id, name, since_ns, until_ns)
-        total, s0, s1 = self._rows(
-            f"SELECT count(), min(step), max(step) FROM {{db}}.{tables.METRICS} WHERE {cond}", params)[0]
-        if total <= points:
-            rows = self._rows(
-                f"SELECT step, value FROM {{db}}.{tables.METRICS} WHERE {cond} "
-                "ORDER BY step, ts, producer, seq, idx, sub", params)
-            return {"name": name, "points": [[s, json_value(v)] for s, v in rows], "total": total,
-                    "downsampled": False}
-        buckets = max(1, points // 3)
-        params.update(s0=s0, span=s1 - s0 + 1, nb=buckets)
+        points = _bounded(points, MIN_POINTS, min(MAX_POINTS, self.limits.max_result_rows), "points")
+        cond, params = _series_filter(run_id, name, since_ns, until_ns)
+        params["points"] = points
+        table = self._t[tables.METRICS]
+        finite = "NOT isNaN(value)"
+        # One pass: the scalar subquery sizes the series; then either every point
+        # (bucket 0, in step order) or, per bucket, its min, its max and its first NaN.
         rows = self._rows(
-            "SELECT intDiv(toInt128(step - {s0:Int64}) * {nb:UInt32}, toInt128({span:Int64})) AS b, "
-            "argMinIf(step, value, isFinite(value)), minIf(value, isFinite(value)), "
-            "argMaxIf(step, value, isFinite(value)), maxIf(value, isFinite(value)), countIf(isFinite(value)), "
-            "minIf(step, NOT isFinite(value)), argMinIf(value, step, NOT isFinite(value)), "
-            "countIf(NOT isFinite(value)) "
-            f"FROM {{db}}.{tables.METRICS} WHERE {cond} GROUP BY b ORDER BY b", params)
+            "WITH (SELECT (count(), min(step), max(step), countIf(isNaN(value)) > 0) "
+            f"FROM {table} WHERE {cond}) AS st, st.1 AS total, toInt128(st.2) AS lo, "
+            "toInt128(st.3) AS hi, "
+            "toInt128(if(st.4, intDiv({points:UInt32}, 3), intDiv({points:UInt32}, 2))) AS buckets "
+            "SELECT total, b, s_lo, v_lo, s_hi, v_hi, s_nan, finite, nans FROM ("
+            " SELECT toInt64(0) AS b, step AS s_lo, value AS v_lo, step AS s_hi, value AS v_hi,"
+            " step AS s_nan, toUInt64(1) AS finite, toUInt64(0) AS nans, ts AS t"
+            f" FROM {table} WHERE {cond} AND total <= {{points:UInt32}}"
+            " UNION ALL"
+            " SELECT toInt64(intDiv((toInt128(step) - lo) * buckets, hi - lo + 1)) AS b,"
+            f" argMinIf(step, value, {finite}), minIf(value, {finite}),"
+            f" argMaxIf(step, value, {finite}), maxIf(value, {finite}),"
+            f" minIf(step, isNaN(value)), countIf({finite}), countIf(isNaN(value)),"
+            " toDateTime64(0, 6, 'UTC')"
+            f" FROM {table} WHERE {cond} AND total > {{points:UInt32}} GROUP BY b"
+            ") ORDER BY b, s_lo, t",
+            params,
+        )
+        total = int(rows[0][0]) if rows else 0
+        downsampled = total > points
         out: list[list[Any]] = []
-        for _, lo_s, lo, hi_s, hi, finite, nf_s, nf, nonfinite in rows:
-            picked: dict[int, float] = {}
-            if finite:
-                picked[lo_s] = lo
-                picked[hi_s] = hi
-            if nonfinite:
-                picked.setdefault(nf_s, nf)
-            out += [[s, json_value(v)] for s, v in sorted(picked.items())]
-        return {"name": name, "points": out, "total": total, "downsampled": True}
-
-    def _series_filter(self, run_id: str, name: str, since_ns: int | None,
-                       until_ns: int | None) -> tuple[str, dict[str, Any]]:
-        cond = ["run_id = {run:String}", "name = {name:String}"]
-        params: dict[str, Any] = {"run": run_id, "name": name}
-        if since_ns is not None:
-            cond.append("ts >= fromUnixTimestamp64Micro({since:Int64})")
-            params["since"] = _since_us(since_ns)
-        if until_ns is not None:
-            cond.append("ts <= fromUnixTimestamp64Micro({until:Int64})")
-            params["until"] = _until_us(until_ns)
-        return " AND ".join(cond), params
+        if not downsampled:
+            out = [[s_lo, json_number(v_lo)] for _, _, s_lo, v_lo, *_ in rows]
+        for _, _, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan in rows if downsampled else ():
+            picked = [(s_lo, v_lo), (s_hi, v_hi)] if n_finite else []
+            if n_nan:
+                picked.append((s_nan, math.nan))
+            for step, value in sorted(picked, key=lambda p: p[0]):
+                pair = [step, json_number(value)]
+                if pair not in out[-3:]:  # a bucket's min and max may be one point
+                    out.append(pair)
+        return {"name": name, "points": out, "total": total, "downsampled": downsampled}
 
     # -- logs ------------------------------------------------------------
 
-    def search_logs(self, run_id: str, q: str | None = None, regex: str | None = None,
-                    level: str | list[str] | None = None, node: str | None = None, rank: int | None = None,
-                    stream: str | None = None, since_ns: int | None = None, until_ns: int | None = None,
-                    limit: int = 500, cursor: str | None = None, order: str = "asc") -> dict[str, Any]:
-        """A page of a run's log lines in time order, and the cursor of the next page.
+    def search_logs(
+        self,
+        run_id: str,
+        q: str | None = None,
+        regex: str | None = None,
+        level: str | Sequence[str] | None = None,
+        node: str | None = None,
+        rank: int | None = None,
+        stream: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int = 500,
+        cursor: str | None = None,
+        order: str = "asc",
+    ) -> dict[str, Any]:
+        """A page of a run's log lines and the cursor of the next page (``None`` on the last).
 
-        ``q`` matches lines containing it, case-insensitively, in their text
-        without ANSI codes; ``regex`` is RE2 over the same text; ``level``
-        is one level or a comma-separated list.
+        ``q``: lines containing it, case-insensitively, in the text without
+        ANSI codes (a grep -i -F); ``regex``: RE2 over the same text;
+        ``level``: one level or a comma-separated list; ``since_ns`` and
+        ``until_ns`` are inclusive.  Lines come in time order (ties: producer,
+        seq, index), oldest first, or newest first with ``order="desc"``;
+        ``limit`` is capped at 10000.  Raises :class:`QueryError` for a bad
+        regex, level, stream, order or cursor.
         """
         if order not in ("asc", "desc"):
             raise QueryError("order must be asc or desc")
-        if not 1 <= limit <= self.limits.max_log_limit:
-            raise QueryError(f"limit must be between 1 and {self.limits.max_log_limit}")
+        limit = min(_bounded(limit, 1, None, "limit"), MAX_LOG_LIMIT)
         cond = ["run_id = {run:String}"]
         params: dict[str, Any] = {"run": run_id, "limit": limit + 1}
         if q:
-            cond.append("positionCaseInsensitiveUTF8(text, {q:String}) > 0")
-            params["q"] = q
+            if q.isascii():
+                # ASCII folding on both sides; the text index on lower(text) prunes
+                # granules with the whole tokens inside the pattern.
+                cond.append("lower(text) LIKE {q_like:String}")
+                params["q_like"] = like_pattern(q.lower())
+            else:
+                cond.append("positionCaseInsensitiveUTF8(text, {q:String}) > 0")
+                params["q"] = q
         if regex:
+            self._check_regex(regex)
             cond.append("match(text, {re:String})")
             params["re"] = regex
-        if level:
-            levels = level.split(",") if isinstance(level, str) else list(level)
+        levels = _levels(level)
+        if levels:
             cond.append("level IN {levels:Array(String)}")
-            params["levels"] = [lv.strip().upper() for lv in levels]
+            params["levels"] = levels
         if node:
             cond.append("node = {node:String}")
             params["node"] = node
         if rank is not None:
             cond.append("rank = {rank:Int32}")
-            params["rank"] = rank
+            params["rank"] = _bounded(rank, -(2**31), 2**31 - 1, "rank")
         if stream:
+            if stream not in STREAMS:
+                raise QueryError(f"stream must be one of {', '.join(sorted(STREAMS))}")
             cond.append("stream = {stream:String}")
             params["stream"] = stream
-        if since_ns is not None:
-            cond.append("ts >= fromUnixTimestamp64Micro({since:Int64})")
-            params["since"] = _since_us(since_ns)
-        if until_ns is not None:
-            cond.append("ts <= fromUnixTimestamp64Micro({until:Int64})")
-            params["until"] = _until_us(until_ns)
+        _time_range(cond, params, since_ns, until_ns)
         if cursor:
-            c_ts, c_p, c_s, c_i = decode_cursor(cursor)
-            op = ">" if order == "asc" else "<"
-            cond.append(f"(ts, producer, seq, idx) {op} (fromUnixTimestamp64Micro({{c_ts:Int64}}), "
-                        "{c_p:String}, {c_s:UInt64}, {c_i:UInt32})")
-            params.update(c_ts=c_ts, c_p=c_p, c_s=c_s, c_i=c_i)
+            c_ts, c_producer, c_seq, c_idx = decode_cursor(cursor)
+            op, bound = (">", ">=") if order == "asc" else ("<", "<=")
+            cond.append(f"ts {bound} fromUnixTimestamp64Micro({{c_ts:Int64}}, 'UTC')")
+            cond.append(
+                f"(ts, producer, seq, idx) {op} (fromUnixTimestamp64Micro({{c_ts:Int64}}, 'UTC'), "
+                "{c_producer:String}, {c_seq:UInt64}, {c_idx:UInt32})"
+            )
+            params.update(c_ts=c_ts, c_producer=c_producer, c_seq=c_seq, c_idx=c_idx)
         direction = "ASC" if order == "asc" else "DESC"
         rows = self._rows(
-            "SELECT toUnixTimestamp64Micro(ts), node, rank, stream, level, logger, line, producer, seq, idx "
-            f"FROM {{db}}.{tables.LOGS} WHERE {' AND '.join(cond)} "
+            "SELECT toUnixTimestamp64Micro(ts), node, rank, stream, level, logger, line, "
+            "producer, seq, idx "
+            f"FROM {self._t[tables.LOGS]} WHERE {' AND '.join(cond)} "
             f"ORDER BY ts {direction}, producer {direction}, seq {direction}, idx {direction} "
-            "LIMIT {limit:UInt32}", params)
+            "LIMIT {limit:UInt32}",
+            params,
+        )
         more = len(rows) > limit
         rows = rows[:limit]
-        lines = [{"ts": format_ns(r[0] * 1000), "node": r[1], "rank": r[2], "stream": r[3], "level": r[4],
-                  "logger": r[5], "line": r[6]} for r in rows]
-        next_cursor = encode_cursor(rows[-1][0], rows[-1][7], rows[-1][8], rows[-1][9]) if more else None
+        lines = [
+            {
+                "ts": format_ns(r[0] * 1000),
+                "node": r[1],
+                "rank": r[2],
+                "stream": r[3],
+                "level": r[4],
+                "logger": r[5],
+                "line": r[6],
+            }
+            for r in rows
+        ]
+        last = rows[-1] if rows else None
+        next_cursor = encode_cursor(last[0], last[7], last[8], last[9]) if more and last else None
         return {"lines": lines, "next_cursor": next_cursor}
 
-    # -- dead letters ----------------------------------------------------
+    def _check_regex(self, regex: str) -> None:
+        try:
+            self._rows("SELECT match('', {re:String})", {"re": regex})
+        except QueryError as exc:
+            raise QueryError(f"regex is not valid RE2: {_reason(str(exc))}") from None
+
+    # -- evaluations, alerts, dead letters ---------------------------------
+
+    def alerts(self, run_id: str, limit: int = 1000) -> dict[str, Any]:
+        """``{"alerts": [{"ts", "kind", "message", "node", "rank"}]}`` of a run, oldest first."""
+        rows = self._rows(
+            "SELECT toUnixTimestamp64Micro(ts), kind, message, node, rank "
+            f"FROM {self._t[tables.ALERTS]} "
+            "WHERE run_id = {run:String} ORDER BY ts LIMIT {limit:UInt32}",
+            {"run": run_id, "limit": _bounded(limit, 1, MAX_LOG_LIMIT, "limit")},
+        )
+        return {
+            "alerts": [
+                {
+                    "ts": format_ns(r[0] * 1000),
+                    "kind": r[1],
+                    "message": r[2],
+                    "node": r[3],
+                    "rank": r[4],
+                }
+                for r in rows
+            ]
+        }
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]:
-        """The newest dead letters."""
+        """``{"items": [...]}``: the newest dead letters first (``limit`` capped at 10000)."""
+        limit = min(_bounded(limit, 1, None, "limit"), MAX_DLQ_LIMIT)
         rows = self._rows(
-            "SELECT toUnixTimestamp64Micro(ts), topic, reason, sample, partition, offset, producer, seq, idx, "
-            f"run_id FROM {{db}}.{tables.DEAD_LETTERS} ORDER BY ts DESC LIMIT {{limit:UInt32}}",
-            {"limit": limit})
-        keys = ("ts", "topic", "reason", "sample", "partition", "offset", "producer", "seq", "index", "run_id")
-        items = [dict(zip(keys, r)) for r in rows]
+            "SELECT toUnixTimestamp64Micro(ts), topic, reason, sample, partition, offset, "
+            "producer, seq, "
+            f"idx, run_id FROM {self._t[tables.DEAD_LETTERS]} "
+            "ORDER BY ts DESC, topic, partition, offset DESC, idx LIMIT {limit:UInt32}",
+            {"limit": limit},
+        )
+        keys = (
+            "ts",
+            "topic",
+            "reason",
+            "sample",
+            "partition",
+            "offset",
+            "producer",
+            "seq",
+            "index",
+            "run_id",
+        )
+        items = [dict(zip(keys, r, strict=True)) for r in rows]
         for item in items:
             item["ts"] = format_ns(item["ts"] * 1000)
         return {"items": items}
+
+
+def _bounded(value: int, low: int, high: int | None, what: str = "value") -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise QueryError(f"{what} must be an integer")
+    if high is not None and not low <= value <= high:
+        raise QueryError(f"{what} must be between {low} and {high}")
+    if value < low:
+        raise QueryError(f"{what} must be at least {low}")
+    return value
+
+
+def _levels(level: str | Sequence[str] | None) -> list[str]:
+    if not level:
+        return []
+    names = level.split(",") if isinstance(level, str) else list(level)
+    out: list[str] = []
+    for name in names:
+        name = name.strip()
+        if not name:
+            continue
+        try:
+            canonical = normalise_level(name)
+        except InvalidRecord:
+            raise QueryError(f"level {name[:32]!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL") from None
+        if canonical not in out:
+            out.append(canonical)
+    return out
+
+
+def _time_range(cond: list[str], params: dict[str, Any], since_ns: int | None, until_ns: int | None) -> None:
+    if since_ns is not None:
+        cond.append("ts >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")
+        params["since"] = -((-since_ns) // 1000)  # round up: inclusive, whole microseconds
+    if until_ns is not None:
+        cond.append("ts <= fromUnixTimestamp64Micro({until:Int64}, 'UTC')")
+        params["until"] = until_ns // 1000
+
+
+def _series_filter(run_id: str, name: str, since_ns: int | None, until_ns: int | None) -> tuple[str, dict[str, Any]]:
+    cond = ["run_id = {run:String}", "name = {name:String}"]
+    params: dict[str, Any] = {"run": run_id, "name": name}
+    _time_range(cond, params, since_ns, until_ns)
+    return " AND ".join(cond), params
 
 
 def _parse_json(text: str) -> Any:
@@ -360,3 +555,20 @@ def _parse_json(text: str) -> Any:
         return json.loads(text)
     except ValueError:
         return {"_raw": text}
+
+
+def _reason(message: str) -> str:
+    """The ClickHouse message without its code prefix and error name."""
+    text = message.split("DB::Exception:", 1)[-1].strip()
+    return text.rsplit(" (", 1)[0] if text.endswith(")") else text
+
+
+__all__ = [
+    "QueryLimits",
+    "Queries",
+    "decode_cursor",
+    "derive_status",
+    "encode_cursor",
+    "json_number",
+    "like_pattern",
+]

@@ -1,243 +1,663 @@
 """Clean envelopes to table columns: pure, no I/O.
 
-:class:`ColumnBuffer` accumulates the rows of one table as column lists and
-turns them into an Arrow table (the fastest insert path into ClickHouse).
-Times go in as integer microseconds; config and evaluation data as JSON text
-in which NaN and ±Inf are the strings ``"NaN"``, ``"Infinity"``,
-``"-Infinity"`` (so that stored JSON stays valid).
+A :class:`ColumnBuffer` accumulates rows for every table as column lists and
+hands each table over as an Arrow table (the fastest insert path into
+ClickHouse).  Times become integer microseconds; ``config`` and evaluation
+``data`` become JSON text in which NaN and ±Inf are the strings ``"NaN"``,
+``"Infinity"`` and ``"-Infinity"``, so stored JSON is always valid.
+
+Clean records were validated upstream, but the sink trusts no one: a record
+that does not fit its table (missing field, wrong type, number out of the
+column's range) becomes a ``dead_letters`` row with the reason, and the rest
+of its envelope is stored.
 """
 
 from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pyarrow as pa
 
-from runstream import tables
+from runstream import deadletter, tables
 from runstream.wire import Envelope
 
 _TS = pa.timestamp("us", tz="UTC")
+_STR = pa.string()
 
+#: Arrow schema of every table the sink writes, column order as in the migrations.
 SCHEMAS: dict[str, pa.Schema] = {
-    tables.RUN_EVENTS: pa.schema([
-        ("run_id", pa.string()), ("ts", _TS), ("event", pa.string()), ("project", pa.string()),
-        ("name", pa.string()), ("node", pa.string()), ("rank", pa.int32()), ("status", pa.string()),
-        ("exit_code", pa.int32()), ("reason", pa.string()), ("config", pa.string()),
-        ("tags", pa.list_(pa.string())), ("host", pa.string()), ("pid", pa.uint32()),
-        ("world_size", pa.uint32()), ("argv", pa.list_(pa.string())), ("producer", pa.string()),
-        ("seq", pa.uint64()), ("idx", pa.uint32()), ("ingest_ts", _TS),
-    ]),
-    tables.METRICS: pa.schema([
-        ("run_id", pa.string()), ("name", pa.string()), ("step", pa.int64()), ("ts", _TS),
-        ("value", pa.float64()), ("node", pa.string()), ("rank", pa.int32()), ("producer", pa.string()),
-        ("seq", pa.uint64()), ("idx", pa.uint32()), ("sub", pa.uint16()), ("ingest_ts", _TS),
-    ]),
-    tables.LOGS: pa.schema([
-        ("run_id", pa.string()), ("ts", _TS), ("node", pa.string()), ("rank", pa.int32()),
-        ("stream", pa.string()), ("level", pa.string()), ("logger", pa.string()), ("line", pa.string()),
-        ("orig_bytes", pa.uint32()), ("producer", pa.string()), ("seq", pa.uint64()),
-        ("idx", pa.uint32()), ("ingest_ts", _TS),
-    ]),
-    tables.RESOURCES: pa.schema([
-        ("run_id", pa.string()), ("ts", _TS), ("node", pa.string()), ("rank", pa.int32()),
-        ("device", pa.string()), ("name", pa.string()), ("value", pa.float64()), ("producer", pa.string()),
-        ("seq", pa.uint64()), ("idx", pa.uint32()), ("sub", pa.uint16()), ("ingest_ts", _TS),
-    ]),
-    tables.EVALS: pa.schema([
-        ("run_id", pa.string()), ("ts", _TS), ("node", pa.string()), ("rank", pa.int32()),
-        ("name", pa.string()), ("type", pa.string()), ("data", pa.string()), ("producer", pa.string()),
-        ("seq", pa.uint64()), ("idx", pa.uint32()), ("ingest_ts", _TS),
-    ]),
-    tables.DEAD_LETTERS: pa.schema([
-        ("ts", _TS), ("topic", pa.string()), ("partition", pa.int32()), ("offset", pa.int64()),
-        ("reason", pa.string()), ("sample", pa.string()), ("producer", pa.string()), ("seq", pa.int64()),
-        ("idx", pa.int32()), ("run_id", pa.string()),
-    ]),
+    tables.RUN_EVENTS: pa.schema(
+        [
+            ("run_id", _STR),
+            ("ts", _TS),
+            ("event", _STR),
+            ("project", _STR),
+            ("name", _STR),
+            ("node", _STR),
+            ("rank", pa.int32()),
+            ("status", _STR),
+            ("exit_code", pa.int32()),
+            ("reason", _STR),
+            ("config", _STR),
+            ("tags", pa.list_(_STR)),
+            ("host", _STR),
+            ("pid", pa.uint32()),
+            ("world_size", pa.uint32()),
+            ("argv", pa.list_(_STR)),
+            ("producer", _STR),
+            ("seq", pa.uint64()),
+            ("idx", pa.uint32()),
+            ("ingest_ts", _TS),
+        ]
+    ),
+    tables.METRICS: pa.schema(
+        [
+            ("run_id", _STR),
+            ("name", _STR),
+            ("step", pa.int64()),
+            ("ts", _TS),
+            ("value", pa.float64()),
+            ("node", _STR),
+            ("rank", pa.int32()),
+            ("producer", _STR),
+            ("seq", pa.uint64()),
+            ("idx", pa.uint32()),
+            ("sub", pa.uint16()),
+            ("ingest_ts", _TS),
+        ]
+    ),
+    tables.LOGS: pa.schema(
+        [
+            ("run_id", _STR),
+            ("ts", _TS),
+            ("node", _STR),
+            ("rank", pa.int32()),
+            ("stream", _STR),
+            ("level", _STR),
+            ("logger", _STR),
+            ("line", _STR),
+            ("orig_bytes", pa.uint32()),
+            ("producer", _STR),
+            ("seq", pa.uint64()),
+            ("idx", pa.uint32()),
+            ("ingest_ts", _TS),
+        ]
+    ),
+    tables.RESOURCES: pa.schema(
+        [
+            ("run_id", _STR),
+            ("ts", _TS),
+            ("node", _STR),
+            ("rank", pa.int32()),
+            ("device", _STR),
+            ("name", _STR),
+            ("value", pa.float64()),
+            ("producer", _STR),
+            ("seq", pa.uint64()),
+            ("idx", pa.uint32()),
+            ("sub", pa.uint16()),
+            ("ingest_ts", _TS),
+        ]
+    ),
+    tables.EVALS: pa.schema(
+        [
+            ("run_id", _STR),
+            ("ts", _TS),
+            ("node", _STR),
+            ("rank", pa.int32()),
+            ("name", _STR),
+            ("type", _STR),
+            ("data", _STR),
+            ("producer", _STR),
+            ("seq", pa.uint64()),
+            ("idx", pa.uint32()),
+            ("ingest_ts", _TS),
+        ]
+    ),
+    tables.DEAD_LETTERS: pa.schema(
+        [
+            ("ts", _TS),
+            ("topic", _STR),
+            ("partition", pa.int32()),
+            ("offset", pa.int64()),
+            ("reason", _STR),
+            ("sample", _STR),
+            ("producer", _STR),
+            ("seq", pa.int64()),
+            ("idx", pa.int32()),
+            ("run_id", _STR),
+        ]
+    ),
 }
 
+_I32 = (-(2**31), 2**31 - 1)
+_U16 = (0, 2**16 - 1)
+_U32 = (0, 2**32 - 1)
+_U64 = (0, 2**64 - 1)
+_I64 = (-(2**63), 2**63 - 1)
+#: DateTime64(6) holds 1900-01-01 .. 2299-12-31; microseconds.
+_TS_US = (-2_208_988_800_000_000, 10_413_791_999_999_999)
 
-def _finite(value: Any) -> Any:
-    if isinstance(value, float) and not math.isfinite(value):
+
+class RowError(ValueError):
+    """A record does not fit its table; the message says which field and why."""
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with NaN/±Inf as strings, bytes as text and map keys as strings."""
+    if isinstance(value, float):
+        if math.isfinite(value):
+            return value
         return "NaN" if math.isnan(value) else ("Infinity" if value > 0 else "-Infinity")
-    if isinstance(value, dict):
-        return {str(k): _finite(v) for k, v in value.items()}
+    if isinstance(value, Mapping):
+        return {
+            (k.decode("utf-8", "replace") if isinstance(k, bytes) else str(k)): json_safe(v) for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [json_safe(v) for v in value]
     if isinstance(value, bytes):
         return value.decode("utf-8", "replace")
     return value
 
 
 def json_text(value: Any) -> str:
-    """JSON for stored config/data: NaN/Inf as strings, bytes as text, never invalid."""
-    return json.dumps(_finite(value), ensure_ascii=False, separators=(",", ":"), default=str)
+    """Valid JSON for ``value`` (NaN/Inf as strings); raises :class:`RowError` if impossible."""
+    try:
+        return json.dumps(
+            json_safe(value),
+            ensure_ascii=False,
+            separators=(",", ":"),
+            allow_nan=False,
+            default=str,
+        )
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise RowError(f"not representable as JSON: {exc}") from None
+
+
+def _int(value: Any, bounds: tuple[int, int], what: str) -> int:
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise RowError(f"{what} must be an integer, not {type(value).__name__}")
+    if not bounds[0] <= value <= bounds[1]:
+        raise RowError(f"{what} {value} is out of range [{bounds[0]}, {bounds[1]}]")
+    return value
+
+
+def _str(value: Any, what: str) -> str:
+    if not isinstance(value, str):
+        raise RowError(f"{what} must be a string, not {type(value).__name__}")
+    return value
+
+
+def _float(value: Any, what: str) -> float:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    raise RowError(f"{what} must be a number, not {type(value).__name__}")
+
+
+def _strs(value: Any, what: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise RowError(f"{what} must be a list of strings")
+    return value
+
+
+def _ts_us(record: Mapping[str, Any]) -> int:
+    return _int(record.get("ts_ns"), (_TS_US[0] * 1000, _I64[1]), "ts_ns") // 1000
+
+
+def _rec(record: Any) -> Mapping[str, Any]:
+    if not isinstance(record, Mapping):
+        raise RowError(f"record is a {type(record).__name__}, not a map")
+    return record
+
+
+def _index(record: Mapping[str, Any]) -> int:
+    return _int(record.get("i"), _U32, "record index 'i'")
+
+
+# Each row function turns one record into the values of the columns that vary
+# per row (the names in _VARYING), one tuple per row; envelope-wide columns are
+# filled by ColumnBuffer.add_envelope.
+
+
+def _run_rows(r: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    event = _str(r.get("event"), "event")
+    code = r.get("exit_code")
+    config = json_text(r["config"]) if r.get("config") is not None else ""
+    return [
+        (
+            _ts_us(r),
+            event,
+            _str(r.get("project", ""), "project"),
+            _str(r.get("name", ""), "name"),
+            _str(r.get("status", ""), "status"),
+            None if code is None else _int(code, _I32, "exit_code"),
+            _str(r.get("reason", ""), "reason"),
+            config,
+            _strs(r.get("tags"), "tags"),
+            _str(r.get("host", ""), "host"),
+            _int(r.get("pid", 0), _U32, "pid"),
+            _int(r.get("world_size", 0), _U32, "world_size"),
+            _strs(r.get("argv"), "argv"),
+            _index(r),
+        )
+    ]
+
+
+def _metric_rows(r: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    ts, idx = _ts_us(r), _index(r)
+    step = r.get("step", -1)
+    step = _int(-1 if step is None else step, _I64, "step")
+    values = r.get("values")
+    if not isinstance(values, Mapping):
+        raise RowError("values must be a map of name to number")
+    return [
+        (
+            _str(name, "metric name"),
+            step,
+            ts,
+            _float(v, f"value of {str(name)[:64]!r}"),
+            idx,
+            _int(sub, _U16, "value position"),
+        )
+        for sub, (name, v) in enumerate(values.items())
+    ]
+
+
+def _resource_rows(r: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    ts, idx = _ts_us(r), _index(r)
+    device = _str(r.get("device"), "device")
+    values = r.get("values")
+    if not isinstance(values, Mapping):
+        raise RowError("values must be a map of name to number")
+    return [
+        (
+            ts,
+            device,
+            _str(name, "measurement name"),
+            _float(v, f"value of {str(name)[:64]!r}"),
+            idx,
+            _int(sub, _U16, "value position"),
+        )
+        for sub, (name, v) in enumerate(values.items())
+    ]
+
+
+def _log_rows(r: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    return [
+        (
+            _ts_us(r),
+            _str(r.get("stream", "stdout"), "stream"),
+            _str(r.get("level", ""), "level"),
+            _str(r.get("logger", ""), "logger"),
+            _str(r.get("line"), "line"),
+            _int(r.get("orig_bytes", 0), _U32, "orig_bytes"),
+            _index(r),
+        )
+    ]
+
+
+def _eval_rows(r: Mapping[str, Any]) -> list[tuple[Any, ...]]:
+    data = r.get("data")
+    if not isinstance(data, Mapping):
+        raise RowError("data must be a map")
+    return [
+        (
+            _ts_us(r),
+            _str(r.get("name"), "name"),
+            _str(r.get("type"), "type"),
+            json_text(data),
+            _index(r),
+        )
+    ]
+
+
+# Fast paths: whole columns at once for the high-volume kinds.  They return
+# None at the first thing that is not exactly as expected, and the slow path
+# above then finds and refuses the offending records one by one.
+
+
+def _all(values: list[Any], kind: type) -> bool:
+    return all(type(v) is kind for v in values)
+
+
+def _within(values: list[int], bounds: tuple[int, int]) -> bool:
+    return not values or (bounds[0] <= min(values) and max(values) <= bounds[1])
+
+
+_TS_NS = (_TS_US[0] * 1000, _I64[1])
+
+
+def _fast_logs(records: list[Any]) -> list[list[Any]] | None:
+    if not _all(records, dict):
+        return None
+    try:
+        ts = [r["ts_ns"] for r in records]
+        line = [r["line"] for r in records]
+        idx = [r["i"] for r in records]
+    except KeyError:
+        return None
+    stream = [r.get("stream", "stdout") for r in records]
+    level = [r.get("level", "") for r in records]
+    logger = [r.get("logger", "") for r in records]
+    orig = [r.get("orig_bytes", 0) for r in records]
+    ok = (
+        _all(ts, int)
+        and _within(ts, _TS_NS)
+        and _all(idx, int)
+        and _within(idx, _U32)
+        and _all(orig, int)
+        and _within(orig, _U32)
+        and _all(line, str)
+        and _all(stream, str)
+        and _all(level, str)
+        and _all(logger, str)
+    )
+    if not ok:
+        return None
+    return [[t // 1000 for t in ts], stream, level, logger, line, orig, idx]
+
+
+def _fast_values(records: list[Any], label: str) -> list[list[Any]] | None:
+    names: list[Any] = []
+    labels: list[Any] = []
+    ts: list[Any] = []
+    values: list[Any] = []
+    idx: list[Any] = []
+    sub: list[int] = []
+    try:
+        for r in records:
+            vals = r["values"]
+            if type(vals) is not dict:
+                return None
+            k = len(vals)
+            names.extend(vals)
+            values.extend(vals.values())
+            ts.extend([r["ts_ns"]] * k)
+            idx.extend([r["i"]] * k)
+            value = r.get("step", -1) if label == "step" else r["device"]
+            labels.extend([-1 if value is None and label == "step" else value] * k)
+            sub.extend(range(k))
+    except (KeyError, TypeError, AttributeError):
+        return None
+    ok = (
+        _all(names, str)
+        and _all(ts, int)
+        and _within(ts, _TS_NS)
+        and _all(idx, int)
+        and _within(idx, _U32)
+        and _within(sub, _U16)
+        and (_all(labels, int) and _within(labels, _I64) if label == "step" else _all(labels, str))
+    )
+    if not ok:
+        return None
+    if not _all(values, float):
+        if not all(type(v) is float or type(v) is int for v in values):
+            return None
+        values = [float(v) for v in values]
+    us = [t // 1000 for t in ts]
+    if label == "step":
+        return [names, labels, us, values, idx, sub]
+    return [us, labels, names, values, idx, sub]
+
+
+_FAST: dict[str, Callable[[list[Any]], list[list[Any]] | None]] = {
+    "logs": _fast_logs,
+    "metrics": lambda records: _fast_values(records, "step"),
+    "resources": lambda records: _fast_values(records, "device"),
+}
+
+
+_RowFn = Callable[[Mapping[str, Any]], list[tuple[Any, ...]]]
+
+#: kind -> (table, columns varying per row, row function)
+_KINDS: dict[str, tuple[str, tuple[str, ...], _RowFn]] = {
+    "runs": (
+        tables.RUN_EVENTS,
+        (
+            "ts",
+            "event",
+            "project",
+            "name",
+            "status",
+            "exit_code",
+            "reason",
+            "config",
+            "tags",
+            "host",
+            "pid",
+            "world_size",
+            "argv",
+            "idx",
+        ),
+        _run_rows,
+    ),
+    "metrics": (tables.METRICS, ("name", "step", "ts", "value", "idx", "sub"), _metric_rows),
+    "resources": (
+        tables.RESOURCES,
+        ("ts", "device", "name", "value", "idx", "sub"),
+        _resource_rows,
+    ),
+    "logs": (
+        tables.LOGS,
+        ("ts", "stream", "level", "logger", "line", "orig_bytes", "idx"),
+        _log_rows,
+    ),
+    "evals": (tables.EVALS, ("ts", "name", "type", "data", "idx"), _eval_rows),
+}
+
+#: Rough bytes per row beyond its long text, for the flush-by-size threshold.
+_ROW_OVERHEAD = 64
 
 
 class ColumnBuffer:
-    """Rows of one table, as column lists, until :meth:`to_arrow`."""
-
-    def __init__(self, table: str) -> None:
-        self.table = table
-        self.schema = SCHEMAS[table]
-        self.columns: dict[str, list[Any]] = {name: [] for name in self.schema.names}
-        self.rows = 0
-        self.bytes = 0
-
-    def to_arrow(self) -> pa.Table:
-        """The buffered rows as an Arrow table with the table's column types."""
-        arrays = [pa.array(self.columns[f.name], type=f.type) for f in self.schema]
-        return pa.Table.from_arrays(arrays, schema=self.schema)
-
-    def clear(self) -> None:
-        for col in self.columns.values():
-            col.clear()
-        self.rows = 0
-        self.bytes = 0
-
-
-class Batch:
-    """Buffers for every table, filled from clean envelopes and dead letters."""
+    """Rows for every table, as column lists, until :meth:`to_arrow` and :meth:`clear`."""
 
     def __init__(self) -> None:
-        self.buffers = {name: ColumnBuffer(name) for name in SCHEMAS}
+        self._columns: dict[str, dict[str, list[Any]]] = {
+            table: {name: [] for name in schema.names} for table, schema in SCHEMAS.items()
+        }
+        self._rows: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
+        self.nbytes = 0
 
     @property
     def rows(self) -> int:
-        return sum(b.rows for b in self.buffers.values())
+        """Rows buffered over all tables."""
+        return sum(self._rows.values())
 
-    @property
-    def bytes(self) -> int:
-        return sum(b.bytes for b in self.buffers.values())
+    def rows_in(self, table: str) -> int:
+        """Rows buffered for ``table``."""
+        return self._rows[table]
 
-    def clear(self) -> None:
-        for buf in self.buffers.values():
-            buf.clear()
+    def tables(self) -> list[str]:
+        """The tables that have rows, data tables first and ``dead_letters`` last."""
+        return [t for t in SCHEMAS if self._rows[t]]
 
-    def add_envelope(self, env: Envelope) -> int:
-        """Fan a clean envelope's records out to table rows; return the rows added."""
-        ingest = (env.ingest_ns or env.sent_ns) // 1000
-        add = _ADDERS[env.kind]
-        return add(self.buffers, env, ingest)
+    def add_envelope(
+        self,
+        env: Envelope,
+        *,
+        topic: str = "",
+        partition: int = -1,
+        offset: int = -1,
+        ts_ns: int | None = None,
+    ) -> int:
+        """Fan a clean envelope's records out to rows; return how many data rows were added.
 
-    def add_dead_letter(self, doc: dict[str, Any]) -> None:
-        """Add one dead letter (as parsed by :func:`runstream.deadletter.parse`)."""
-        buf = self.buffers[tables.DEAD_LETTERS]
-        c = buf.columns
-        c["ts"].append(int(doc.get("ts_ns", 0)) // 1000)
-        c["topic"].append(str(doc.get("topic", "")))
-        c["partition"].append(int(doc.get("partition", -1)))
-        c["offset"].append(int(doc.get("offset", -1)))
-        c["reason"].append(str(doc.get("reason", "")))
-        c["sample"].append(str(doc.get("sample", "")))
-        c["producer"].append(str(doc.get("producer", "")))
-        c["seq"].append(int(doc.get("seq", -1)))
-        c["idx"].append(int(doc.get("index", -1)))
-        c["run_id"].append(str(doc.get("run", "")))
-        buf.rows += 1
-        buf.bytes += 200 + len(c["sample"][-1]) + len(c["reason"][-1])
-
-
-def _add_logs(buffers: dict[str, ColumnBuffer], env: Envelope, ingest: int) -> int:
-    buf = buffers[tables.LOGS]
-    c = buf.columns
-    n = len(env.records)
-    c["run_id"].extend([env.run] * n)
-    c["node"].extend([env.node] * n)
-    c["rank"].extend([env.rank] * n)
-    c["producer"].extend([env.producer] * n)
-    c["seq"].extend([env.seq] * n)
-    c["ingest_ts"].extend([ingest] * n)
-    size = 0
-    ts, stream, level, logger, line, orig, idx = (c["ts"], c["stream"], c["level"], c["logger"], c["line"],
-                                                  c["orig_bytes"], c["idx"])
-    for r in env.records:
-        ts.append(r["ts_ns"] // 1000)
-        stream.append(r["stream"])
-        level.append(r["level"])
-        logger.append(r["logger"])
-        text = r["line"]
-        line.append(text)
-        size += len(text)
-        orig.append(r.get("orig_bytes", 0))
-        idx.append(r["i"])
-    buf.rows += n
-    buf.bytes += size + 64 * n
-    return n
-
-
-def _add_values(table: str, key: str) -> Any:
-    def add(buffers: dict[str, ColumnBuffer], env: Envelope, ingest: int) -> int:
-        buf = buffers[table]
-        c = buf.columns
-        n = 0
-        for r in env.records:
-            ts = r["ts_ns"] // 1000
-            label = r.get(key)
-            for sub, (name, value) in enumerate(r["values"].items()):
-                c["name"].append(name)
-                c["value"].append(value)
-                c["ts"].append(ts)
-                c["idx"].append(r["i"])
-                c["sub"].append(sub)
-                if key == "step":
-                    c["step"].append(label)
-                else:
-                    c["device"].append(label)
-                n += 1
-        for col, value in (("run_id", env.run), ("node", env.node), ("rank", env.rank),
-                           ("producer", env.producer), ("seq", env.seq), ("ingest_ts", ingest)):
-            c[col].extend([value] * n)
-        buf.rows += n
-        buf.bytes += 48 * n
+        A record that does not fit becomes a ``dead_letters`` row (stamped
+        ``ts_ns``, default the envelope's ingest time) naming ``topic``,
+        ``partition`` and ``offset``; the envelope's other records are kept.
+        """
+        stamp = ts_ns if ts_ns is not None else (env.ingest_ns or env.sent_ns)
+        if env.kind not in _KINDS:
+            self.add_refusal(
+                ts_ns=stamp,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                reason=f"unknown record kind {env.kind!r}",
+                sample=env.kind,
+                producer=env.producer,
+                seq=env.seq,
+                run=env.run,
+            )
+            return 0
+        table, varying, row_fn = _KINDS[env.kind]
+        try:
+            rank = _int(env.rank, _I32, "envelope rank")
+            seq = _int(env.seq, _U64, "envelope seq")
+            ingest = _int((env.ingest_ns or env.sent_ns) // 1000, _TS_US, "ingest time")
+        except RowError as exc:
+            self.add_refusal(
+                ts_ns=stamp,
+                topic=topic,
+                partition=partition,
+                offset=offset,
+                reason=f"envelope does not fit the tables: {exc}",
+                sample=env.to_map(),
+                producer=env.producer,
+                seq=-1,
+                run=env.run,
+            )
+            return 0
+        fast = _FAST.get(env.kind)
+        columns = fast(env.records) if fast is not None else None
+        if columns is None:
+            columns = self._slow_rows(env, table, row_fn, stamp, topic, partition, offset, seq)
+        n = len(columns[0]) if columns else 0
+        if not n:
+            return 0
+        cols = self._columns[table]
+        for name, values in zip(varying, columns, strict=True):
+            cols[name].extend(values)
+        for name, value in (
+            ("run_id", env.run),
+            ("node", env.node),
+            ("rank", rank),
+            ("producer", env.producer),
+            ("seq", seq),
+            ("ingest_ts", ingest),
+        ):
+            if name in cols:
+                cols[name].extend([value] * n)
+        self._rows[table] += n
+        size = _ROW_OVERHEAD * n + len(env.run) + len(env.producer)
+        if table == tables.LOGS:
+            size += sum(len(line) for line in cols["line"][-n:])
+        elif table in (tables.RUN_EVENTS, tables.EVALS):
+            size += sum(len(text) for text in cols["config" if table == tables.RUN_EVENTS else "data"][-n:])
+        self.nbytes += size
         return n
 
-    return add
+    def _slow_rows(
+        self,
+        env: Envelope,
+        table: str,
+        row_fn: _RowFn,
+        stamp: int,
+        topic: str,
+        partition: int,
+        offset: int,
+        seq: int,
+    ) -> list[list[Any]]:
+        """Columns of the records that fit, one record at a time; the others become dead letters."""
+        good: list[tuple[Any, ...]] = []
+        for position, record in enumerate(env.records):
+            try:
+                good.extend(row_fn(_rec(record)))
+            except (RowError, KeyError, TypeError) as exc:
+                index = record.get("i", position) if isinstance(record, Mapping) else position
+                self.add_refusal(
+                    ts_ns=stamp,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    reason=f"clean {env.kind} record does not fit table {table}: {exc}",
+                    sample=record,
+                    producer=env.producer,
+                    seq=seq,
+                    index=index if isinstance(index, int) else position,
+                    run=env.run,
+                )
+        return [list(column) for column in zip(*good, strict=True)]
 
+    def add_dead_letter(self, doc: Mapping[str, Any]) -> None:
+        """Add one dead letter read from ``dlq`` (see :func:`runstream.deadletter.parse`)."""
 
-def _add_runs(buffers: dict[str, ColumnBuffer], env: Envelope, ingest: int) -> int:
-    buf = buffers[tables.RUN_EVENTS]
-    c = buf.columns
-    for r in env.records:
-        row = {
-            "run_id": env.run, "ts": r["ts_ns"] // 1000, "event": r["event"],
-            "project": r.get("project", ""), "name": r.get("name", ""), "node": env.node, "rank": env.rank,
-            "status": r.get("status", ""), "exit_code": r.get("exit_code"), "reason": r.get("reason", ""),
-            "config": json_text(r["config"]) if "config" in r else "", "tags": r.get("tags", []),
-            "host": r.get("host", ""), "pid": max(0, min(int(r.get("pid", 0)), 2**32 - 1)),
-            "world_size": r.get("world_size", 0), "argv": r.get("argv", []), "producer": env.producer,
-            "seq": env.seq, "idx": r["i"], "ingest_ts": ingest,
-        }
-        code = row["exit_code"]
-        if code is not None and not -(2**31) <= code < 2**31:
-            row["exit_code"] = None
-        for name, value in row.items():
-            c[name].append(value)
-        buf.bytes += 200 + len(row["config"])
-    buf.rows += len(env.records)
-    return len(env.records)
+        def num(key: str, bounds: tuple[int, int], default: int) -> int:
+            value = doc.get(key, default)
+            ok = isinstance(value, int) and not isinstance(value, bool) and bounds[0] <= value <= bounds[1]
+            return value if ok else default
 
+        ts_us = num("ts_ns", _TS_NS, 0) // 1000
+        self._add_dead_letter_row(
+            (
+                ts_us,
+                str(doc.get("topic", ""))[:256],
+                num("partition", _I32, -1),
+                num("offset", _I64, -1),
+                str(doc.get("reason", ""))[: deadletter.MAX_REASON_CHARS],
+                deadletter.sample_of(doc.get("sample", "")),
+                str(doc.get("producer", ""))[:256],
+                num("seq", _I64, -1),
+                num("index", _I32, -1),
+                str(doc.get("run", ""))[:256],
+            )
+        )
 
-def _add_evals(buffers: dict[str, ColumnBuffer], env: Envelope, ingest: int) -> int:
-    buf = buffers[tables.EVALS]
-    c = buf.columns
-    for r in env.records:
-        data = json_text(r["data"])
-        for name, value in (("run_id", env.run), ("ts", r["ts_ns"] // 1000), ("node", env.node),
-                            ("rank", env.rank), ("name", r["name"]), ("type", r["type"]), ("data", data),
-                            ("producer", env.producer), ("seq", env.seq), ("idx", r["i"]),
-                            ("ingest_ts", ingest)):
-            c[name].append(value)
-        buf.bytes += 100 + len(data)
-    buf.rows += len(env.records)
-    return len(env.records)
+    def add_refusal(
+        self,
+        *,
+        ts_ns: int,
+        topic: str,
+        partition: int,
+        offset: int,
+        reason: str,
+        sample: Any,
+        producer: str = "",
+        seq: int = -1,
+        index: int = -1,
+        run: str = "",
+    ) -> None:
+        """Add a ``dead_letters`` row for something the sink itself could not store."""
+        self.add_dead_letter(
+            {
+                "ts_ns": ts_ns,
+                "topic": topic,
+                "partition": partition,
+                "offset": offset,
+                "reason": reason,
+                "sample": sample,
+                "producer": producer,
+                "seq": seq,
+                "index": index,
+                "run": run,
+            }
+        )
 
+    def _add_dead_letter_row(self, row: tuple[Any, ...]) -> None:
+        cols = self._columns[tables.DEAD_LETTERS]
+        for name, value in zip(SCHEMAS[tables.DEAD_LETTERS].names, row, strict=True):
+            cols[name].append(value)
+        self._rows[tables.DEAD_LETTERS] += 1
+        self.nbytes += _ROW_OVERHEAD + len(row[4]) + len(row[5])
 
-_ADDERS = {
-    "logs": _add_logs,
-    "metrics": _add_values(tables.METRICS, "step"),
-    "resources": _add_values(tables.RESOURCES, "device"),
-    "runs": _add_runs,
-    "evals": _add_evals,
-}
+    def to_arrow(self, table: str) -> pa.Table:
+        """The rows buffered for ``table`` as an Arrow table with the table's column types."""
+        schema = SCHEMAS[table]
+        cols = self._columns[table]
+        return pa.Table.from_arrays([pa.array(cols[f.name], type=f.type) for f in schema], schema=schema)
+
+    def clear(self) -> None:
+        """Forget every buffered row."""
+        for cols in self._columns.values():
+            for values in cols.values():
+                values.clear()
+        self._rows = dict.fromkeys(SCHEMAS, 0)
+        self.nbytes = 0

@@ -1,9 +1,16 @@
 """The ClickHouse store: the one module that imports clickhouse_connect.
 
 The same code talks to embedded chDB (``chdb:///path``) and to a ClickHouse
-server (``http://user:pass@host:8123/db``).  chDB allows one process per data
-directory and a synchronous client only, so every call runs on one dedicated
-thread; async code goes through :meth:`Store.call`.
+server (``http://user:pass@host:8123/db``).  chDB allows one engine per
+process and a synchronous client only, so every call runs on one dedicated
+thread: the synchronous methods hop onto it when called from elsewhere, and
+async code awaits :meth:`Store.call`, which never blocks the event loop.
+
+Errors come out as runstream errors that say whether retrying can help:
+:class:`~runstream.errors.StorageUnavailable` (retriable: unreachable, busy,
+timed out), :class:`~runstream.errors.QueryLimitExceeded` (a read went over
+its cost limits), :class:`~runstream.errors.QueryError` (a bad user value,
+such as a regex that does not compile) and :class:`StorageError` (permanent).
 """
 
 from __future__ import annotations
@@ -11,146 +18,271 @@ from __future__ import annotations
 import asyncio
 import re
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import clickhouse_connect
-from clickhouse_connect.driver.exceptions import ClickHouseError, DatabaseError, OperationalError
+from clickhouse_connect.driver.exceptions import ClickHouseError, OperationalError
 
 from runstream import tables
 from runstream.errors import QueryError, QueryLimitExceeded, RunstreamError, StorageUnavailable
 
 T = TypeVar("T")
 
-#: ClickHouse error codes that mean "over a cost limit".
-LIMIT_CODES = frozenset({158, 159, 160, 161, 241, 307, 396})
-#: Codes that mean a bad query parameter from the user (bad regex, bad type).
-USER_CODES = frozenset({36, 43, 53, 62, 69, 427})
-#: Codes worth retrying: the server is busy or shutting down.
-TRANSIENT_CODES = frozenset({202, 203, 209, 210, 242, 252, 425})
+#: Codes for "over a cost limit" on a read: rows/bytes read, time, memory, result size.
+LIMIT_CODES = frozenset({158, 159, 160, 241, 307, 396})
+#: Codes for a value the user gave that ClickHouse cannot use (a regex that does not compile).
+USER_CODES = frozenset({427})
+#: Codes worth retrying: the server is unreachable, busy, or was interrupted.
+TRANSIENT_CODES = frozenset({3, 32, 159, 202, 203, 209, 210, 241, 242, 252, 319, 394, 425, 999, 1000})
 
-_CODE = re.compile(r"Code: (\d+)")
-_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+#: Settings applied to every insert: a batch that spans many days is fine (it only
+#: makes more parts), and a repeated deduplication token makes the insert a no-op.
+INSERT_SETTINGS: dict[str, Any] = {
+    "throw_on_max_partitions_per_insert_block": 0,
+    "insert_deduplicate": 1,
+}
+
+IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+_MAX_MESSAGE_CHARS = 500
 
 
 class StorageError(RunstreamError):
     """ClickHouse refused the operation for a reason retrying will not fix."""
 
+    def __init__(self, message: str, code: int | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def check_identifier(name: str) -> str:
+    """``name`` if it is a plain SQL identifier; raise ``ValueError`` otherwise."""
+    if not IDENTIFIER.match(name):
+        raise ValueError(f"{name!r} is not an identifier ([A-Za-z_][A-Za-z0-9_]*)")
+    return name
+
 
 def error_code(exc: BaseException) -> int | None:
-    """The ClickHouse error code in an exception's message, if any."""
+    """The ClickHouse error code carried by ``exc``, if any."""
+    code = getattr(exc, "code", None)
+    if isinstance(code, int):
+        return code
     match = _CODE.search(str(exc))
     return int(match.group(1)) if match else None
 
 
-def classify(exc: BaseException) -> RunstreamError:
-    """Map a clickhouse_connect error to runstream's retriable/permanent errors."""
+def _message(exc: BaseException) -> str:
+    text = " ".join(str(exc).split()) or type(exc).__name__
+    return text[:_MAX_MESSAGE_CHARS]
+
+
+def classify(exc: BaseException, reading: bool) -> RunstreamError:
+    """The runstream error for a driver error; ``reading`` says the call ran under query limits.
+
+    Time and memory limits (159, 241) mean "over the limit" for a read and
+    "busy, try again" for a write, which runs without limits.
+    """
     code = error_code(exc)
-    first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    if code in LIMIT_CODES:
-        return QueryLimitExceeded(f"query over its cost limit: {first_line[:300]}")
-    if code in USER_CODES:
-        return QueryError(first_line[:300])
-    if isinstance(exc, OperationalError) or code in TRANSIENT_CODES:
-        return StorageUnavailable(first_line[:300])
-    return StorageError(first_line[:500])
+    message = _message(exc)
+    if reading and code in LIMIT_CODES:
+        return QueryLimitExceeded(f"query went over its cost limits: {message}")
+    if reading and code in USER_CODES:
+        return QueryError(message)
+    if code in TRANSIENT_CODES or (isinstance(exc, OperationalError) and code is None):
+        return StorageUnavailable(message)
+    if isinstance(exc, (ConnectionError, TimeoutError)):
+        return StorageUnavailable(message)
+    return StorageError(message, code)
+
+
+def split_dsn(dsn: str) -> tuple[str, str | None]:
+    """``(dsn without its database path, database or None)`` for an ``http(s)://`` DSN.
+
+    A server DSN may name a database that does not exist yet; the store
+    connects without it and creates it.  chDB DSNs pass through unchanged.
+    """
+    parts = urlsplit(dsn)
+    if parts.scheme not in ("http", "https", "clickhouse", "clickhouses"):
+        return dsn, None
+    name = parts.path.strip("/")
+    return urlunsplit((parts.scheme, parts.netloc, "", parts.query, parts.fragment)), name or None
 
 
 class Store:
-    """A ClickHouse database, every call serialised on one thread."""
+    """One ClickHouse database; every call is serialised on one dedicated thread.
 
-    def __init__(self, dsn: str, database: str = tables.DATABASE) -> None:
-        if not _IDENT.match(database):
-            raise ValueError(f"database name {database!r} is not an identifier")
-        self.dsn = dsn
-        self.database = database
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="clickhouse")
+    ``settings`` are ClickHouse settings for every statement of the session.
+
+    Raises :class:`~runstream.errors.StorageUnavailable` when the server
+    cannot be reached at open time, :class:`StorageError` for anything else.
+    """
+
+    def __init__(self, dsn: str, database: str = tables.DATABASE, settings: Mapping[str, Any] | None = None) -> None:
+        self.database = check_identifier(database)
+        self._dsn = dsn
+        self._settings = dict(settings or {})
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runstream-store")
         self._thread: threading.Thread | None = None
-        self._client = self._run(self._open)
+        self._closed = False
+        try:
+            self._client: Any = self._executor.submit(self._open).result()
+        except BaseException:
+            self._executor.shutdown(wait=True)
+            raise
+
+    def __repr__(self) -> str:
+        # Never show the DSN: it may carry a password.
+        return f"Store(database={self.database!r})"
 
     def _open(self) -> Any:
         self._thread = threading.current_thread()
-        client = clickhouse_connect.get_client(dsn=self.dsn)
-        client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        dsn, _ = split_dsn(self._dsn)
+        try:
+            client = clickhouse_connect.get_client(
+                dsn=dsn, show_clickhouse_errors="scrub", settings=self._settings or None
+            )
+            client.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
+        except (ClickHouseError, OSError) as exc:
+            raise classify(exc, reading=False) from exc
         return client
 
-    def _run(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    def _on_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         if threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
+        if self._closed:
+            raise StorageError("the store is closed")
         return self._executor.submit(fn, *args, **kwargs).result()
 
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Run ``fn(*args, **kwargs)`` on the store's thread without blocking the event loop."""
-        loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._executor, lambda: fn(*args, **kwargs))
+        """Await ``fn(*args, **kwargs)`` run on the store's thread (the loop keeps running)."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        return await asyncio.wrap_future(self._executor.submit(fn, *args, **kwargs))
 
-    def command(self, sql: str, parameters: dict[str, Any] | None = None,
-                settings: dict[str, Any] | None = None) -> Any:
-        """Run a statement; raises the classified runstream error on failure."""
+    def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
+        """Run a statement (DDL, ``INSERT ... SELECT``); values bound server-side."""
+
         def go() -> Any:
             try:
-                return self._client.command(sql, parameters=parameters, settings=settings)
-            except ClickHouseError as exc:
-                raise classify(exc) from exc
-        return self._run(go)
+                return self._client.command(sql, parameters=dict(parameters) if parameters else None)
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=False) from exc
 
-    def query_rows(self, sql: str, parameters: dict[str, Any] | None = None,
-                   settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
-        """Rows of a query as tuples (values bound server-side from ``parameters``)."""
+        return self._on_thread(go)
+
+    def query_rows(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> list[tuple[Any, ...]]:
+        """The rows of a read as tuples; ``{name:Type}`` placeholders bound server-side."""
+
         def go() -> list[tuple[Any, ...]]:
             try:
-                return list(self._client.query(sql, parameters=parameters, settings=settings).result_rows)
-            except ClickHouseError as exc:
-                raise classify(exc) from exc
-        return self._run(go)
+                result = self._client.query(
+                    sql,
+                    parameters=dict(parameters) if parameters else None,
+                    settings=dict(settings) if settings else None,
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=True) from exc
+            return [tuple(row) for row in result.result_rows]
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None,
-              settings: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Rows of a query as dicts keyed by column name."""
+        return self._on_thread(go)
+
+    def query(
+        self,
+        sql: str,
+        parameters: Mapping[str, Any] | None = None,
+        settings: Mapping[str, Any] | None = None,
+    ) -> list[dict[str, Any]]:
+        """The rows of a read as dicts keyed by column name."""
+
         def go() -> list[dict[str, Any]]:
             try:
-                result = self._client.query(sql, parameters=parameters, settings=settings)
-            except ClickHouseError as exc:
-                raise classify(exc) from exc
+                result = self._client.query(
+                    sql,
+                    parameters=dict(parameters) if parameters else None,
+                    settings=dict(settings) if settings else None,
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=True) from exc
             names = result.column_names
-            return [dict(zip(names, row)) for row in result.result_rows]
-        return self._run(go)
+            return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-    def insert_arrow(self, table: str, data: Any, dedup_token: str | None = None) -> None:
-        """Insert an Arrow table; a repeated ``dedup_token`` makes the insert a no-op."""
+        return self._on_thread(go)
+
+    def insert_arrow(self, table: str, arrow_table: Any, dedup_token: str | None = None) -> None:
+        """Insert a ``pyarrow.Table`` into ``table`` of this database.
+
+        A ``dedup_token`` seen before (within the table's deduplication
+        window) makes the insert a no-op, so a replayed batch is stored once.
+        """
+        check_identifier(table)
+        settings = dict(INSERT_SETTINGS)
+        if dedup_token:
+            settings["insert_deduplication_token"] = dedup_token
+
         def go() -> None:
-            settings = {"insert_deduplicate": 1, "insert_deduplication_token": dedup_token} if dedup_token else None
             try:
-                self._client.insert_arrow(f"{self.database}.{table}", data, settings=settings)
-            except ClickHouseError as exc:
-                raise classify(exc) from exc
-        self._run(go)
+                self._client.insert_arrow(table, arrow_table, database=self.database, settings=settings)
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=False) from exc
+            except Exception as exc:  # pyarrow refusing the data is permanent, not a crash
+                if type(exc).__module__.startswith("pyarrow"):
+                    raise StorageError(f"{type(exc).__name__}: {_message(exc)}") from exc
+                raise
+
+        self._on_thread(go)
 
     def insert_rows(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
-        """Insert row tuples (small inserts: dead letters, tests)."""
+        """Insert row tuples into ``table`` (small inserts: bookkeeping and tests)."""
+        check_identifier(table)
+
         def go() -> None:
             try:
-                self._client.insert(f"{self.database}.{table}", rows, column_names=list(columns))
-            except ClickHouseError as exc:
-                raise classify(exc) from exc
-        self._run(go)
+                self._client.insert(
+                    table,
+                    [list(r) for r in rows],
+                    column_names=list(columns),
+                    database=self.database,
+                    settings=dict(INSERT_SETTINGS),
+                )
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=False) from exc
+
+        self._on_thread(go)
 
     def close(self) -> None:
-        """Close the client and stop the store's thread."""
+        """Close the client and stop the store's thread (idempotent)."""
+        if self._closed:
+            return
         try:
-            self._run(self._client.close)
+            self._on_thread(self._client.close)
         finally:
+            self._closed = True
             self._executor.shutdown(wait=True)
 
 
-def open_store(dsn: str, database: str = tables.DATABASE) -> Store:
-    """Open the database and apply pending migrations."""
+def open_store(dsn: str, database: str | None = None, settings: Mapping[str, Any] | None = None) -> Store:
+    """Open the database and apply pending migrations.
+
+    ``database`` defaults to the one named in a server DSN's path, else
+    :data:`runstream.tables.DATABASE`.
+    """
     from sinks.migrate import migrate
 
-    store = Store(dsn, database)
-    migrate(store)
+    store = Store(dsn, database or split_dsn(dsn)[1] or tables.DATABASE, settings)
+    try:
+        migrate(store)
+    except BaseException:
+        store.close()
+        raise
     return store
 
 
-__all__ = ["DatabaseError", "Store", "StorageError", "classify", "open_store"]
+__all__ = ["StorageError", "Store", "check_identifier", "classify", "open_store", "split_dsn"]

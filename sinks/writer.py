@@ -1,10 +1,19 @@
 """The ClickHouse sink: clean topics and dead letters into tables, in batches.
 
-Offsets are committed only after ClickHouse accepted every row of what was
-read.  A transient storage error backs off (capped) and retries the same
-batch, with the same deduplication token, fetching nothing meanwhile; a
-permanent error is narrowed down by bisection so that only the offending
-rows become dead letters and the rest is stored.
+Delivery is at-least-once and storage exactly-once:
+
+* offsets are committed only after ClickHouse accepted everything read up
+  to them;
+* each partition's messages are cut into segments (:mod:`sinks.segments`),
+  each inserted with a deduplication token derived from its offsets and
+  content, and its span is recorded before the insert, so that messages read
+  again after a crash are cut the same way and their inserts are no-ops;
+* a transient storage error (:class:`~runstream.errors.StorageUnavailable`)
+  backs off (capped, exponential) and retries the same insert; nothing is
+  fetched or committed meanwhile, so the buffers stay bounded;
+* a permanent error is narrowed down by bisection: ClickHouse stores the
+  rows it accepts and each row it refuses becomes a ``dead_letters`` row
+  with ClickHouse's reason.
 """
 
 from __future__ import annotations
@@ -15,206 +24,370 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from runstream import deadletter, kafka, tables, wire
-from runstream.errors import DecodeError, StorageUnavailable
+from runstream import kafka, tables
+from runstream.errors import StorageUnavailable
 from runstream.topics import RAW_KINDS, Topics
-from sinks.rows import Batch, ColumnBuffer
+from sinks.rows import ColumnBuffer
+from sinks.segments import PartitionLog, Segment, Span
 from sinks.store import StorageError, Store
 
 log = logging.getLogger("runstream.sink")
 
+#: Spans loaded per query when a partition is first read.
+_PLAN_ROWS = 10_000
+#: Permanent errors that blame the schema or the server, not the rows: stop, never dead-letter.
+_FATAL_CODES = frozenset({16, 47, 60, 81, 164, 192, 193, 497, 516})
+_HEALTHY_POLL_S = 10.0
+SINK_SPANS = "sink_spans"
+
 
 @dataclass(frozen=True)
 class WriterConfig:
-    """When to flush, and how to back off."""
+    """When to flush, how to back off, and the consumer group (settings built at the edge)."""
 
     max_rows: int = 200_000
     max_bytes: int = 64 * 1024 * 1024
     max_age_ms: int = 250
     group_id: str = "runstream-sink"
-    fetch_max_records: int = 5_000
     retry_backoff_max_s: float = 5.0
+    retry_backoff_min_s: float = 0.1
+    fetch_max_records: int = 5_000
+    #: How long a replayed segment waits for the rest of its recorded span.
+    replay_wait_s: float = 5.0
+    session_timeout_ms: int = 10_000
+    heartbeat_interval_ms: int = 3_000
+
+
+class _Stopping(Exception):
+    """The writer was asked to stop while ClickHouse was unavailable."""
 
 
 class SinkWriter:
-    """Consumes the clean topics and ``dlq`` and writes them to ClickHouse."""
+    """Consumes every clean topic and ``dlq`` and writes them to ClickHouse.
+
+    ``run()`` until ``stop()``; ``drain()`` stores what the broker holds now.
+    """
 
     def __init__(self, store: Store, bootstrap: str, topics: Topics, config: WriterConfig | None = None) -> None:
         self.store = store
         self.bootstrap = bootstrap
         self.topics = topics
         self.config = config or WriterConfig()
-        self.topic_names = [topics.clean(k) for k in RAW_KINDS] + [topics.dlq]
+        self._kinds: dict[str, str | None] = {topics.clean(k): k for k in RAW_KINDS}
+        self._kinds[topics.dlq] = None
+        self.topic_names = list(self._kinds)
         self._consumer: Any = None
-        self._batch = Batch()
-        self._spans: dict[Any, tuple[int, int]] = {}
-        self._batch_started = 0.0
+        self._parts: dict[Any, PartitionLog] = {}
         self._committed: dict[Any, int] = {}
         self._stopping = False
-        self._stopped = asyncio.Event()
-        self._last_poll = 0.0
-        self._counts: dict[str, int] = {"messages": 0, "inserts": 0, "retries": 0, "dead_letters": 0,
-                                        "decode_errors": 0, "commits": 0}
+        self._done = asyncio.Event()
+        self._running = False
+        self._last_poll_s = 0.0
+        self._counts: dict[str, int] = dict.fromkeys(
+            (
+                "messages",
+                "inserts",
+                "retries",
+                "dead_letters",
+                "refused_rows",
+                "discarded",
+                "commits",
+                "commit_failures",
+                "flushes",
+                "replayed_segments",
+                "resets",
+            ),
+            0,
+        )
         self._rows: dict[str, int] = {}
+        self._last_flush_ns: int | None = None
 
     # -- lifecycle -------------------------------------------------------
 
     async def run(self) -> None:
-        """Consume, batch and write until :meth:`stop`; raises only on a bug."""
-        self._consumer = kafka.make_consumer(self.bootstrap, self.topic_names, self.config.group_id)
-        await self._consumer.start()
+        """Consume, batch and write until :meth:`stop`.
+
+        Raises :class:`StorageError` when ClickHouse refuses something no row
+        can be blamed for (a missing table); nothing is committed then.
+        """
+        self._running = True
         try:
+            await self._start_consumer()
             while not self._stopping:
-                got = await self._consumer.getmany(timeout_ms=100, max_records=self.config.fetch_max_records)
-                self._last_poll = time.monotonic()
-                for tp, messages in got.items():
-                    for message in messages:
-                        self._add(message)
-                    first = self._spans.get(tp, (messages[0].offset, 0))[0]
-                    self._spans[tp] = (first, messages[-1].offset)
-                    if not self._batch_started:
-                        self._batch_started = time.monotonic()
+                batch = await self._consumer.getmany(timeout_ms=100, max_records=self.config.fetch_max_records)
+                self._last_poll_s = time.monotonic()
+                await self._accept(batch)
                 if self._due():
                     await self._flush()
-            await self._flush()
+            await self._flush(final=True)
+        except _Stopping:
+            log.warning("Stopped while ClickHouse was unavailable; unstored messages are read again.")
         finally:
-            await self._consumer.stop()
-            self._stopped.set()
+            if self._consumer is not None:
+                try:
+                    await self._consumer.stop()
+                except kafka.KafkaError as exc:
+                    log.warning("Consumer did not stop cleanly. error=%s", exc)
+            self._running = False
+            self._done.set()
 
     async def stop(self) -> None:
         """Flush and commit what is buffered, then leave the consumer group."""
         self._stopping = True
-        if self._consumer is not None:
-            await self._stopped.wait()
+        if self._running:
+            await self._done.wait()
 
     async def drain(self, timeout_s: float) -> bool:
-        """Store everything on the assigned partitions up to their end offsets now; True if done in time."""
-        deadline = time.monotonic() + timeout_s
+        """Store what the assigned partitions hold now; ``False`` if not committed in time.
+
+        The end offsets are taken when called; needs :meth:`run` running in
+        another task.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
         while self._consumer is None or not self._consumer.assignment():
-            if time.monotonic() > deadline:
+            if loop.time() > deadline or self._done.is_set():
                 return False
             await asyncio.sleep(0.05)
         ends = await kafka.end_offsets(self.bootstrap, self.topic_names)
-        target = {tp: end for tp, end in ends.items() if tp in self._consumer.assignment() and end > 0}
-        while time.monotonic() < deadline:
-            if all(self._committed.get(tp, 0) >= end for tp, end in target.items()):
+        targets = {tp: end for tp, end in ends.items() if tp in self._consumer.assignment() and end > 0}
+        asked: set[Any] = set()
+        while loop.time() <= deadline and not self._done.is_set():
+            for tp in targets:
+                if tp not in self._committed and tp not in asked:
+                    asked.add(tp)  # nothing read from it yet: maybe a previous run stored it all
+                    try:
+                        committed = await self._consumer.committed(tp)
+                    except kafka.KafkaError:
+                        asked.discard(tp)
+                        continue
+                    if committed is not None and tp not in self._committed:
+                        self._committed[tp] = committed
+            if all(self._committed.get(tp, 0) >= end for tp, end in targets.items()):
                 return True
             await asyncio.sleep(0.05)
         return False
 
     def healthy(self) -> bool:
         """The consumer is running and polled within the last 10 s."""
-        return self._consumer is not None and not self._stopping and time.monotonic() - self._last_poll < 10
+        return (
+            self._running
+            and self._consumer is not None
+            and not self._stopping
+            and time.monotonic() - self._last_poll_s < _HEALTHY_POLL_S
+        )
 
     def stats(self) -> dict[str, Any]:
         """Counters since start: messages, rows per table, inserts, retries, dead letters."""
-        return {**self._counts, "rows": dict(self._rows)}
+        pending = sum(p.pending_rows() for p in self._parts.values())
+        return {
+            **self._counts,
+            "rows": dict(self._rows),
+            "pending_rows": pending,
+            "last_flush_ts": self._last_flush_ns,
+        }
 
-    # -- batching --------------------------------------------------------
-
-    def _add(self, message: Any) -> None:
-        self._counts["messages"] += 1
-        if message.topic == self.topics.dlq:
+    async def _start_consumer(self) -> None:
+        backoff = self.config.retry_backoff_min_s
+        while not self._stopping:
+            consumer = kafka.make_consumer(
+                self.bootstrap,
+                self.topic_names,
+                self.config.group_id,
+                session_timeout_ms=self.config.session_timeout_ms,
+                heartbeat_interval_ms=self.config.heartbeat_interval_ms,
+                max_poll_interval_ms=max(300_000, self.config.session_timeout_ms),
+            )
             try:
-                self._batch.add_dead_letter(deadletter.parse(message.value))
-            except DecodeError as exc:
-                self._own_dead_letter(message, f"unreadable dead letter: {exc}")
+                await consumer.start()
+            except kafka.KafkaError as exc:
+                log.warning(
+                    "Broker unavailable; retrying. bootstrap=%s backoff_s=%.1f error=%s",
+                    self.bootstrap,
+                    backoff,
+                    exc,
+                )
+                await consumer.stop()
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.retry_backoff_max_s)
+                continue
+            self._consumer = consumer
+            self._last_poll_s = time.monotonic()
             return
-        try:
-            env = wire.decode(message.value)
-        except DecodeError as exc:
-            self._own_dead_letter(message, f"sink could not decode a clean message: {exc}")
-            return
-        saved = {name: {c: len(v) for c, v in buf.columns.items()} for name, buf in self._batch.buffers.items()}
-        counts = {name: (buf.rows, buf.bytes) for name, buf in self._batch.buffers.items()}
-        try:
-            self._batch.add_envelope(env)
-        except (KeyError, TypeError, ValueError) as exc:
-            for name, buf in self._batch.buffers.items():  # roll the partial envelope back
-                for col, length in saved[name].items():
-                    del buf.columns[col][length:]
-                buf.rows, buf.bytes = counts[name]
-            self._own_dead_letter(message, f"clean record does not fit the table: {type(exc).__name__}: {exc}",
-                                  env)
+        raise _Stopping
 
-    def _own_dead_letter(self, message: Any, reason: str, env: wire.Envelope | None = None) -> None:
-        self._counts["decode_errors"] += 1
-        self._batch.add_dead_letter(deadletter.parse(deadletter.make(
-            topic=message.topic, partition=message.partition, offset=message.offset, reason=reason,
-            sample=message.value[:256] if message.value else message.value,
-            producer=env.producer if env else "", seq=env.seq if env else -1, run=env.run if env else "")))
+    # -- reading ---------------------------------------------------------
 
-    def _due(self) -> bool:
-        if not self._spans:
-            return False
-        return (self._batch.rows >= self.config.max_rows or self._batch.bytes >= self.config.max_bytes
-                or (time.monotonic() - self._batch_started) * 1000 >= self.config.max_age_ms)
+    async def _accept(self, batch: dict[Any, list[Any]]) -> None:
+        assigned = self._consumer.assignment()
+        for tp in [tp for tp in self._parts if tp not in assigned]:
+            # Revoked: the new owner reads these from the committed offset.
+            del self._parts[tp]
+        now_s = time.monotonic()
+        for tp, messages in batch.items():
+            part = self._parts.get(tp)
+            if part is None:
+                part = self._parts[tp] = PartitionLog(tp.topic, tp.partition, self._kinds.get(tp.topic))
+            for message in messages:
+                if message.offset <= part.last_offset:
+                    # The consumer went back to the committed offset (a rebalance): what is
+                    # buffered from there on arrives again.
+                    self._counts["resets"] += part.forget_from(message.offset)
+                if part.needs_plan(message.offset):
+                    await self._load_plan(part, message.offset)
+                self._counts["messages"] += 1
+                part.add(message.offset, message.timestamp, message.value, now_s)
+
+    async def _load_plan(self, part: PartitionLog, offset: int) -> None:
+        db = self.store.database
+        rows = await self._retrying(
+            self.store.query_rows,
+            f"SELECT first_offset, last_offset, first_digest FROM {db}.{SINK_SPANS} "
+            "WHERE topic = {topic:String} AND partition = {partition:Int32} "
+            "AND last_offset >= {offset:Int64} "
+            f"ORDER BY first_offset LIMIT {_PLAN_ROWS}",
+            {"topic": part.topic, "partition": part.partition, "offset": offset},
+        )
+        part.set_plan([Span(int(a), int(b), str(d)) for a, b, d in rows], truncated=len(rows) >= _PLAN_ROWS)
 
     # -- writing ---------------------------------------------------------
 
-    async def _flush(self) -> None:
-        if not self._spans:
+    def _due(self) -> bool:
+        parts = self._parts.values()
+        if sum(p.pending_rows() for p in parts) >= self.config.max_rows:
+            return True
+        if sum(p.pending_bytes() for p in parts) >= self.config.max_bytes:
+            return True
+        oldest = min((t for p in parts if (t := p.oldest_s()) is not None), default=None)
+        return oldest is not None and (time.monotonic() - oldest) * 1000 >= self.config.max_age_ms
+
+    async def _flush(self, final: bool = False) -> None:
+        """Insert every ready segment, then commit the offsets after them."""
+        now_s = time.monotonic()
+        ready: list[tuple[PartitionLog, list[Segment]]] = []
+        for part in self._parts.values():
+            segs = part.flushable(now_s, self.config.replay_wait_s, give_up=final)
+            if segs:
+                ready.append((part, segs))
+        if not ready:
             return
-        span_id = ";".join(f"{tp.topic}:{tp.partition}:{a}-{b}"
-                           for tp, (a, b) in sorted(self._spans.items(), key=lambda x: (x[0].topic, x[0].partition)))
-        order = [t for t in self._batch.buffers if t != tables.DEAD_LETTERS] + [tables.DEAD_LETTERS]
-        for name in order:
-            buf = self._batch.buffers[name]
-            if buf.rows:
-                await self._insert(buf, f"{name}|{span_id}")
-        offsets = {tp: last + 1 for tp, (_, last) in self._spans.items()}
-        await self._consumer.commit(offsets)
-        self._counts["commits"] += 1
-        self._committed.update(offsets)
-        self._batch.clear()
-        self._spans.clear()
-        self._batch_started = 0.0
-
-    async def _insert(self, buf: ColumnBuffer, token: str) -> None:
-        data = buf.to_arrow()
-        try:
-            await self._insert_retrying(buf.table, data, token)
-        except StorageError as exc:
-            log.error("ClickHouse refused a batch; isolating bad rows. table=%s rows=%d error=%s",
-                      buf.table, data.num_rows, exc)
-            await self._bisect(buf.table, data, token, str(exc))
-        self._counts["inserts"] += 1
-        self._rows[buf.table] = self._rows.get(buf.table, 0) + data.num_rows
-
-    async def _insert_retrying(self, table: str, data: Any, token: str) -> None:
-        """Insert, retrying transient errors with capped backoff; raises StorageError if refused."""
-        backoff = 0.1
-        while True:
+        new_spans = [
+            (s.topic, s.partition, s.first, s.last, s.first_digest) for _, segs in ready for s in segs if not s.recorded
+        ]
+        if new_spans:
+            await self._retrying(
+                self.store.insert_rows,
+                SINK_SPANS,
+                new_spans,
+                ["topic", "partition", "first_offset", "last_offset", "first_digest"],
+            )
+        for _, segs in ready:
+            for seg in segs:
+                if seg.recorded:
+                    self._counts["replayed_segments"] += 1
+                for table in seg.buffer.tables():
+                    await self._insert(seg, table, seg.buffer.to_arrow(table))
+        offsets = {kafka.TopicPartition(part.topic, part.partition): segs[-1].last + 1 for part, segs in ready}
+        assigned = self._consumer.assignment()
+        to_commit = {tp: off for tp, off in offsets.items() if tp in assigned}
+        if to_commit:
             try:
-                await self.store.call(self.store.insert_arrow, table, data, token)
-                return
-            except StorageUnavailable as exc:
-                self._counts["retries"] += 1
-                log.warning("ClickHouse unavailable; retrying. table=%s backoff_s=%.1f error=%s",
-                            table, backoff, exc)
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, self.config.retry_backoff_max_s)
+                await self._consumer.commit(to_commit)
+                self._counts["commits"] += 1
+                self._committed.update(to_commit)
+            except kafka.KafkaError as exc:
+                # Stored but not committed: read again later, and deduplicated by token.
+                self._counts["commit_failures"] += 1
+                log.warning("Commit failed; the stored messages will be read again. error=%s", exc)
+        for part, segs in ready:
+            part.remove(segs)
+        self._counts["flushes"] += 1
+        self._last_flush_ns = time.time_ns()
 
-    async def _bisect(self, table: str, data: Any, token: str, error: str) -> None:
-        """Insert what ClickHouse accepts; turn each row it refuses into a dead letter."""
+    async def _insert(self, seg: Segment, table: str, data: Any) -> None:
+        try:
+            await self._retrying(self.store.insert_arrow, table, data, seg.token(table))
+        except StorageError as exc:
+            if exc.code in _FATAL_CODES:
+                raise
+            log.error(
+                "ClickHouse refused a batch; isolating the bad rows. table=%s rows=%d error=%s",
+                table,
+                data.num_rows,
+                exc,
+            )
+            await self._bisect(seg, table, data, seg.token(table), str(exc))
+            return
+        self._counts["inserts"] += 1
+        self._rows[table] = self._rows.get(table, 0) + data.num_rows
+        if table == tables.DEAD_LETTERS:
+            self._counts["dead_letters"] += data.num_rows
+
+    async def _bisect(self, seg: Segment, table: str, data: Any, token: str, error: str) -> None:
+        """Store the rows ClickHouse accepts; turn each one it refuses into a dead letter."""
         if data.num_rows == 1:
-            if table == tables.DEAD_LETTERS:
-                log.error("Dead letter refused by ClickHouse; dropped. error=%s", error)
-                return
-            row = data.to_pylist()[0]
-            batch = Batch()
-            batch.add_dead_letter(deadletter.parse(deadletter.make(
-                topic=f"{self.topics.prefix}table.{table}", partition=-1, offset=-1,
-                reason=f"ClickHouse refused the row: {error}", sample=row,
-                producer=str(row.get("producer", "")), seq=int(row.get("seq", -1) or -1),
-                index=int(row.get("idx", -1) or -1), run=str(row.get("run_id", "")))))
-            letters = batch.buffers[tables.DEAD_LETTERS].to_arrow()
-            await self._insert_retrying(tables.DEAD_LETTERS, letters, f"{token}|dl")
-            self._counts["dead_letters"] += 1
+            await self._refuse_row(seg, table, data, token, error)
             return
         half = data.num_rows // 2
-        for part, suffix in ((data.slice(0, half), "a"), (data.slice(half), "b")):
+        for start, part in ((0, data.slice(0, half)), (half, data.slice(half))):
+            sub_token = f"{token}:{start}+{part.num_rows}"
             try:
-                await self._insert_retrying(table, part, f"{token}|{suffix}")
+                await self._retrying(self.store.insert_arrow, table, part, sub_token)
             except StorageError as exc:
-                await self._bisect(table, part, f"{token}|{suffix}", str(exc))
+                if exc.code in _FATAL_CODES:
+                    raise
+                await self._bisect(seg, table, part, sub_token, str(exc))
+                continue
+            self._counts["inserts"] += 1
+            self._rows[table] = self._rows.get(table, 0) + part.num_rows
+
+    async def _refuse_row(self, seg: Segment, table: str, data: Any, token: str, error: str) -> None:
+        self._counts["refused_rows"] += 1
+        row = data.to_pylist()[0]
+        if table == tables.DEAD_LETTERS:
+            self._counts["discarded"] += 1
+            log.error("ClickHouse refused a dead letter; discarded. topic=%s error=%s", seg.topic, error)
+            return
+        letter = ColumnBuffer()
+        letter.add_refusal(
+            ts_ns=int(row["ingest_ts"].timestamp() * 1e6) * 1000 if row.get("ingest_ts") else 0,
+            topic=seg.topic,
+            partition=seg.partition,
+            offset=-1,
+            reason=f"ClickHouse refused the row for table {table} (offsets {seg.first}-{seg.last}): {error}",
+            sample=row,
+            producer=str(row.get("producer", "")),
+            seq=int(row.get("seq", -1)),
+            index=int(row.get("idx", -1)),
+            run=str(row.get("run_id", "")),
+        )
+        try:
+            await self._retrying(
+                self.store.insert_arrow,
+                tables.DEAD_LETTERS,
+                letter.to_arrow(tables.DEAD_LETTERS),
+                f"{token}:refused",
+            )
+        except StorageError as exc:
+            self._counts["discarded"] += 1
+            log.error(
+                "ClickHouse refused a row and its dead letter; discarded. table=%s error=%s",
+                table,
+                exc,
+            )
+            return
+        self._counts["dead_letters"] += 1
+
+    async def _retrying(self, fn: Any, *args: Any) -> Any:
+        """``fn(*args)`` on the store thread, retried with capped backoff while storage is down."""
+        backoff = self.config.retry_backoff_min_s
+        while True:
+            try:
+                return await self.store.call(fn, *args)
+            except StorageUnavailable as exc:
+                if self._stopping:
+                    raise _Stopping from exc
+                self._counts["retries"] += 1
+                log.warning("ClickHouse unavailable; retrying. backoff_s=%.1f error=%s", backoff, exc)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, self.config.retry_backoff_max_s)
