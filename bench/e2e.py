@@ -26,6 +26,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
@@ -110,7 +111,13 @@ def read_markers(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
 def wait_until(pred: Any, timeout_s: float, interval_s: float = 0.05) -> float:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if pred():
+        try:
+            done = pred()
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:  # 404: the run is not stored yet
+                raise
+            done = False
+        if done:
             return time.time()
         time.sleep(interval_s)
     raise SystemExit("timed out waiting for data to become queryable")
@@ -126,7 +133,9 @@ def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, limit=1)["lines"]), 600, 0.1)
     seconds = end - start_ns / 1e9
     stored = count_lines(api, run_id)
-    return {"what": "log lines", "records": n, "stored": stored, "seconds": seconds, "per_s": n / seconds}
+    emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
+    return {"what": "log lines", "records": n, "stored": stored, "seconds": seconds, "per_s": n / seconds,
+            "emit_s": emit_s}
 
 
 def count_lines(api: Api, run_id: str) -> int:
@@ -154,8 +163,9 @@ def throughput_metrics(api: Api, kafka: str, steps: int, width: int) -> dict[str
     end = wait_until(done, 600, 0.1)
     seconds = end - start_ns / 1e9
     points = steps * width
+    emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
     return {"what": "metric points", "records": points, "stored": points, "seconds": seconds,
-            "per_s": points / seconds}
+            "per_s": points / seconds, "emit_s": emit_s}
 
 
 def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[str, Any]:
@@ -168,7 +178,13 @@ def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[s
     deadline = time.monotonic() + count * 0.05 + 60
     cursor = None
     while len(seen) < count and time.monotonic() < deadline:
-        page = api.get(f"/api/runs/{run_id}/logs", q=f"{tag} fresh", limit=1000, cursor=cursor)
+        try:
+            page = api.get(f"/api/runs/{run_id}/logs", q=f"{tag} fresh", limit=1000, cursor=cursor)
+        except urllib.error.HTTPError as exc:
+            if exc.code != 404:
+                raise
+            time.sleep(0.01)
+            continue
         now = time.time_ns()
         for line in page["lines"]:
             parts = line["line"].split()
@@ -202,9 +218,10 @@ def main() -> None:
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
-    print(f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}")
+    print(f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}"
+          f" {'trainer emit s':>15}")
     for r in results:
-        print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f}")
+        print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f} {r['emit_s']:15.2f}")
     print(f"{'freshness p50 / p99 (ms), under background load':48} "
           f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)")
     out = ROOT / "bench" / "results" / "e2e.json"
