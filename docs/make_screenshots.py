@@ -7,6 +7,7 @@ Needs Playwright (pip) and Debian's Chromium (apt: chromium-headless-shell).
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -16,7 +17,6 @@ import sys
 import tempfile
 import time
 import urllib.request
-import json
 from pathlib import Path
 
 from playwright.sync_api import sync_playwright

@@ -28,7 +28,7 @@ from sinks.cursor import decode_cursor, encode_cursor
 from sinks.status import RankRow, derive_status, outcome
 from sinks.store import Store
 
-METRIC_SUMMARY = "metric_summary"
+METRIC_SUMMARY = tables.METRIC_SUMMARY
 MAX_LOG_LIMIT = 10_000
 MAX_DLQ_LIMIT = 10_000
 MIN_POINTS = 3

@@ -38,7 +38,7 @@ _PLAN_ROWS = 10_000
 #: Permanent errors that blame the schema or the server, not the rows: stop, never dead-letter.
 _FATAL_CODES = frozenset({16, 47, 60, 81, 164, 192, 193, 497, 516})
 _HEALTHY_POLL_S = 10.0
-SINK_SPANS = "sink_spans"
+SINK_SPANS = tables.SINK_SPANS
 
 
 @dataclass(frozen=True)
