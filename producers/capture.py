@@ -38,13 +38,18 @@ from producers.records import level_name
 #: Receives one captured line: (ts_ns, line, stream, level, logger).
 Emit = Callable[[int, str, str, str, str], None]
 
-_tls = threading.local()
+class _ThreadState(threading.local):
+    #: Nesting depth of :func:`quiet` in this thread; a class default keeps the hot-path read cheap
+    #: (``getattr(local, name, 0)`` on an unset name raises and swallows AttributeError every call).
+    quiet = 0
+
+
+_tls = _ThreadState()
 _formatter = logging.Formatter()
 
 
 def _quiet_depth() -> int:
-    depth: int = getattr(_tls, "quiet", 0)
-    return depth
+    return _tls.quiet
 
 
 @contextlib.contextmanager
