@@ -174,11 +174,10 @@ class StreamTee:
 
     def write(self, text: str) -> int:
         n = self._original.write(text)
-        if self.active and not _quiet_depth():
-            try:
-                self._capture_text(text if isinstance(text, str) else str(text))
-            except Exception:  # noqa: BLE001 - capture must never break the program's output
-                pass
+        try:
+            self._capture_text(text if isinstance(text, str) else str(text))
+        except Exception:  # noqa: BLE001 - capture must never break the program's output
+            pass
         return n
 
     def writelines(self, lines: Any) -> None:
