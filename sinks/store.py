@@ -180,19 +180,8 @@ class Store:
         settings: Mapping[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
         """The rows of a read as tuples; ``{name:Type}`` placeholders bound server-side."""
-
-        def go() -> list[tuple[Any, ...]]:
-            try:
-                result = self._client.query(
-                    sql,
-                    parameters=dict(parameters) if parameters else None,
-                    settings=dict(settings) if settings else None,
-                )
-            except (ClickHouseError, OSError) as exc:
-                raise classify(exc, reading=True) from exc
-            return [tuple(row) for row in result.result_rows]
-
-        return self._on_thread(go)
+        result = self._on_thread(self._read, sql, parameters, settings)
+        return [tuple(row) for row in result.result_rows]
 
     def query(
         self,
@@ -201,20 +190,22 @@ class Store:
         settings: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The rows of a read as dicts keyed by column name."""
+        result = self._on_thread(self._read, sql, parameters, settings)
+        names = result.column_names
+        return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-        def go() -> list[dict[str, Any]]:
-            try:
-                result = self._client.query(
-                    sql,
-                    parameters=dict(parameters) if parameters else None,
-                    settings=dict(settings) if settings else None,
-                )
-            except (ClickHouseError, OSError) as exc:
-                raise classify(exc, reading=True) from exc
-            names = result.column_names
-            return [dict(zip(names, row, strict=True)) for row in result.result_rows]
-
-        return self._on_thread(go)
+    def _read(
+        self, sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, Any] | None
+    ) -> Any:
+        """One query on the store's thread, its errors classified as a read's."""
+        try:
+            return self._client.query(
+                sql,
+                parameters=dict(parameters) if parameters else None,
+                settings=dict(settings) if settings else None,
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise classify(exc, reading=True) from exc
 
     def insert_arrow(self, table: str, arrow_table: Any, dedup_token: str | None = None) -> None:
         """Insert a ``pyarrow.Table`` into ``table`` of this database.
