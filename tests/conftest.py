@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from runstream.embedded import free_port, tansu_binary
+from runstream.embedded import broker_command, free_port
 
 TIME_SCALE = float(os.environ.get("RUNSTREAM_TEST_TIME_SCALE", "1"))
 
@@ -43,13 +43,8 @@ def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout_s: float) -> No
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A Tansu broker for the session; yields its bootstrap address ``127.0.0.1:PORT``."""
     port = free_port()
-    url = f"tcp://127.0.0.1:{port}"
     log = open(tmp_path_factory.mktemp("broker") / "broker.log", "wb")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-    )
+    proc = subprocess.Popen(broker_command(port), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
         _wait_port(port, proc, scaled(20))
         from runstream import kafka

