@@ -27,6 +27,7 @@ from sinks.queries import Queries
 from sinks.store import open_store
 from sinks.writer import SinkWriter, WriterConfig
 from ui.api import create_app
+from ui.auth import default_allowed_hosts
 
 log = logging.getLogger("runstream.serve")
 
@@ -109,9 +110,11 @@ async def _forever() -> None:
     await asyncio.Event().wait()
 
 
-def _allowed_hosts(host: str, port: int) -> list[str]:
-    names = {host, "127.0.0.1", "localhost", "[::1]"} if host in ("127.0.0.1", "localhost", "::1") else {host}
-    return sorted({f"{n}:{port}" for n in names} | names)
+def _allowed_hosts(host: str, port: int) -> tuple[str, ...]:
+    """Loopback names on this port when bound to loopback, else the bound name on this port."""
+    if host in ("127.0.0.1", "localhost", "::1"):
+        return default_allowed_hosts(port)
+    return (f"[{host}]:{port}" if ":" in host else f"{host}:{port}",)
 
 
 def main(argv: list[str] | None = None) -> None:
