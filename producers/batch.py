@@ -9,6 +9,10 @@ tell when everything taken before a point has been acknowledged.
 A record that MessagePack cannot carry (an exotic object, an integer beyond
 64 bits) is first made wire-safe with :func:`producers.records.to_wire_safe`;
 if even that fails it is refused and counted, never sent half-encoded.
+
+Secrets are redacted here (:data:`producers.records.REDACT`: log lines, a
+run's name, tags, config and argv), on the sender thread, before anything is
+encoded; :attr:`Batcher.redacted` counts the spans replaced, per kind.
 """
 
 from __future__ import annotations
@@ -18,7 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.records import TO_RECORD, to_wire_safe
+from producers.records import REDACT, TO_RECORD, to_wire_safe
 from runstream.wire import Envelope, encode, pack
 
 
@@ -59,8 +63,12 @@ class Batcher:
         max_records: int = 1000,
         max_bytes: int = 900_000,
         clock: Callable[[], int] = time.time_ns,
+        redact: bool = True,
     ) -> None:
         self.producer, self.run, self.node, self.rank = producer, run, node, rank
+        self.redact = redact
+        #: Secret spans replaced so far, per record kind.
+        self.redacted: dict[str, int] = dict.fromkeys(TO_RECORD, 0)
         self.max_records = max(1, max_records)
         self.max_bytes = max_bytes
         self.clock = clock
@@ -70,11 +78,25 @@ class Batcher:
     def build(self, kind: str, start: int, items: Sequence[Any]) -> Built:
         """Envelopes for ``items`` of ``kind``, taken from buffer position ``start`` on."""
         to_record = TO_RECORD[kind]
+        redact = REDACT.get(kind) if self.redact else None
         built = Built()
         for off in range(0, len(items), self.max_records):
             records: list[Any] = [to_record(x) for x in items[off : off + self.max_records]]
+            if redact is not None:
+                self._redact(kind, redact, records)
             self._emit(kind, start + off, records, built, repaired=False)
         return built
+
+    def _redact(self, kind: str, redact: Callable[[dict[str, Any]], int], records: list[Any]) -> None:
+        found = 0
+        for record in records:
+            if isinstance(record, dict):
+                try:
+                    found += redact(record)
+                except Exception:  # noqa: BLE001 - a redaction bug must not stop the sender
+                    continue
+        if found:
+            self.redacted[kind] += found
 
     def _envelope(self, kind: str, records: list[Any]) -> Envelope:
         return Envelope(

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import threading
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from runstream.topics import RAW_KINDS
@@ -47,6 +47,9 @@ class Buffer:
         self.counts: dict[str, dict[str, int]] = {
             name: dict.fromkeys(RAW_KINDS, 0) for name in COUNTERS if name != "enqueued"
         }
+        #: Called before log records are taken or counted (the console capture turns
+        #: its queued writes into log records there, off the training thread).
+        self.before_logs: Callable[[], None] | None = None
 
     def put(self, kind: str, item: Any) -> bool:
         """Append ``item`` unless ``kind`` is full; return whether it was kept. Never blocks."""
@@ -67,6 +70,8 @@ class Buffer:
 
         Only the sender thread calls this.
         """
+        if kind == "logs" and self.before_logs is not None:
+            self.before_logs()
         queue = self.queues[kind]
         with self._take_lock:
             n = min(max_n, len(queue))
@@ -77,6 +82,8 @@ class Buffer:
 
     def mark(self) -> dict[str, int]:
         """For each kind, how many records have been accepted so far (an exact cut)."""
+        if self.before_logs is not None:
+            self.before_logs()
         with self._take_lock:
             return {k: self.taken[k] + len(self.queues[k]) for k in RAW_KINDS}
 

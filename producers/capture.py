@@ -3,7 +3,13 @@
 * ``sys.stdout`` / ``sys.stderr`` are replaced by tees: every write still
   reaches the real stream first, unchanged (colours, ``isatty``, ``fileno``
   and ``encoding`` are the real stream's), and each complete line becomes a
-  record ``(ts_ns, line, "stdout"|"stderr", "", "")``.  Partial writes wait
+  record ``(ts_ns, line, "stdout"|"stderr", "", "")``, its time that of the
+  write that ended it.  On the caller's thread a write only appends
+  ``(ts_ns, text)`` to a bounded queue (about 0.3 µs); :meth:`Capture.pump`,
+  called by the sender's thread before it takes log records (and by
+  ``flush``), turns the queued writes into lines.  When ``max_pending_writes``
+  writes wait unpumped, further writes are shown but not captured, and the
+  lines they end are counted (``on_drop``).  Partial writes wait
   for their newline (at most ``max_line_chars``, then emitted in pieces);
   carriage returns (progress bars) collapse to the line's last non-blank
   state; :meth:`Capture.flush` emits a trailing partial line.  Bytes written
@@ -29,6 +35,7 @@ import sys
 import threading
 import time
 import traceback
+from collections import deque
 from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any, TextIO
@@ -37,6 +44,12 @@ from producers.records import level_name
 
 #: Receives one captured line: (ts_ns, line, stream, level, logger).
 Emit = Callable[[int, str, str, str, str], None]
+#: Receives many captured lines at once (the same tuples as :data:`Emit`'s arguments).
+EmitMany = Callable[[list[tuple[int, str, str, str, str]]], None]
+#: Told how many console lines were not captured because the write queue was full.
+OnDrop = Callable[[int], None]
+
+_time_ns = time.time_ns
 
 class _ThreadState(threading.local):
     #: Nesting depth of :func:`quiet` in this thread; a class default keeps the hot-path read cheap
@@ -75,6 +88,25 @@ class LineAssembler:
 
     def feed(self, text: str) -> list[str]:
         """Add ``text``; return the lines it completed (without their newline)."""
+        if "\r" not in text and not self._had_cr:
+            # Fast paths for what print() writes: text without a line end, or text ending in one.
+            nl = text.find("\n")
+            if nl < 0:
+                size = self._len + len(text)
+                if size <= self.max_line_chars:
+                    if text:
+                        self._parts.append(text)
+                        self._len = size
+                    return []
+            elif nl == len(text) - 1 and self._len + nl <= self.max_line_chars:
+                parts = self._parts
+                if not parts:
+                    return [text[:-1]]
+                parts.append(text[:-1])
+                line = "".join(parts)
+                self._parts = []
+                self._len = 0
+                return [line]
         out: list[str] = []
         if "\n" not in text and "\r" not in text:
             self._append(text, out)
@@ -87,6 +119,28 @@ class LineAssembler:
             if i < last:
                 out.append(self._end_line())
         return out
+
+    def feed_timed(self, writes: list[tuple[int, str]]) -> list[tuple[int, str]]:
+        """Add several ``(ts_ns, text)`` writes; return ``(ts_ns, line)`` for each line they
+        completed, timed by the write that ended it.  Same lines as :meth:`feed` on each text."""
+        texts = [text for _, text in writes]
+        joined = "".join(texts)
+        if "\r" in joined or self._had_cr:
+            return [(ts, line) for ts, text in writes for line in self.feed(text)]
+        pieces = joined.split("\n")
+        if self._parts:
+            pieces[0] = "".join(self._parts) + pieces[0]
+        if max(map(len, pieces)) > self.max_line_chars:  # overlong: the general path cuts them
+            return [(ts, line) for ts, text in writes for line in self.feed(text)]
+        rest = pieces.pop()
+        self._parts = [rest] if rest else []
+        self._len = len(rest)
+        if not pieces:
+            return []
+        ends = [ts for ts, text in writes if "\n" in text]
+        if len(ends) != len(pieces):  # some write ended several lines
+            ends = [ts for ts, text in writes for _ in range(text.count("\n"))]
+        return list(zip(ends, pieces, strict=True))
 
     def flush(self) -> str | None:
         """The partial line held, if any (and forget it)."""
@@ -156,14 +210,29 @@ class _BinaryTee:
 
 
 class StreamTee:
-    """A stand-in for ``sys.stdout``/``sys.stderr`` that writes through and captures lines."""
+    """A stand-in for ``sys.stdout``/``sys.stderr`` that writes through and queues what it wrote."""
 
-    def __init__(self, original: TextIO, stream: str, emit: Emit, max_line_chars: int) -> None:
+    def __init__(
+        self,
+        original: TextIO,
+        stream: str,
+        emit: Emit,
+        max_line_chars: int,
+        max_pending_writes: int = 1 << 20,
+        emit_many: EmitMany | None = None,
+    ) -> None:
         self._original = original
         self._stream = stream
         self._emit = emit
+        self._emit_many = emit_many
         self._lines = LineAssembler(max_line_chars)
-        self._lock = threading.RLock()
+        #: (ts_ns, text) of writes not yet turned into lines; appended without a lock
+        #: by any thread, taken from the left by :meth:`pump` only.
+        self._pending: deque[tuple[int, str]] = deque()
+        self._max_pending = max(1, max_pending_writes)
+        self._drop_lock = threading.Lock()
+        #: Lines whose ending write found the queue full (reported by :meth:`take_dropped`).
+        self._dropped_lines = 0
         self._binary: _BinaryTee | None = None
         #: False once uninstalled: the tee then only passes writes through.
         self.active = True
@@ -174,10 +243,13 @@ class StreamTee:
 
     def write(self, text: str) -> int:
         n = self._original.write(text)
-        try:
-            self._capture_text(text if isinstance(text, str) else str(text))
-        except Exception:  # noqa: BLE001 - capture must never break the program's output
-            pass
+        # The hot path: everything else happens in pump(), off the caller's thread.
+        if self.active and not _tls.quiet:
+            pending = self._pending
+            if len(pending) < self._max_pending:
+                pending.append((_time_ns(), text))
+            else:
+                self._drop(text)
         return n
 
     def writelines(self, lines: Any) -> None:
@@ -204,21 +276,50 @@ class StreamTee:
         return getattr(self._original, name)
 
     def _capture_text(self, text: str) -> None:
-        if not text or not self.active or _quiet_depth():
+        if text and self.active and not _tls.quiet:
+            if len(self._pending) < self._max_pending:
+                self._pending.append((_time_ns(), text))
+            else:
+                self._drop(text)
+
+    def _drop(self, text: Any) -> None:
+        try:
+            ended = text.count("\n")
+        except Exception:  # noqa: BLE001 - not text: nothing that could end a line
             return
-        with self._lock:
-            lines = self._lines.feed(text)
-        if lines:
-            ts = time.time_ns()
-            for line in lines:
-                self._emit(ts, line, self._stream, "", "")
+        with self._drop_lock:
+            self._dropped_lines += ended
+
+    def take_dropped(self) -> int:
+        """Lines not captured since the last call because the write queue was full."""
+        with self._drop_lock:
+            n, self._dropped_lines = self._dropped_lines, 0
+        return n
+
+    def pump(self) -> None:
+        """Turn the queued writes into lines and emit them (one caller at a time; never raises)."""
+        pending, emit, stream = self._pending, self._emit, self._stream
+        take = pending.popleft
+        writes = [take() for _ in range(len(pending))]
+        if not writes:
+            return
+        try:
+            if not all(type(text) is str for _, text in writes):
+                writes = [(ts, text if type(text) is str else str(text)) for ts, text in writes]
+            done = self._lines.feed_timed(writes)
+            if self._emit_many is not None:
+                self._emit_many([(ts, line, stream, "", "") for ts, line in done])
+            else:
+                for ts, line in done:
+                    emit(ts, line, stream, "", "")
+        except Exception:  # noqa: BLE001 - capture must never raise into the sender
+            pass
 
     def flush_partial(self) -> None:
-        """Emit the trailing partial line, if any."""
-        with self._lock:
-            line = self._lines.flush()
+        """Emit the trailing partial line, if any (after :meth:`pump`)."""
+        line = self._lines.flush()
         if line is not None:
-            self._emit(time.time_ns(), line, self._stream, "", "")
+            self._emit(_time_ns(), line, self._stream, "", "")
 
 
 def record_text(record: logging.LogRecord) -> str:
@@ -242,9 +343,21 @@ class Capture:
 
     _installed: Capture | None = None
 
-    def __init__(self, emit: Emit, *, max_line_chars: int = 65_536) -> None:
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        max_line_chars: int = 65_536,
+        max_pending_writes: int = 1 << 20,
+        on_drop: OnDrop | None = None,
+        emit_many: EmitMany | None = None,
+    ) -> None:
         self._emit = emit
+        self._emit_many = emit_many
         self.max_line_chars = max_line_chars
+        self.max_pending_writes = max_pending_writes
+        self._on_drop = on_drop
+        self._pump_lock = threading.Lock()
         self._tees: dict[str, StreamTee] = {}
         self._orig_call_handlers: Any = None
         self._orig_handle: Any = None
@@ -263,7 +376,8 @@ class Capture:
                 current = getattr(sys, name)
                 if current is None:
                     continue
-                tee = StreamTee(current, name, self._emit, self.max_line_chars)
+                tee = StreamTee(current, name, self._emit, self.max_line_chars, self.max_pending_writes,
+                                self._emit_many)
                 self._tees[name] = tee
                 setattr(sys, name, tee)
         if logs:
@@ -319,23 +433,38 @@ class Capture:
         """Emit a traceback as ``stderr`` lines at level ``ERROR`` (never raises)."""
         emit_traceback(self._emit, exc_type, exc, tb, header)
 
+    def pump(self) -> None:
+        """Emit the lines that the console writes queued so far completed (thread-safe; never raises)."""
+        with self._pump_lock:
+            for tee in list(self._tees.values()):
+                tee.pump()
+                dropped = tee.take_dropped()
+                if dropped and self._on_drop is not None:
+                    try:
+                        self._on_drop(dropped)
+                    except Exception:  # noqa: BLE001
+                        pass
+
     def flush(self) -> None:
-        """Emit every tee's trailing partial line."""
-        for tee in self._tees.values():
-            try:
-                tee.flush_partial()
-            except Exception:  # noqa: BLE001
-                pass
+        """Emit every queued line, then every tee's trailing partial line."""
+        with self._pump_lock:
+            for tee in list(self._tees.values()):
+                try:
+                    tee.pump()
+                    tee.flush_partial()
+                except Exception:  # noqa: BLE001
+                    pass
 
     def uninstall(self, *, flush: bool = True) -> None:
         """Flush (unless told not to), stop capturing, restore what is still ours (idempotent)."""
         if not self.active:
             return
+        self.active = False
+        for tee in self._tees.values():
+            tee.active = False  # later writes pass through; what was queued is still pumped
         if flush:
             self.flush()
-        self.active = False
         for name, tee in self._tees.items():
-            tee.active = False
             if getattr(sys, name) is tee:
                 setattr(sys, name, tee.original)
         self._tees.clear()

@@ -57,6 +57,15 @@ class Options:
     spool_max_bytes: int = 1 << 30
     #: Write to the disk spool at all (when false, what cannot be sent is counted lost).
     spool: bool = True
+    #: Sample host and GPU resources (``resources`` records) from a background thread.
+    sample: bool = True
+    #: Interval between resource samples (the first is taken at ``init``).
+    sample_interval_s: float = 1.0
+    #: Root of the process tree whose RSS, CPU and GPU memory are sampled (None: this process).
+    sample_root_pid: int | None = None
+    #: How long ``init`` waits for the sampler's static facts (GPU names, driver) to put
+    #: them into the ``start`` record; past it they are left out and sampling goes on.
+    sample_start_wait_s: float = 2.0
 
     def bounds(self) -> dict[str, int]:
         """Per-kind record bounds; each is at least 1 and they sum to at most the total."""

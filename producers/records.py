@@ -12,6 +12,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from producers.redact import candidate, redact_argv, redact_text, redact_value
 from runstream.events.limits import DEFAULT_LIMITS
 
 #: A metrics item in the buffer: (ts_ns, step or None, {name: number}).
@@ -220,6 +221,52 @@ def finish_record(
         "exit_code": exit_code,
         "reason": _text(reason),
     }
+
+
+def redact_log(record: dict[str, Any]) -> int:
+    """Redact secrets in a ``logs`` record's line, in place; return how many spans were replaced.
+
+    The cheap :func:`producers.redact.candidate` check comes first: a line
+    without a trigger word costs a lower-casing and a few substring tests.
+    """
+    line = record["line"]
+    if not candidate(line):
+        return 0
+    record["line"], n = redact_text(line)
+    return n
+
+
+def redact_run(record: dict[str, Any]) -> int:
+    """Redact secrets in a ``runs`` record, in place; return how many spans were replaced.
+
+    A ``start`` record's name, tags, config and argv (the value after a
+    ``--password``-like flag included), a ``finish`` record's reason.
+    """
+    event = record.get("event")
+    total = 0
+    if event == "start":
+        for field_name in ("name", "project"):
+            value = record.get(field_name)
+            if isinstance(value, str):
+                record[field_name], n = redact_text(value)
+                total += n
+        if isinstance(record.get("tags"), list):
+            record["tags"], n = redact_value(record["tags"])
+            total += n
+        if isinstance(record.get("config"), dict):
+            record["config"], n = redact_value(record["config"])
+            total += n
+        if isinstance(record.get("argv"), list):
+            record["argv"], n = redact_argv([str(a) for a in record["argv"]])
+            total += n
+    elif event == "finish" and isinstance(record.get("reason"), str):
+        record["reason"], n = redact_text(record["reason"])
+        total += n
+    return total
+
+
+#: How records of a kind are redacted before they are encoded (kinds not named carry no free text).
+REDACT: dict[str, Callable[[dict[str, Any]], int]] = {"logs": redact_log, "runs": redact_run}
 
 
 def level_name(levelno: int) -> str:

@@ -7,6 +7,15 @@ What a run does for the process that starts it:
   or ``killed``), from a background sender thread (:mod:`producers.sender`);
 * captures stdout, stderr and ``logging`` as ``logs`` records
   (:mod:`producers.capture`; ``capture=False`` turns that off);
+* samples host, process-tree and GPU resources as ``resources`` records
+  every ``options.sample_interval_s`` on a daemon thread
+  (:mod:`producers.sampler`; ``Options(sample=False)`` turns that off).  The
+  static facts (host, GPU names and UUIDs, driver versions) go into the
+  ``start`` record's ``config`` under the key ``_system`` (unless the user's
+  config has that key), so they are stored and shown with the run's config;
+* logs evaluation results as ``evals`` records (``log_confusion_matrix``,
+  ``log_pr_curve``, ``log_table``, ``log_row``, ``log_list``; shapes in
+  :mod:`producers.evals`);
 * finishes by itself: at exit (``finished``, or ``failed`` after an uncaught
   exception in another thread), on an uncaught exception (its traceback is
   logged at ``ERROR``, then ``failed``; ``killed`` for Ctrl-C), and on
@@ -39,12 +48,14 @@ from dataclasses import replace
 from types import FrameType, TracebackType
 from typing import Any
 
+from producers import evals as evals_mod
 from producers import identity as identity_mod
 from producers.batch import Batcher
 from producers.buffer import Buffer
 from producers.capture import Capture, emit_traceback, quiet
 from producers.options import Options
 from producers.records import coerce_values, finish_record, heartbeat_record, start_record
+from producers.sampler import Sampler, SamplerThread
 from producers.sender import Sender
 from producers.sender import sync as _sync_spool
 from producers.spool import DiskSpool
@@ -181,26 +192,32 @@ class Run:
         self._known: set[str] = set()
         self._warned: set[str] = set()
 
-        buffer.put(
-            "runs",
-            start_record(
-                project=self.project,
-                name=self.name,
-                config=self.config,
-                tags=self.tags,
-                host=ident.host,
-                pid=ident.pid,
-                world_size=ident.world_size,
-                argv=list(sys.argv),
-            ),
+        self._sampler = self._start_sampler() if opts.sample else None
+        system = self._sampler.wait_ready(opts.sample_start_wait_s) if self._sampler else None
+        start = start_record(
+            project=self.project,
+            name=self.name,
+            config=self.config,
+            tags=self.tags,
+            host=ident.host,
+            pid=ident.pid,
+            world_size=ident.world_size,
+            argv=list(sys.argv),
         )
+        if system:
+            start["config"].setdefault("_system", system)
+        buffer.put("runs", start)
         self._sender.start()
         self._capture: Capture | None = None
-        if capture:
-            cap = Capture(self._put_log, max_line_chars=opts.max_line_chars)
+        # Under `runstream run` (producers.launch) the terminal already carries every line.
+        if capture and settings_mod.environ_snapshot(("RUNSTREAM_CAPTURE",)).get("RUNSTREAM_CAPTURE") != "0":
+            cap = Capture(self._put_log, max_line_chars=opts.max_line_chars,
+                          max_pending_writes=2 * bounds["logs"],
+                          on_drop=lambda n: buffer.count("dropped", "logs", n), emit_many=self._put_logs)
             try:
                 cap.install()
                 self._capture = cap
+                buffer.before_logs = cap.pump
             except RuntimeError:
                 log.warning(
                     "Console capture is off: another run captures this process. run=%s", self.id
@@ -310,6 +327,67 @@ class Run:
         if n >= self._wake_at and not self._sender.wake_pending:
             self._sender.wake()
 
+    # ---------------------------------------------------------- evaluation
+
+    def log_confusion_matrix(
+        self, y_true: Any, y_pred: Any, labels: Any, name: str = "confusion_matrix"
+    ) -> bool:
+        """Log the confusion matrix (and per-label P/R/F1) of ``y_pred`` against ``y_true``.
+
+        Shapes and limits: :mod:`producers.evals`.  Raises ``ValueError`` for bad
+        input; returns false when the record was dropped (buffer full).
+        """
+        name = evals_mod.check_name(name)
+        return self._put_eval(name, "confusion_matrix", evals_mod.confusion_matrix(y_true, y_pred, labels))
+
+    def log_pr_curve(
+        self, y_true: Any, y_score: Any, labels: Any, name: str = "pr_curve", thresholds: Any = 101
+    ) -> bool:
+        """Log per-label precision/recall/F1 at each threshold (one-vs-rest).
+
+        ``y_score`` is (n, n_labels), or (n,) for two labels; ``thresholds`` a
+        count (evenly over 0..1) or the values.  Raises ``ValueError`` for bad
+        input; returns false when the record was dropped (buffer full).
+        """
+        name = evals_mod.check_name(name)
+        return self._put_eval(name, "pr_curve", evals_mod.pr_curve(y_true, y_score, labels, thresholds))
+
+    def log_table(self, name: str, columns: Any, rows: Any) -> bool:
+        """Log a table: ``columns`` names, ``rows`` lists of cells. Raises ``ValueError``."""
+        name = evals_mod.check_name(name)
+        return self._put_eval(name, "table", evals_mod.table(columns, rows))
+
+    def log_row(self, name: str, **values: Any) -> bool:
+        """Log one row of the table ``name`` (rows of one name form a table). Raises ``ValueError``."""
+        name = evals_mod.check_name(name)
+        return self._put_eval(name, "row", evals_mod.row(values))
+
+    def log_list(self, name: str, values: Any) -> bool:
+        """Log a list of numbers under ``name``. Raises ``ValueError``."""
+        name = evals_mod.check_name(name)
+        return self._put_eval(name, "list", evals_mod.list_values(values))
+
+    def _put_eval(self, name: str, kind: str, data: dict[str, Any]) -> bool:
+        return self._buffer.put("evals", {"ts_ns": _time_ns(), "name": name, "type": kind, "data": data})
+
+    def _start_sampler(self) -> SamplerThread:
+        from producers.nvml import NvmlBackend
+
+        opts = self.options
+        sampler = Sampler(root_pid=opts.sample_root_pid, gpu=NvmlBackend())
+        thread = SamplerThread(sampler, lambda r: self._buffer.put("resources", r), opts.sample_interval_s)
+        thread.start()
+        return thread
+
+    def _put_logs(self, records: list[tuple[int, str, str, str, str]]) -> None:
+        # Called by the capture's pump (the sender's thread, or flush): no wake needed.
+        q = self._lq
+        room = self._lbound - len(q)
+        if room < len(records):
+            self._buffer.count("dropped", "logs", len(records) - max(room, 0))
+            records = records[: max(room, 0)]
+        q.extend(records)
+
     def _beat(self) -> None:
         with self._runs_lock:  # never after the finish record
             if not self._finished:
@@ -347,6 +425,8 @@ class Run:
                 return self._ok
             self._finished = True
         try:
+            if self._sampler is not None:
+                self._sampler.stop()
             if self._capture is not None:
                 self._capture.uninstall()
             self.status = status
@@ -362,8 +442,14 @@ class Run:
         return self._ok
 
     def stats(self) -> dict[str, Any]:
-        """Counters per kind (enqueued, dropped, invalid, sent, acked, failed, spooled, lost)."""
-        return self._sender.stats()
+        """Counters per kind (enqueued, dropped, invalid, sent, acked, failed, spooled, lost).
+
+        With sampling on, ``sampler`` holds the sampler's counters (samples, errors, CPU seconds).
+        """
+        out = self._sender.stats()
+        if self._sampler is not None:
+            out["sampler"] = self._sampler.stats()
+        return out
 
     def __enter__(self) -> Run:
         return self

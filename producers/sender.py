@@ -201,8 +201,9 @@ class Sender:
         return ok
 
     def stats(self) -> dict[str, Any]:
-        """The buffer's counters and the connection state."""
+        """The buffer's counters, secret spans redacted per kind, and the connection state."""
         out: dict[str, Any] = dict(self.buffer.stats())
+        out["redacted"] = dict(self.batcher.redacted)
         out["state"] = {
             "connected": self._producer is not None and self._outage_since is None,
             "outage_s": 0.0

@@ -7,6 +7,7 @@ import io
 import logging
 import sys
 import threading
+import time
 import uuid
 import warnings
 from collections.abc import Iterator
@@ -116,8 +117,94 @@ def test_stdout_and_stderr_lines_are_captured_with_their_stream() -> None:
     with capturing() as (lines, _, _):
         print("to out")
         print("to err", file=sys.stderr)
-        got = [(line, s, lvl) for _, line, s, lvl, _ in lines]
+    got = [(line, s, lvl) for _, line, s, lvl, _ in lines]
     assert got == [("to out", "stdout", ""), ("to err", "stderr", "")]
+
+
+def test_writes_become_lines_only_when_pumped() -> None:
+    """A write only queues on the caller's thread; pump() emits the lines it completed."""
+    lines: list[Line] = []
+    with consoles():
+        cap = Capture(lambda *rec: lines.append(rec))
+        cap.install()
+        try:
+            print("first")
+            sys.stdout.write("second, partial")
+            assert lines == []
+            cap.pump()
+            assert texts(lines) == ["first"]
+            print(" end")
+            cap.pump()
+            assert texts(lines) == ["first", "second, partial end"]
+        finally:
+            cap.uninstall()
+
+
+def test_line_time_is_the_time_of_the_write_that_ended_it() -> None:
+    """A line pumped later keeps the time of the write that ended it, not the pump's."""
+    lines: list[Line] = []
+    with consoles():
+        cap = Capture(lambda *rec: lines.append(rec))
+        cap.install()
+        try:
+            before = time.time_ns()
+            print("stamped")
+            after = time.time_ns()
+            time.sleep(0.05)
+            cap.pump()
+        finally:
+            cap.uninstall()
+    assert before <= lines[0][0] <= after
+
+
+def test_full_write_queue_counts_the_lines_it_could_not_capture() -> None:
+    """Past max_pending_writes, writes still reach the terminal and each lost line is counted once."""
+    lines: list[Line] = []
+    dropped: list[int] = []
+    with consoles() as (out, _):
+        cap = Capture(lambda *rec: lines.append(rec), max_pending_writes=4, on_drop=dropped.append)
+        cap.install()
+        try:
+            for i in range(5):  # print writes the text and the newline separately
+                print(f"line {i}")
+            cap.pump()
+            print("after")
+        finally:
+            cap.uninstall()
+        assert out.getvalue() == "".join(f"line {i}\n" for i in range(5)) + "after\n"
+    assert texts(lines) == ["line 0", "line 1", "after"]
+    assert sum(dropped) == 3
+
+
+def test_lines_from_many_threads_are_all_captured_whole() -> None:
+    """Whole lines written at once by several threads are each captured exactly once."""
+    lines: list[Line] = []
+    with consoles():
+        cap = Capture(lambda *rec: lines.append(rec))
+        cap.install()
+        pumping = threading.Event()
+
+        def pump_forever() -> None:
+            while not pumping.is_set():
+                cap.pump()
+
+        pumper = threading.Thread(target=pump_forever)
+        pumper.start()
+        try:
+            def writer(t: int) -> None:
+                for i in range(2000):
+                    sys.stdout.write(f"t{t} {i}\n")
+
+            threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+            for th in threads:
+                th.start()
+            for th in threads:
+                th.join()
+        finally:
+            pumping.set()
+            pumper.join()
+            cap.uninstall()
+    assert sorted(texts(lines)) == sorted(f"t{t} {i}" for t in range(4) for i in range(2000))
 
 
 def test_uninstall_emits_partial_line_and_restores_streams() -> None:

@@ -39,7 +39,7 @@ import logging, sys, runstream
 from producers.options import Options
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 run = runstream.init(project="itest", name="five-k", config={"lr": 0.001, "layers": [1, 2]},
-                     tags=["ci"], options=Options(heartbeat_interval_s=0.05))
+                     tags=["ci"], options=Options(heartbeat_interval_s=0.05, sample=False))
 print("RUN", run.id, file=sys.__stderr__, flush=True)
 for step in range(5000):
     run.log({"loss": 1.0 / (step + 1), "sq": step * step}, step=step)
