@@ -35,7 +35,7 @@ from typing import IO
 
 from runstream.errors import ConfigError, RunstreamError
 from runstream.settings import Settings
-from runstream.topics import DEFAULT_PARTITIONS, RAW_KINDS
+from runstream.topics import DEFAULT_PARTITIONS, RAW_KINDS, changelog_topics
 
 STREAMS_GROUP = "runstream-streams"
 
@@ -123,7 +123,9 @@ class Embedded:
         from runstream import kafka  # aiokafka loads only for `up`
 
         asyncio.run(kafka.wait_for_broker(self.kafka, 20.0))
-        asyncio.run(kafka.ensure_topics(self.kafka, self.settings.topics.all(), self.partitions))
+        # The stream workers' table changelogs too, partitioned like the clean topics they mirror.
+        names = self.settings.topics.all() + changelog_topics(STREAMS_GROUP)
+        asyncio.run(kafka.ensure_topics(self.kafka, names, self.partitions))
 
         run_dir = self.data_dir / "run"
         run_dir.mkdir(exist_ok=True)

@@ -22,6 +22,18 @@ CLEAN_PREFIX = "clean."
 DEFAULT_PREFIX = "runstream."
 DEFAULT_PARTITIONS = 4
 
+#: The stream processors' default consumer group and app id.
+DEFAULT_APP_ID = "runstream-streams"
+
+#: The stream processors' state tables (faust), each backed by a changelog topic
+#: partitioned like the clean topics (the tables are keyed by run id).
+STREAM_TABLES: tuple[str, ...] = ("runs", "metrics", "gpus", "gpu_10s", "gpu_1m")
+
+
+def changelog_topics(app_id: str = DEFAULT_APP_ID) -> list[str]:
+    """The changelog topics of the stream processors' tables for the app ``app_id`` (faust's naming)."""
+    return [f"{app_id}-{table}-changelog" for table in STREAM_TABLES]
+
 
 @dataclass(frozen=True)
 class Topics:

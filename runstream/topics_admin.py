@@ -11,7 +11,7 @@ import asyncio
 
 from runstream import kafka
 from runstream import settings as settings_mod
-from runstream.topics import DEFAULT_PARTITIONS
+from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS, changelog_topics
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -19,16 +19,18 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kafka")
     parser.add_argument("--topic-prefix")
     parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS)
+    parser.add_argument("--app-id", default=DEFAULT_APP_ID, help="the stream workers' app id (table changelogs)")
     parser.add_argument("--wait-s", type=float, default=60.0, help="how long to wait for the broker")
     args = parser.parse_args(argv)
     settings = settings_mod.load({"kafka": args.kafka, "topic_prefix": args.topic_prefix})
 
     async def create() -> list[str]:
         await kafka.wait_for_broker(settings.kafka, args.wait_s)
-        return await kafka.ensure_topics(settings.kafka, settings.topics.all(), args.partitions)
+        return await kafka.ensure_topics(settings.kafka, names, args.partitions)
 
+    names = settings.topics.all() + changelog_topics(args.app_id)
     created = asyncio.run(create())
-    print(f"Topics ready. created={len(created)} total={len(settings.topics.all())}")
+    print(f"Topics ready. created={len(created)} total={len(names)}")
 
 
 if __name__ == "__main__":

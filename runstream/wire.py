@@ -31,7 +31,7 @@ from runstream.errors import DecodeError, UnsupportedVersion
 SCHEMA_MAJOR = 1
 SCHEMA_MINOR = 0
 
-KINDS = ("runs", "metrics", "logs", "resources", "evals")
+KINDS = ("runs", "metrics", "logs", "resources", "evals", "alerts")
 
 _ENVELOPE_STR_FIELDS = ("kind", "producer", "run", "node")
 _ENVELOPE_INT_FIELDS = ("seq", "rank", "sent_ns")

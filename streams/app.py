@@ -2,31 +2,77 @@
 
 One agent per raw topic validates each batch (see :mod:`streams.validate`)
 and forwards the good records, as one envelope, to the matching ``clean.*``
-topic, keyed by run id, and each bad record to ``dlq`` with its reason.  The
-agent awaits the broker's acknowledgement of what it forwarded before it takes
-the next message, so an offset is committed only once its output is safe
-(at-least-once; the sinks store it exactly once).
+topic, keyed by run id, and each bad record to ``dlq`` with its reason.
+
+At-least-once without a round trip per message: the agent reads with manual
+acks (``stream.noack().events()``), hands what it forwards to the producer
+(``Topic.send`` returns once the message is in the producer's buffer, with a
+future that resolves on the broker's acknowledgement) and goes on to the next
+message at once.  A small task per message awaits those futures and only then
+acks the source event.  Faust commits, per partition, the highest offset below
+which *every* offset is acked (``Consumer._new_offset`` stops at the first
+gap), so an offset is committed only once everything forwarded for it and for
+all earlier messages is safe on the broker, whatever order the acks come in.
+At most ``max_in_flight`` messages wait for acknowledgement at once (the agent
+blocks on a semaphore beyond that), so memory stays bounded.  A send that fails
+leaves its event unacked: the offset is never committed past it, and a restart
+reads it again (the sinks store each record once, by identity).
+
+Aggregation and detection (``detect=True``) run in separate agents, one per
+``clean.*`` topic (runs, metrics, logs, resources), so the validators stay a
+fast stage of their own; these agents decode the clean envelope again (cheap
+next to validation) and keep their state in faust tables keyed by run id:
+
+- ``runs``: :class:`streams.detect.RunState` (status, last heartbeat, nodes and
+  ranks seen, line/warning/error counts, step times, last seen per rank);
+- ``metrics``: :class:`streams.detect.MetricsState` (last/min/max/count per
+  metric, loss-spike windows);
+- ``gpus``: :class:`streams.detect.GpuState` per GPU;
+- ``gpu_10s`` / ``gpu_1m``: tumbling windows (by sample time) per
+  ``run/node/device`` of every GPU measure, ``[count, sum, max]`` (avg =
+  sum/count); the GPU-idle detector reads the 10 s average.
+
+Values are MessagePack of the state objects' ``to_map()`` (never pickle), and
+every table has a changelog topic, so a restarted worker recovers its state.
+The clean topics and the tables share the partitioning (run id, same count), so
+faust assigns a partition of each together.  These agents ack the usual faust
+way: their output (alerts, changelog records) is flushed before an offset is
+committed, so they are at-least-once; alert keys are deterministic, so a replay
+or two workers never store one alert twice.  A timer evaluates the run-wide
+detectors (stalled after ``crashed_after_s`` without a heartbeat, silent rank,
+straggler) every ``check_interval_s`` for the runs of this worker's partitions.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import faust
 
+from runstream import kafka, wire
 from runstream.events import Limits
 from runstream.settings import Settings
-from runstream.topics import RAW_KINDS
+from runstream.topics import DEFAULT_APP_ID, RAW_KINDS, changelog_topics
+from streams import detect
+from streams.detect import DetectorSettings, GpuState, MetricsState, RunState
+from streams.enrich import LogEnricher
 from streams.validate import process
 
 log = logging.getLogger("runstream.streams")
 
-APP_ID = "runstream-streams"
+APP_ID = DEFAULT_APP_ID
+
+#: Tumbling windows of the GPU rollups (seconds) and how long a closed window is kept.
+GPU_WINDOWS_S: dict[str, tuple[float, float]] = {"gpu_10s": (10.0, 120.0), "gpu_1m": (60.0, 600.0)}
+#: Alert keys the run-wide timer remembers having sent (a restart may resend one; the store keeps one).
+MAX_SENT_KEYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -38,6 +84,15 @@ class StreamSettings:
     partitions: int = 4
     app_id: str = APP_ID
     stats_interval_s: float = 30.0
+    #: Source messages whose forwarded output may await the broker's ack at once.
+    max_in_flight: int = 64
+    #: Run the aggregation and detection agents (tables, windows, alerts).
+    detect: bool = True
+    detectors: DetectorSettings = field(default_factory=DetectorSettings)
+    #: How often the run-wide detectors (stalled, silent rank, straggler) are evaluated.
+    check_interval_s: float = 5.0
+    #: How long the group waits for a silent (killed) worker before moving its partitions.
+    session_timeout_s: float = 30.0
 
 
 @dataclass
@@ -78,14 +133,24 @@ def create_app(conf: StreamSettings) -> tuple[faust.App, StreamStats]:
         producer_max_request_size=16 * 1024 * 1024,
         consumer_max_fetch_size=16 * 1024 * 1024,
         broker_commit_interval=0.5,
+        broker_session_timeout=conf.session_timeout_s,
+        broker_heartbeat_interval=min(3.0, conf.session_timeout_s / 3),
+        # State is recovered from the changelogs; a standby copy would make two workers report one run.
+        table_standby_replicas=0,
     )
     stats = StreamStats()
     dlq = app.topic(topics.dlq, value_type=bytes, key_type=bytes)
+    clean_metrics = app.topic(topics.clean("metrics"), value_type=bytes, key_type=bytes)
 
     for kind in RAW_KINDS:
         source = app.topic(topics.raw(kind), value_type=bytes, key_type=bytes)
         clean = app.topic(topics.clean(kind), value_type=bytes, key_type=bytes)
-        app.agent(source, name=f"validate_{kind}")(_validator(kind, clean, dlq, conf.limits, stats))
+        app.agent(source, name=f"validate_{kind}")(
+            _validator(kind, clean, dlq, clean_metrics, conf.limits, stats, conf.max_in_flight)
+        )
+
+    if conf.detect:
+        _add_detectors(app, conf, stats)
 
     @app.timer(interval=conf.stats_interval_s)
     async def report_stats() -> None:
@@ -94,9 +159,12 @@ def create_app(conf: StreamSettings) -> tuple[faust.App, StreamStats]:
     return app, stats
 
 
-def _validator(kind: str, clean: Any, dlq: Any, limits: Limits, stats: StreamStats) -> Any:
+def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limits, stats: StreamStats,
+               max_in_flight: int) -> Any:
     async def validate(stream: Any) -> Any:
-        async for event in stream.events():
+        slots = asyncio.Semaphore(max_in_flight)
+        enricher = LogEnricher()
+        async for event in stream.noack().events():
             message = event.message
             outcome = process(
                 event.value,
@@ -105,22 +173,39 @@ def _validator(kind: str, clean: Any, dlq: Any, limits: Limits, stats: StreamSta
                 offset=message.offset,
                 limits=limits,
                 ingest_ns=time.time_ns(),
+                enricher=enricher,
             )
+            await slots.acquire()
             pending = []
             if outcome.clean is not None:
                 pending.append(await clean.send(key=outcome.key, value=outcome.clean))
+            if outcome.metrics is not None:
+                pending.append(await clean_metrics.send(key=outcome.key, value=outcome.metrics))
             for letter in outcome.dead:
                 pending.append(await dlq.send(key=event.key, value=letter))
-            for fut in pending:
-                await fut
+            asyncio.ensure_future(_ack_when_sent(stream, event, pending, slots))
             stats.messages[kind] += 1
             stats.records[kind] += outcome.clean_records
+            stats.records["metrics_from_logs"] += outcome.metric_records
             for reason, n in outcome.discarded.items():
                 stats.discarded[reason] += n
             yield outcome.clean_records
 
     validate.__name__ = f"validate_{kind}"
     return validate
+
+
+async def _ack_when_sent(stream: Any, event: Any, pending: list[Any], slots: asyncio.Semaphore) -> None:
+    """Ack ``event`` once every future in ``pending`` resolved; leave it unacked if one failed."""
+    try:
+        await asyncio.gather(*pending)
+    except Exception as exc:  # noqa: BLE001 - logged; the offset stays uncommitted and is read again
+        log.error("Forwarding failed; offset left uncommitted. topic=%s partition=%s offset=%s error=%s",
+                  event.message.topic, event.message.partition, event.message.offset, type(exc).__name__)
+    else:
+        await stream.ack(event)
+    finally:
+        slots.release()
 
 
 def _flat(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
@@ -134,15 +219,192 @@ def _flat(doc: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
 
 
 def run_worker(conf: StreamSettings, *, loglevel: str = "warn", ready_file: Path | None = None) -> None:
-    """Run one worker until SIGTERM/SIGINT; blocks; commits offsets on the way out."""
+    """Run one worker until SIGTERM/SIGINT; blocks; commits offsets on the way out.
+
+    Creates the tables' changelog topics first (partitioned like the clean
+    topics).  ``ready_file`` is rewritten after every rebalance with JSON
+    ``{"ts": seconds, "assigned": ["topic:partition", ...]}``.
+    """
     app, _stats = create_app(conf)
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)  # the worker below runs on this loop
+    if conf.detect:
+        loop.run_until_complete(
+            kafka.ensure_topics(conf.settings.kafka, changelog_topics(conf.app_id), conf.partitions))
 
     if ready_file is not None:
         ready_path = ready_file
 
         @app.on_rebalance_complete.connect
         async def _ready(sender: Any, **kwargs: Any) -> None:
-            ready_path.write_text(str(time.time()))
+            assigned = sorted(f"{tp.topic}:{tp.partition}" for tp in app.consumer.assignment())
+            tmp = ready_path.with_suffix(".tmp")
+            tmp.write_text(json.dumps({"ts": time.time(), "assigned": assigned}))
+            tmp.replace(ready_path)  # readers never see a half-written file
 
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
     worker.execute_from_commandline()
+
+
+# -- aggregation and detection --------------------------------------------------------------------
+
+
+def _load(table: Any, key: str) -> dict[str, Any]:
+    """The state map stored under ``key`` (empty when none)."""
+    raw = table[key]
+    return wire.unpack(raw) if raw else {}
+
+
+def _alerts_message(run: str, producer: str, seq: int, node: str, rank: int, alerts: list[dict[str, Any]]) -> bytes:
+    """An ``alerts`` envelope; ``producer``/``seq`` are derived from the input, so a replay repeats them."""
+    for i, alert in enumerate(alerts):
+        alert["i"] = i
+    env = wire.Envelope(kind="alerts", producer=producer[: wire.MAX_ID_CHARS], seq=seq, run=run,
+                        node=node or "streams", rank=rank, sent_ns=time.time_ns(), records=alerts)
+    return wire.encode(env)
+
+
+def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats) -> None:
+    """Add the tables, the detector agents on the clean topics and the run-wide timer to ``app``."""
+    topics = conf.settings.topics
+    dconf = conf.detectors
+    alerts_topic = app.topic(topics.alerts, value_type=bytes, key_type=bytes)
+
+    def table(name: str) -> Any:
+        """A table of run id (JSON str in the changelog) -> MessagePack bytes (raw in the changelog)."""
+        made = app.Table(name, default=bytes, partitions=conf.partitions, key_type=str, value_type=bytes)
+        # faust derives a table's changelog serializers from its types (JSON for anything but a
+        # Record); the values here are already MessagePack bytes, so they go to the changelog as is.
+        made.value_serializer = "raw"
+        return made
+
+    runs_t = table("runs")
+    metrics_t = table("metrics")
+    gpus_t = table("gpus")
+    # The windows follow sample time, not arrival time: ``clock`` holds the time of the sample being added.
+    clock = [0.0]
+    # Windowed keys are (key, (start, end)) tuples: JSON in the changelog, made tuples again on recovery.
+    windows = {
+        name: table(name).tumbling(size_s, expires=expires_s).relative_to(lambda event=None: clock[0])
+        for name, (size_s, expires_s) in GPU_WINDOWS_S.items()
+    }
+
+    def load_run(key: str) -> RunState:
+        return RunState.from_map(_load(runs_t, key).get("s", {}))
+
+    def save_run(key: str, partition: int, state: RunState) -> None:
+        runs_t[key] = wire.pack({"p": partition, "s": state.to_map()})
+
+    async def send_alerts(kind: str, env: wire.Envelope, alerts: list[dict[str, Any]]) -> None:
+        if alerts:
+            stats.records["alerts"] += len(alerts)
+            await alerts_topic.send(key=env.run.encode(), value=_alerts_message(
+                env.run, f"streams~{kind}~{env.producer}", env.seq, env.node, env.rank, alerts))
+
+    async def on_runs(stream: Any) -> Any:
+        async for event in stream.events():
+            env = wire.decode(event.value)
+            key, part = env.run, event.message.partition
+            state = load_run(key)
+            detect.apply_runs(state, node=env.node, rank=env.rank, records=env.records)
+            save_run(key, part, state)
+            yield len(env.records)
+
+    async def on_metrics(stream: Any) -> Any:
+        async for event in stream.events():
+            env = wire.decode(event.value)
+            key, part = env.run, event.message.partition
+            state = load_run(key)
+            series = MetricsState.from_map(_load(metrics_t, key))
+            alerts = detect.apply_metrics(state, series, dconf, node=env.node, rank=env.rank, records=env.records)
+            save_run(key, part, state)
+            metrics_t[key] = wire.pack(series.to_map())
+            await send_alerts("metrics", env, alerts)
+            yield len(env.records)
+
+    async def on_logs(stream: Any) -> Any:
+        async for event in stream.events():
+            env = wire.decode(event.value)
+            key, part = env.run, event.message.partition
+            state = load_run(key)
+            alerts = detect.apply_logs(state, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
+                                       records=env.records)
+            save_run(key, part, state)
+            await send_alerts("logs", env, alerts)
+            yield len(env.records)
+
+    async def on_resources(stream: Any) -> Any:
+        async for event in stream.events():
+            env = wire.decode(event.value)
+            key, part = env.run, event.message.partition
+            state = load_run(key)
+            gpus = _load(gpus_t, key)
+            alerts: list[dict[str, Any]] = []
+            newest = 0
+            for rec in env.records:
+                newest = max(newest, rec["ts_ns"])
+                device = rec["device"]
+                if not device.startswith("gpu"):
+                    continue
+                clock[0] = rec["ts_ns"] / detect.NS
+                wkey = f"{env.run}/{env.node}/{device}"
+                avg: dict[str, float] = {}
+                for name, window in windows.items():
+                    raw = window[wkey].value()
+                    roll: dict[str, list[float]] = wire.unpack(raw) if raw else {}
+                    for measure, value in rec["values"].items():
+                        cur = roll.get(measure)
+                        if cur is None:
+                            roll[measure] = [1, value, value]
+                        else:
+                            cur[0] += 1
+                            cur[1] += value
+                            cur[2] = max(cur[2], value)
+                    window[wkey] = wire.pack(roll)
+                    if name == "gpu_10s":
+                        avg = {m: v[1] / v[0] for m, v in roll.items()}
+                if "util_pct" in avg:
+                    gkey = f"{env.node}/{device}"
+                    gpu = GpuState.from_map(gpus.get(gkey, {}))
+                    alerts += detect.on_gpu_sample(gpu, dconf, running=state.status == "running", node=env.node,
+                                                   rank=env.rank, device=device, ts_ns=rec["ts_ns"],
+                                                   util_pct=avg["util_pct"])
+                    gpus[gkey] = gpu.to_map()
+            if newest:
+                detect.on_seen(state, node=env.node, rank=env.rank, ts_ns=newest)
+            save_run(key, part, state)
+            gpus_t[key] = wire.pack(gpus)
+            await send_alerts("resources", env, alerts)
+            yield len(env.records)
+
+    for kind, fun in (("runs", on_runs), ("metrics", on_metrics), ("logs", on_logs), ("resources", on_resources)):
+        source = app.topic(topics.clean(kind), value_type=bytes, key_type=bytes)
+        fun.__name__ = f"detect_{kind}"
+        app.agent(source, name=f"detect_{kind}")(fun)
+
+    sent: OrderedDict[str, None] = OrderedDict()
+    clean_runs = topics.clean("runs")
+
+    @app.timer(interval=conf.check_interval_s)
+    async def check_runs() -> None:
+        """Evaluate the run-wide detectors for the runs of the partitions this worker holds."""
+        mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == clean_runs}
+        now_ns = time.time_ns()
+        for key, raw in list(runs_t.items()):
+            if not raw:
+                continue
+            doc = wire.unpack(raw)
+            if doc.get("p") not in mine:
+                continue
+            state = RunState.from_map(doc.get("s", {}))
+            run = key
+            fresh = [a for a in detect.check_run(state, dconf, now_ns) if f"{run}/{a['key']}" not in sent]
+            if not fresh:
+                continue
+            for alert in fresh:
+                sent[f"{run}/{alert['key']}"] = None
+            while len(sent) > MAX_SENT_KEYS:
+                sent.popitem(last=False)
+            stats.records["alerts"] += len(fresh)
+            message = _alerts_message(run, "streams~check", now_ns // detect.NS, "", -1, fresh)
+            await alerts_topic.send(key=key.encode(), value=message)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from runstream.events import evals, logs, metrics, resources, runs
+from runstream.events import alerts, evals, logs, metrics, resources, runs
 from runstream.events.limits import Limits
 
 Validator = Callable[[Any, Limits], dict[str, Any]]
@@ -22,6 +22,7 @@ VALIDATORS: dict[str, Validator] = {
     "logs": logs.validate,
     "resources": resources.validate,
     "evals": evals.validate,
+    "alerts": alerts.validate,
 }
 
 __all__ = ["Limits", "VALIDATORS", "Validator"]

@@ -1,0 +1,259 @@
+"""The stream workers against the real broker: alerts, scale-out, recovery from changelogs, stalled runs.
+
+Each test starts ``python -m streams`` worker processes with its own topic
+prefix and app id (consumer group and changelog topics), writes raw envelopes
+as a producer would and reads what the workers wrote back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from runstream import kafka, wire
+from runstream.topics import Topics, changelog_topics
+from tests.conftest import scaled
+
+ROOT = Path(__file__).resolve().parents[2]
+PARTITIONS = 4
+NS = 1_000_000_000
+
+
+class Worker:
+    """One ``python -m streams`` process and its ready file."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], ready: Path, log: Path) -> None:
+        self.proc, self.ready, self.log = proc, ready, log
+
+    def assigned(self) -> list[str]:
+        """The ``topic:partition`` list of its last rebalance (empty before the first)."""
+        try:
+            return list(json.loads(self.ready.read_text())["assigned"])
+        except (FileNotFoundError, json.JSONDecodeError):
+            return []
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(scaled(30))
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+
+@contextmanager
+def workers(broker: str, topics: Topics, app_id: str, tmp: Path, n: int = 1, *extra: str) -> Iterator[list[Worker]]:
+    """``n`` workers of one app, started together; terminated on exit."""
+    started: list[Worker] = []
+    try:
+        for _ in range(n):
+            started.append(start_worker(broker, topics, app_id, tmp, *extra))
+        yield started
+    finally:
+        for w in started:
+            w.stop()
+
+
+def start_worker(broker: str, topics: Topics, app_id: str, tmp: Path, *extra: str) -> Worker:
+    name = uuid.uuid4().hex[:8]
+    ready, log = tmp / f"{name}.ready", tmp / f"{name}.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "streams", "--kafka", broker, "--topic-prefix", topics.prefix, "--app-id", app_id,
+             "--data-dir", str(tmp / name), "--partitions", str(PARTITIONS), "--ready-file", str(ready),
+             "--loglevel", "info", *extra],
+            cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+    return Worker(proc, ready, log)
+
+
+def wait_until(check: Callable[[], bool], timeout_s: float, what: str, procs: list[Worker]) -> None:
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not check():
+        for w in procs:
+            assert w.proc.poll() is None, f"worker exited: {w.log.read_text()[-3000:]}"
+        assert time.monotonic() < deadline, f"timed out waiting for {what}: {procs[0].log.read_text()[-3000:]}"
+        time.sleep(0.1)
+
+
+def envelope(kind: str, run: str, records: list[dict[str, Any]], *, producer: str = "p0", seq: int = 0,
+             node: str = "node-a", rank: int = 0) -> tuple[bytes, bytes]:
+    env = wire.Envelope(kind=kind, producer=producer, seq=seq, run=run, node=node, rank=rank,
+                        sent_ns=time.time_ns(), records=records)
+    return run.encode(), wire.encode(env)
+
+
+async def _send(broker: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    producer = kafka.make_producer(broker)
+    await producer.start()
+    try:
+        await asyncio.gather(*[await producer.send(topic, key=k, value=v) for k, v in items])
+    finally:
+        await producer.stop()
+
+
+def send(broker: str, topic: str, items: list[tuple[bytes, bytes]]) -> None:
+    asyncio.run(_send(broker, topic, items))
+
+
+async def _read(broker: str, topic: str, until: Callable[[list[wire.Envelope]], bool],
+                timeout_s: float) -> list[wire.Envelope]:
+    """Envelopes of ``topic`` read from the start until ``until(found)``, then up to the end offsets at that moment."""
+    consumer = kafka.make_consumer(broker, [topic], None)
+    await consumer.start()
+    found: list[wire.Envelope] = []
+    read_to: dict[Any, int] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                for msg in messages:
+                    found.append(wire.decode(msg.value))
+                    read_to[tp] = msg.offset + 1
+            if until(found):
+                ends = await kafka.end_offsets(broker, [topic])
+                while any(read_to.get(tp, 0) < end for tp, end in ends.items()) and time.monotonic() < deadline:
+                    for tp, messages in (await consumer.getmany(timeout_ms=200)).items():
+                        for msg in messages:
+                            found.append(wire.decode(msg.value))
+                            read_to[tp] = msg.offset + 1
+                return found
+    finally:
+        await consumer.stop()
+    return found
+
+
+def read(broker: str, topic: str, until: Callable[[list[wire.Envelope]], bool],
+         timeout_s: float) -> list[wire.Envelope]:
+    return asyncio.run(_read(broker, topic, until, scaled(timeout_s)))
+
+
+def alerts_by_key(envelopes: list[wire.Envelope]) -> dict[str, dict[str, Any]]:
+    """The alerts of ``envelopes`` after dedup by key (what the store keeps)."""
+    return {rec["key"]: rec for env in envelopes if env.kind == "alerts" for rec in env.records}
+
+
+def prepare(broker: str, topic_prefix: str) -> tuple[Topics, str]:
+    topics = Topics(topic_prefix)
+    app_id = f"app-{uuid.uuid4().hex[:10]}"
+    asyncio.run(kafka.ensure_topics(broker, topics.all(), PARTITIONS))
+    return topics, app_id
+
+
+OOM_TRACEBACK = [
+    "Traceback (most recent call last):",
+    '  File "train.py", line 41, in <module>',
+    "    loss.backward()",
+    "torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+    "79.15 GiB of which 1.20 GiB is free.",
+]
+
+
+def test_nan_loss_and_oom_traceback_raise_exactly_their_alerts(broker: str, topic_prefix: str,
+                                                               tmp_path: Path) -> None:
+    """A run logging a NaN loss and an OOM traceback gets one nan_loss and one oom alert, and nothing else."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns()
+    metrics = [{"ts_ns": t0 + s, "step": s, "values": {"loss": 1.0 if s < 3 else math.nan, "lr": 0.1}}
+               for s in range(6)]
+    logs = [{"ts_ns": t0 + i, "line": line, "stream": "stderr", "level": ""} for i, line in
+            enumerate(["step 1 ok", *OOM_TRACEBACK])]
+    with workers(broker, topics, app_id, tmp_path) as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-1", metrics)])
+        send(broker, topics.raw("logs"), [envelope("logs", "run-1", logs, producer="p1")])
+        found = read(broker, topics.alerts, lambda f: {"nan_loss", "oom"} <= {
+            a["kind"] for a in alerts_by_key(f).values()}, 60)
+    alerts = alerts_by_key(found)
+    assert sorted(a["kind"] for a in alerts.values()) == ["nan_loss", "oom"], alerts
+    assert "nan_loss/node-a/0/loss" in alerts and all(env.run == "run-1" for env in found)
+    nan = alerts["nan_loss/node-a/0/loss"]
+    assert nan["severity"] == "error" and math.isnan(nan["value"])
+
+
+def test_two_workers_share_partitions_and_forward_every_record(broker: str, topic_prefix: str,
+                                                               tmp_path: Path) -> None:
+    """Two workers of one app split the partitions; every raw record reaches the clean topic, none invented."""
+    topics, app_id = prepare(broker, topic_prefix)
+    raw_logs = {f"{topics.raw('logs')}:{p}" for p in range(PARTITIONS)}
+    with workers(broker, topics, app_id, tmp_path, 2) as procs:
+        def split() -> bool:
+            a, b = (raw_logs & set(w.assigned()) for w in procs)
+            return bool(a) and bool(b) and not a & b and a | b == raw_logs
+
+        wait_until(split, 120, "both workers to hold raw partitions", procs)
+        items, expected = [], set()
+        for b in range(40):
+            run, producer, seq = f"run-{b % 8}", f"prod-{b % 8}", b // 8
+            recs = [{"ts_ns": time.time_ns(), "line": f"batch {b} line {i}", "stream": "stdout", "level": ""}
+                    for i in range(25)]
+            items.append(envelope("logs", run, recs, producer=producer, seq=seq))
+            expected |= {(producer, seq, i) for i in range(25)}
+        send(broker, topics.raw("logs"), items)
+
+        def ids(found: list[wire.Envelope]) -> set[tuple[str, int, int]]:
+            return {(env.producer, env.seq, rec["i"]) for env in found for rec in env.records}
+
+        found = read(broker, topics.clean("logs"), lambda f: expected <= ids(f), 90)
+    assert ids(found) == expected
+
+
+def test_restarted_worker_recovers_loss_window_from_changelog(broker: str, topic_prefix: str,
+                                                              tmp_path: Path) -> None:
+    """A worker SIGKILLed after committing 30 losses still flags a spike after restart (window from changelog)."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns()
+    quiet = [{"ts_ns": t0 + s, "step": s, "values": {"loss": 1.0 + 0.01 * (s % 5)}} for s in range(30)]
+    spike = [{"ts_ns": t0 + 30, "step": 30, "values": {"loss": 50.0}}]
+    first = start_worker(broker, topics, app_id, tmp_path, "--session-timeout-s", "6")
+    second: Worker | None = None
+    try:
+        wait_until(lambda: bool(first.assigned()), 90, "partitions", [first])
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-r", quiet)])
+        clean = [topics.clean("metrics")]
+
+        def committed() -> bool:
+            ends = asyncio.run(kafka.end_offsets(broker, clean))
+            return sum(ends.values()) > 0 and asyncio.run(kafka.group_lag(broker, app_id, clean)) == 0
+
+        wait_until(committed, 60, "the detector to commit the quiet losses", [first])
+        changelog = changelog_topics(app_id)[1]
+        assert changelog.endswith("-metrics-changelog")
+        assert sum(asyncio.run(kafka.end_offsets(broker, [changelog])).values()) > 0
+        first.stop(signal.SIGKILL)
+        second = start_worker(broker, topics, app_id, tmp_path, "--session-timeout-s", "6")
+        wait_until(lambda: bool(second.assigned()), 120, "partitions after restart", [second])
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-r", spike, seq=1)])
+        found = read(broker, topics.alerts, lambda f: "loss_spike/node-a/0/loss/30" in alerts_by_key(f), 60)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert "loss_spike/node-a/0/loss/30" in alerts_by_key(found), second.log.read_text()[-3000:] if second else ""
+
+
+def test_stalled_alert_after_heartbeats_stop(broker: str, topic_prefix: str, tmp_path: Path) -> None:
+    """A running run whose heartbeats stop gets a stalled alert once crashed_after_s has passed."""
+    topics, app_id = prepare(broker, topic_prefix)
+    hb = time.time_ns()
+    with workers(broker, topics, app_id, tmp_path, 1, "--crashed-after-s", "1", "--check-interval-s", "0.5") as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("runs"), [envelope("runs", "run-s", [{"ts_ns": hb, "event": "heartbeat"}])])
+        found = read(broker, topics.alerts, lambda f: any(a["kind"] == "stalled" for a in alerts_by_key(f).values()),
+                     60)
+    alerts = alerts_by_key(found)
+    assert list(alerts) == [f"stalled/{hb}"] and alerts[f"stalled/{hb}"]["severity"] == "error"
+    assert {env.run for env in found} == {"run-s"}

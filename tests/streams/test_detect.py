@@ -1,0 +1,167 @@
+"""Pure detectors: each raises its alert on its input, once, with a deterministic key."""
+
+from __future__ import annotations
+
+import math
+
+import msgpack
+
+from runstream.events import VALIDATORS, Limits
+from streams.detect import (
+    NS,
+    DetectorSettings,
+    GpuState,
+    MetricsState,
+    RunState,
+    SeriesState,
+    apply_logs,
+    apply_metrics,
+    apply_runs,
+    check_run,
+    on_gpu_sample,
+    on_log,
+    on_metric,
+    on_step,
+)
+
+CONF = DetectorSettings()
+T0 = 1_795_428_000 * NS
+
+
+def _metric(state: SeriesState, step: int, value: float) -> list[dict[str, object]]:
+    return on_metric(state, CONF, node="n", rank=0, metric="loss", step=step, ts_ns=T0 + step, value=value)
+
+
+def test_nan_loss_alerts_once_per_series() -> None:
+    """A NaN loss raises one nan_loss alert; later NaNs of the same series raise none."""
+    state = SeriesState()
+    first = _metric(state, 1, math.nan)
+    assert [a["kind"] for a in first] == ["nan_loss"] and first[0]["key"] == "nan_loss/n/0/loss"
+    assert _metric(state, 2, math.inf) == []
+
+
+def test_loss_spike_is_detected_after_warmup() -> None:
+    """A value far above the recent median raises loss_spike; ordinary noise does not."""
+    state = SeriesState()
+    quiet = [a for s in range(40) for a in _metric(state, s, 1.0 + 0.01 * (s % 5))]
+    spike = _metric(state, 40, 25.0)
+    assert quiet == [] and [a["kind"] for a in spike] == ["loss_spike"]
+    assert spike[0]["key"] == "loss_spike/n/0/loss/40"
+
+
+def test_spike_window_is_bounded() -> None:
+    """The series state keeps at most spike_window values."""
+    state = SeriesState()
+    for s in range(200):
+        _metric(state, s, 1.0)
+    assert len(state.window) == CONF.spike_window
+
+
+def test_oom_log_line_raises_one_alert_per_traceback() -> None:
+    """Two OOM-tagged lines of one traceback give alerts with the same key."""
+    rec = {"ts_ns": T0, "line": "torch.cuda.OutOfMemoryError: CUDA out of memory.", "tags": ["oom"],
+           "group": "p/3/7", "i": 9}
+    first = on_log(rec, producer="p", seq=3, node="n", rank=0)
+    again = on_log({**rec, "i": 10}, producer="p", seq=3, node="n", rank=0)
+    assert [a["kind"] for a in first] == ["oom"] and first[0]["key"] == again[0]["key"] == "oom/p/3/7"
+
+
+def test_alert_records_pass_the_alerts_validator() -> None:
+    """Every alert the detectors build is a valid alerts record."""
+    alert = _metric(SeriesState(), 1, math.nan)[0]
+    assert VALIDATORS["alerts"](alert, Limits())["kind"] == "nan_loss"
+
+
+def test_gpu_idle_after_threshold_while_running() -> None:
+    """A GPU under the idle threshold for idle_after_s raises gpu_idle once."""
+    state = GpuState()
+    alerts = [a for t in range(0, 130, 10) for a in on_gpu_sample(
+        state, CONF, running=True, node="n", rank=0, device="gpu0", ts_ns=T0 + t * NS, util_pct=0.0)]
+    assert [a["kind"] for a in alerts] == ["gpu_idle"] and alerts[0]["key"] == f"gpu_idle/n/gpu0/{T0}"
+
+
+def test_busy_gpu_is_not_idle() -> None:
+    """A busy GPU raises nothing."""
+    state = GpuState()
+    assert not [a for t in range(0, 300, 10) for a in on_gpu_sample(
+        state, CONF, running=True, node="n", rank=0, device="gpu0", ts_ns=T0 + t * NS, util_pct=90.0)]
+
+
+def test_stalled_after_crashed_after_s_without_heartbeat() -> None:
+    """No heartbeat for longer than crashed_after_s raises stalled once."""
+    state = RunState(last_heartbeat_ns=T0)
+    assert check_run(state, CONF, T0 + 30 * NS) == []
+    stalled = check_run(state, CONF, T0 + 61 * NS)
+    assert [a["kind"] for a in stalled] == ["stalled"]
+    assert check_run(state, CONF, T0 + 90 * NS) == []
+
+
+def test_silent_rank_while_others_continue() -> None:
+    """A rank silent for silent_after_s while another keeps sending raises silent_rank."""
+    state = RunState(last_seen_ns={"n/0": T0 + 300 * NS, "n/1": T0})
+    alerts = check_run(state, CONF, T0 + 300 * NS)
+    assert [(a["kind"], a["rank"]) for a in alerts] == [("silent_rank", 1)]
+
+
+def test_straggler_rank_by_step_time_skew() -> None:
+    """A rank whose steps take twice as long as the others' raises straggler."""
+    state = RunState()
+    for rank, step_s in ((0, 1.0), (1, 1.0), (2, 2.0)):
+        for step in range(6):
+            on_step(state, CONF, node="n", rank=rank, step=step, ts_ns=T0 + int(step * step_s * NS))
+    alerts = check_run(state, CONF, T0 + 12 * NS)
+    assert [(a["kind"], a["rank"]) for a in alerts] == [("straggler", 2)]
+
+
+def _roundtrip(doc: dict[str, object]) -> dict[str, object]:
+    return msgpack.unpackb(msgpack.packb(doc, use_bin_type=True), raw=False)
+
+
+def test_state_objects_survive_a_msgpack_roundtrip() -> None:
+    """Every state object comes back equal from its to_map() packed as MessagePack (what the changelog holds)."""
+    run, metrics = RunState(), MetricsState()
+    apply_runs(run, node="n", rank=0, records=[{"ts_ns": T0, "event": "heartbeat"}])
+    apply_metrics(run, metrics, CONF, node="n", rank=1, records=[
+        {"ts_ns": T0 + s, "step": s, "values": {"loss": 1.0 / (s + 1), "lr": math.nan}} for s in range(5)])
+    gpu = GpuState(idle_since_ns=T0, reported=True)
+    assert RunState.from_map(_roundtrip(run.to_map())) == run
+    again = MetricsState.from_map(_roundtrip(metrics.to_map()))
+    assert again.loss == metrics.loss and again.stats.keys() == metrics.stats.keys()
+    assert GpuState.from_map(_roundtrip(gpu.to_map())) == gpu
+
+
+def test_metric_stats_keep_last_min_max_count() -> None:
+    """Per-metric stats are [last, min, max, count]; min and max ignore non-finite values."""
+    run, metrics = RunState(), MetricsState()
+    values = [3.0, 1.0, math.nan, 5.0, 2.0]
+    apply_metrics(run, metrics, CONF, node="n", rank=0,
+                  records=[{"ts_ns": T0 + i, "step": i, "values": {"acc": v}} for i, v in enumerate(values)])
+    assert metrics.stats["acc"] == [2.0, 1.0, 5.0, 5]
+
+
+def test_log_batch_counts_lines_warnings_errors_and_members() -> None:
+    """A log batch adds to the run's line, warning and error counts and records its node and rank."""
+    run = RunState()
+    levels = ["INFO", "WARNING", "ERROR", "CRITICAL", ""]
+    apply_logs(run, producer="p", seq=0, node="n1", rank=3,
+               records=[{"ts_ns": T0 + i, "line": "x", "level": lvl, "i": i} for i, lvl in enumerate(levels)])
+    assert run.counts == {"lines": 5, "warnings": 1, "errors": 2}
+    assert run.nodes == ["n1"] and run.ranks == [3] and run.last_seen_ns == {"n1/3": T0 + 4}
+
+
+def test_one_traceback_yields_one_alert_per_batch() -> None:
+    """Two OOM lines of one traceback in a batch give one oom alert."""
+    recs = [{"ts_ns": T0 + i, "line": "CUDA out of memory", "level": "ERROR", "tags": ["oom"], "group": "g1", "i": i}
+            for i in range(2)]
+    alerts = apply_logs(RunState(), producer="p", seq=0, node="n", rank=0, records=recs)
+    assert [a["key"] for a in alerts] == ["oom/g1"]
+
+
+def test_status_is_crashed_after_heartbeats_stop() -> None:
+    """A running run reads as crashed once crashed_after_s passed since its last heartbeat; a finished one does not."""
+    run = RunState()
+    apply_runs(run, node="n", rank=0, records=[{"ts_ns": T0, "event": "start"}])
+    assert run.status_at(T0 + 30 * NS, CONF) == "running"
+    assert run.status_at(T0 + 61 * NS, CONF) == "crashed"
+    apply_runs(run, node="n", rank=0, records=[{"ts_ns": T0 + 5 * NS, "event": "finish", "status": "finished"}])
+    assert run.status_at(T0 + 600 * NS, CONF) == "finished"
