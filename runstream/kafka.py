@@ -11,17 +11,19 @@ import asyncio
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
 
 __all__ = [
     "AIOKafkaConsumer",
     "AIOKafkaProducer",
+    "ConsumerRebalanceListener",
     "KafkaConnectionError",
     "KafkaError",
     "KafkaTimeoutError",
     "TopicPartition",
+    "assign_partitions",
     "ensure_topics",
     "end_offsets",
     "group_lag",
@@ -44,8 +46,19 @@ def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     return AIOKafkaProducer(**opts)
 
 
-def make_consumer(bootstrap: str, topics: Sequence[str], group_id: str | None, **options: Any) -> AIOKafkaConsumer:
-    """A consumer that never auto-commits: the caller commits after storing."""
+def make_consumer(
+    bootstrap: str,
+    topics: Sequence[str],
+    group_id: str | None,
+    listener: ConsumerRebalanceListener | None = None,
+    **options: Any,
+) -> AIOKafkaConsumer:
+    """A consumer that never auto-commits: the caller commits after storing.
+
+    ``listener`` hears of partitions assigned and revoked by the group (its
+    ``on_partitions_revoked`` runs before the partitions move, so the caller
+    can store and commit what it read from them).
+    """
     opts: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "group_id": group_id,
@@ -55,7 +68,11 @@ def make_consumer(bootstrap: str, topics: Sequence[str], group_id: str | None, *
         "fetch_max_bytes": 64 * 1024 * 1024,
     }
     opts.update(options)
-    return AIOKafkaConsumer(*topics, **opts)
+    if listener is None:
+        return AIOKafkaConsumer(*topics, **opts)
+    consumer = AIOKafkaConsumer(**opts)
+    consumer.subscribe(list(topics), listener=listener)
+    return consumer
 
 
 async def wait_for_broker(bootstrap: str, timeout_s: float) -> None:
@@ -130,3 +147,31 @@ async def group_lag(bootstrap: str, group_id: str, topics: Sequence[str]) -> int
         done = meta.offset if meta is not None and meta.offset >= 0 else 0
         lag += max(0, end - done)
     return lag
+
+
+async def assign_partitions(
+    consumer: AIOKafkaConsumer, topics: Sequence[str], known: set[TopicPartition], at_end: bool
+) -> list[TopicPartition]:
+    """Assign (no consumer group) every partition of ``topics`` not in ``known``; return the new ones.
+
+    A reader that must not take partitions from a group (the UI's live feed)
+    uses this.  New partitions start at their end offset when ``at_end``,
+    else at their beginning (a topic created after the reader started holds
+    only new records).  ``known`` is updated in place.
+    """
+    await consumer._client.force_metadata_update()  # noqa: SLF001 - see topics created since start
+    found = {TopicPartition(t, p) for t in topics for p in (consumer.partitions_for_topic(t) or ())}
+    new = sorted(found - known)
+    if not new:
+        return []
+    # assign() replaces the assignment and forgets positions: keep those already read.
+    kept = {tp: await consumer.position(tp) for tp in known}
+    known.update(new)
+    consumer.assign(sorted(known))
+    for tp, offset in kept.items():
+        consumer.seek(tp, offset)
+    if at_end:
+        await consumer.seek_to_end(*new)
+    else:
+        await consumer.seek_to_beginning(*new)
+    return new

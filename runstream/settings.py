@@ -4,6 +4,10 @@ Precedence, everywhere: **command-line flags > environment variables >
 defaults**.  Each component builds its settings once, at its edge (the CLI,
 ``runstream.init``), with :func:`load`, and passes the object down; nothing
 else in the code base reads ``os.environ``.
+
+``log_retention_days`` (``RUNSTREAM_LOG_RETENTION_DAYS``, default 30): how long
+log lines are kept, in whole days (a positive integer); the store applies it to
+the ``logs`` table's TTL when it opens (``sinks.migrate.apply_log_retention``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ ENV_VARS: dict[str, str] = {
     "topic_prefix": "RUNSTREAM_TOPIC_PREFIX",
     "run_id": "RUNSTREAM_RUN_ID",
     "project": "RUNSTREAM_PROJECT",
+    "log_retention_days": "RUNSTREAM_LOG_RETENTION_DAYS",
 }
 
 
@@ -47,6 +52,8 @@ class Settings:
     topic_prefix: str = DEFAULT_PREFIX
     run_id: str = ""
     project: str = ""
+    #: Days a log line is kept before its daily partition is dropped (positive integer).
+    log_retention_days: int = 30
 
     @property
     def topics(self) -> Topics:
@@ -80,9 +87,22 @@ def load(flags: Mapping[str, Any] | None = None, environ: Mapping[str, str] | No
             values[name] = flags[name]
         elif env.get(ENV_VARS.get(name, ""), ""):
             values[name] = env[ENV_VARS[name]]
+    if "log_retention_days" in values:
+        values["log_retention_days"] = _positive_days(values["log_retention_days"])
     settings = Settings(**values)
     validate_kafka(settings.kafka)
     return settings
+
+
+def _positive_days(value: Any) -> int:
+    """``value`` as a whole number of days >= 1; :class:`ConfigError` otherwise."""
+    try:
+        days = int(str(value).strip())
+    except ValueError:
+        raise ConfigError(f"log retention {value!r} is not a whole number of days") from None
+    if days < 1 or isinstance(value, bool):
+        raise ConfigError(f"log retention must be at least 1 day, not {value!r}")
+    return days
 
 
 def validate_kafka(servers: str) -> None:

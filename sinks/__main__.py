@@ -27,7 +27,7 @@ DRAIN_TIMEOUT_S = 120.0
 
 async def serve(settings: Settings, config: WriterConfig, drain_timeout_s: float) -> int:
     """Run the writer until a stop signal; the exit code says whether everything was stored."""
-    store = open_store(settings.clickhouse_dsn)
+    store = open_store(settings.clickhouse_dsn, log_retention_days=settings.log_retention_days)
     writer = SinkWriter(store, settings.kafka, settings.topics, config)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> None:
         "--max-age-ms", type=int, default=WriterConfig.max_age_ms, help="longest a row waits before it is inserted"
     )
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
+    parser.add_argument(
+        "--log-retention-days", type=int, help="days log lines are kept (RUNSTREAM_LOG_RETENTION_DAYS, default 30)"
+    )
     args = parser.parse_args(argv)
     settings = settings_mod.load(
         {
@@ -67,6 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             "clickhouse": args.clickhouse,
             "data_dir": args.data_dir,
             "topic_prefix": args.topic_prefix,
+            "log_retention_days": args.log_retention_days,
         }
     )
     config = WriterConfig(group_id=args.group_id, max_age_ms=args.max_age_ms)

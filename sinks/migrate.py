@@ -7,6 +7,10 @@ lines are dropped; ``{db}`` stands for the database name (an identifier,
 checked by the store).  Statements are idempotent (``IF NOT EXISTS``), so a
 migration interrupted half-way is simply applied again on the next start.
 Never edit a released file: add a new one.
+
+Retention that a deployment chooses (``log_retention_days``) is not a
+migration: :func:`apply_log_retention` sets the ``logs`` TTL at every start
+when it differs from the configured one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ log = logging.getLogger("runstream.sink.migrate")
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
 _FILE = re.compile(r"^(\d{3})_([a-z0-9_]+)\.sql$")
 _END = re.compile(r";[ \t]*$", re.MULTILINE)
+_TTL_DAYS = re.compile(r"\bTTL toDateTime\(ts\) \+ toIntervalDay\((\d+)\)")
 
 
 @dataclass(frozen=True)
@@ -89,3 +94,32 @@ def migrate(store: Store, directory: Path = MIGRATIONS_DIR) -> list[int]:
         log.info("Applied migration. version=%03d name=%s", migration.version, migration.name)
         applied.append(migration.version)
     return applied
+
+
+def log_retention_days(store: Store) -> int | None:
+    """The days of the ``logs`` table's TTL as stored now (``None``: no TTL in days)."""
+    rows = store.query_rows(
+        "SELECT engine_full FROM system.tables WHERE database = {db:String} AND name = {t:String}",
+        {"db": store.database, "t": tables.LOGS},
+    )
+    match = _TTL_DAYS.search(rows[0][0]) if rows else None
+    return int(match.group(1)) if match else None
+
+
+def apply_log_retention(store: Store, days: int) -> bool:
+    """Make log lines expire ``days`` after their time; True when the TTL changed.
+
+    Idempotent: nothing is done when the TTL already says ``days``.  The new
+    TTL applies to stored parts too (ClickHouse recomputes it in a background
+    mutation; whole daily partitions are dropped).  Raises ``ValueError``
+    unless ``days`` is an integer >= 1, and the store's errors.
+    """
+    if not isinstance(days, int) or isinstance(days, bool) or days < 1:
+        raise ValueError(f"log retention must be a whole number of days >= 1, not {days!r}")
+    before = log_retention_days(store)
+    if before == days:
+        return False
+    # DDL takes no bound parameters; ``days`` is a checked int.
+    store.command(f"ALTER TABLE {store.database}.{tables.LOGS} MODIFY TTL toDateTime(ts) + INTERVAL {days} DAY")
+    log.info("Changed log retention. before_days=%s after_days=%d", before, days)
+    return True

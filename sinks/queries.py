@@ -20,15 +20,20 @@ from dataclasses import dataclass
 from typing import Any
 
 from runstream import tables
-from runstream.errors import InvalidRecord, QueryError, RunstreamError
-from runstream.events.logs import STREAMS, normalise_level
+from runstream.errors import QueryError, RunstreamError
 from runstream.events.runs import STATUSES
 from runstream.timeparse import format_ns
 from sinks.cursor import decode_cursor, encode_cursor
+from sinks.log_views import LogViews, log_line
+from sinks.logfilter import like_pattern, log_filter, time_range
+from sinks.run_views import RunViews, sort_runs
 from sinks.status import RankRow, derive_status, outcome
 from sinks.store import Store
 
 METRIC_SUMMARY = tables.METRIC_SUMMARY
+#: Per-block min/max of every series (migration 003), blocks of ROLLUP_STEPS steps.
+METRIC_ROLLUP = "metric_rollup"
+ROLLUP_STEPS = 256
 MAX_LOG_LIMIT = 10_000
 MAX_DLQ_LIMIT = 10_000
 MIN_POINTS = 3
@@ -64,13 +69,7 @@ def json_number(x: float | None) -> float | str | None:
     return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
 
 
-def like_pattern(text: str) -> str:
-    """A LIKE pattern matching any string that contains ``text`` literally."""
-    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-    return f"%{escaped}%"
-
-
-class Queries:
+class Queries(LogViews, RunViews):
     """Read-only queries over one store (synchronous; blocks on the store's thread)."""
 
     def __init__(self, store: Store, limits: QueryLimits | None = None, crashed_after_s: float = 60.0) -> None:
@@ -90,6 +89,7 @@ class Queries:
                 tables.ALERTS,
                 tables.DEAD_LETTERS,
                 METRIC_SUMMARY,
+                METRIC_ROLLUP,
             )
         }
 
@@ -111,18 +111,27 @@ class Queries:
         status: str | None = None,
         now_ns: int | None = None,
         limit: int = MAX_RUNS,
+        name: str | None = None,
+        tag: str | None = None,
+        sort: str | None = None,
+        order: str | None = None,
     ) -> list[dict[str, Any]]:
         """Runs, newest first: id, project, name, status, times, config, tags, summary.
 
-        Raises :class:`QueryError` for an unknown ``status``.
+        ``name`` keeps runs whose name contains it (case-insensitively),
+        ``tag`` runs with that tag; ``sort``/``order`` as :func:`sorting
+        <sinks.run_views.sort_runs>` takes them (over the newest ``limit``
+        runs).  Raises :class:`QueryError` for an unknown ``status`` or sort.
         """
         if status is not None and status not in STATUSES:
             raise QueryError(f"status must be one of {', '.join(STATUSES)}")
-        runs = self._runs(project=project, run_id=None, now_ns=now_ns, limit=_bounded(limit, 1, MAX_RUNS))
+        runs = self._runs(
+            project=project, run_id=None, now_ns=now_ns, limit=_bounded(limit, 1, MAX_RUNS), name=name, tag=tag
+        )
         if status is not None:
             runs = [r for r in runs if r["status"] == status]
         self._attach_summaries(runs)
-        return runs
+        return sort_runs(runs, sort, order)
 
     def get_run(self, run_id: str, now_ns: int | None = None) -> dict[str, Any] | None:
         """One run as in :meth:`list_runs` plus nodes, resources, metric names, exit code, reason.
@@ -170,6 +179,9 @@ class Queries:
                 {"run": run_id},
             )
         ]
+        run["resource_summary"] = self.resource_summary(run_id)
+        run["alerts"] = self.alerts(run_id)["alerts"]
+        run["evals"] = self.evals(run_id)["evals"]
         run["resources"] = [
             {"device": device, "name": name, "avg": json_number(avg), "max": json_number(high)}
             for device, name, avg, high in self._rows(
@@ -188,21 +200,38 @@ class Queries:
             for t in (tables.LOGS, tables.METRICS, tables.RESOURCES)
         )
 
-    def _runs(self, project: str | None, run_id: str | None, now_ns: int | None, limit: int) -> list[dict[str, Any]]:
+    def _runs(
+        self,
+        project: str | None,
+        run_id: str | None,
+        now_ns: int | None,
+        limit: int,
+        name: str | None = None,
+        tag: str | None = None,
+    ) -> list[dict[str, Any]]:
         now_us = (time.time_ns() if now_ns is None else now_ns) // 1000
         where, having = "", ""
+        filters = []
         params: dict[str, Any] = {"limit": limit}
         if run_id is not None:
             where = "WHERE run_id = {run:String}"
             params["run"] = run_id
         if project is not None:
-            having = "HAVING project = {project:String}"
+            filters.append("project = {project:String}")
             params["project"] = project
+        if name:
+            filters.append("positionCaseInsensitiveUTF8(run_name, {name:String}) > 0")
+            params["name"] = name
+        if tag:
+            filters.append("has(run_tags, {tag:String})")
+            params["tag"] = tag
+        if filters:
+            having = "HAVING " + " AND ".join(filters)
         start = "event = 'start'"
         heads = self._rows(
             f"SELECT run_id, argMinIf(project, (rank, ts), {start}) AS project, "
-            f"argMinIf(name, (rank, ts), {start}), argMinIf(config, (rank, ts), {start}), "
-            f"argMinIf(tags, (rank, ts), {start}), argMinIf(argv, (rank, ts), {start}), "
+            f"argMinIf(name, (rank, ts), {start}) AS run_name, argMinIf(config, (rank, ts), {start}), "
+            f"argMinIf(tags, (rank, ts), {start}) AS run_tags, argMinIf(argv, (rank, ts), {start}), "
             f"maxIf(world_size, {start}), countIf({start}) > 0, "
             f"toUnixTimestamp64Micro(minIf(ts, {start})), toUnixTimestamp64Micro(min(ts)), "
             f"toUnixTimestamp64Micro(max(ts)) AS last_us "
@@ -303,30 +332,72 @@ class Queries:
         """``{"name", "points": [[step, value], ...], "total", "downsampled"}`` in step order.
 
         All points when there are at most ``points``.  Otherwise the step range
-        is cut into buckets (``points // 2``, or ``points // 3`` when the
+        is cut into at most ``points // 2`` buckets (``points // 3`` when the
         series has NaN) and each bucket gives its lowest and its highest point
         (±Inf included) and its first NaN, so no extreme is lost and the answer
-        has at most ``points`` points.  One query; raises :class:`QueryError`
-        unless ``3 <= points <= 100000``.
+        has at most ``points`` points.  A whole-run chart whose buckets would
+        each span at least one rollup block (:data:`ROLLUP_STEPS` steps) reads
+        ``metric_rollup`` and makes each bucket of whole blocks; otherwise (a
+        time range, a short or zoomed-in series) the raw points are bucketed.
+        Raises :class:`QueryError` unless ``3 <= points <= 100000``.
         """
         points = _bounded(points, MIN_POINTS, min(MAX_POINTS, self.limits.max_result_rows), "points")
+        if since_ns is None and until_ns is None:
+            coarse = self._rollup_series(run_id, name, points)
+            if coarse is not None:
+                return coarse
+        return self._raw_series(run_id, name, points, since_ns, until_ns)
+
+    def _rollup_series(self, run_id: str, name: str, points: int) -> dict[str, Any] | None:
+        """The series from ``metric_rollup``, or ``None`` when its blocks are too coarse for ``points``."""
+        params: dict[str, Any] = {"run": run_id, "name": name, "points": points}
+        rollup = self._t[METRIC_ROLLUP]
+        series = "run_id = {run:String} AND name = {name:String}"
+        # One query: the block range and NaN presence size the buckets (scalar subquery
+        # over the rollup); the total is counted in the raw table (a primary-key range,
+        # two small columns), so a block stored twice could never inflate it.
+        rows = self._rows(
+            f"WITH (SELECT (min(block), max(block), sum(nans) > 0) FROM {rollup} WHERE {series}) AS st, "
+            "toInt64(if(st.3, intDiv({points:UInt32}, 3), intDiv({points:UInt32}, 2))) AS buckets, "
+            "st.2 - st.1 + 1 AS blocks, "
+            f"(SELECT count() FROM {self._t[tables.METRICS]} WHERE {series}) AS total "
+            "SELECT total, blocks, buckets, intDiv(block - st.1, intDiv(blocks + buckets - 1, buckets)) AS b, "
+            "minIfMerge(low), maxIfMerge(high), minIfMerge(nan_step), sum(finite), sum(nans) "
+            f"FROM {rollup} WHERE {series} GROUP BY b ORDER BY b",
+            params,
+        )
+        if not rows:
+            return None
+        total, blocks, buckets = rows[0][:3]
+        if total <= points or blocks < buckets:
+            return None  # short, or too few blocks for the resolution asked: bucket raw points
+        out: list[list[Any]] = []
+        for *_, (v_lo, s_lo), (v_hi, s_hi), s_nan, n_finite, n_nan in rows:
+            _add_bucket(out, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan)
+        return {"name": name, "points": out, "total": int(total), "downsampled": True}
+
+    def _raw_series(
+        self, run_id: str, name: str, points: int, since_ns: int | None, until_ns: int | None
+    ) -> dict[str, Any]:
+        """The series bucketed from the raw points (equal step ranges)."""
         cond, params = _series_filter(run_id, name, since_ns, until_ns)
         params["points"] = points
         table = self._t[tables.METRICS]
         finite = "NOT isNaN(value)"
-        # One pass: the scalar subquery sizes the series; then either every point
-        # (bucket 0, in step order) or, per bucket, its min, its max and its first NaN.
+        # The scalar subquery sizes the series; then either every point (bucket 0, in
+        # step order) or, per bucket, its min, its max and its first NaN.
         rows = self._rows(
             "WITH (SELECT (count(), min(step), max(step), countIf(isNaN(value)) > 0) "
-            f"FROM {table} WHERE {cond}) AS st, st.1 AS total, toInt128(st.2) AS lo, "
-            "toInt128(st.3) AS hi, "
-            "toInt128(if(st.4, intDiv({points:UInt32}, 3), intDiv({points:UInt32}, 2))) AS buckets "
+            f"FROM {table} WHERE {cond}) AS st, st.1 AS total, st.2 AS lo, "
+            "st.3 - st.2 + 1 AS span, "
+            "toInt64(if(st.4, intDiv({points:UInt32}, 3), intDiv({points:UInt32}, 2))) AS buckets "
             "SELECT total, b, s_lo, v_lo, s_hi, v_hi, s_nan, finite, nans FROM ("
             " SELECT toInt64(0) AS b, step AS s_lo, value AS v_lo, step AS s_hi, value AS v_hi,"
             " step AS s_nan, toUInt64(1) AS finite, toUInt64(0) AS nans, ts AS t"
             f" FROM {table} WHERE {cond} AND total <= {{points:UInt32}}"
             " UNION ALL"
-            " SELECT toInt64(intDiv((toInt128(step) - lo) * buckets, hi - lo + 1)) AS b,"
+            # Int128: (step - lo) * buckets cannot overflow.
+            " SELECT toInt64(intDiv((toInt128(step) - lo) * buckets, span)) AS b,"
             f" argMinIf(step, value, {finite}), minIf(value, {finite}),"
             f" argMaxIf(step, value, {finite}), maxIf(value, {finite}),"
             f" minIf(step, isNaN(value)), countIf({finite}), countIf(isNaN(value)),"
@@ -341,13 +412,7 @@ class Queries:
         if not downsampled:
             out = [[s_lo, json_number(v_lo)] for _, _, s_lo, v_lo, *_ in rows]
         for _, _, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan in rows if downsampled else ():
-            picked = [(s_lo, v_lo), (s_hi, v_hi)] if n_finite else []
-            if n_nan:
-                picked.append((s_nan, math.nan))
-            for step, value in sorted(picked, key=lambda p: p[0]):
-                pair = [step, json_number(value)]
-                if pair not in out[-3:]:  # a bucket's min and max may be one point
-                    out.append(pair)
+            _add_bucket(out, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan)
         return {"name": name, "points": out, "total": total, "downsampled": downsampled}
 
     # -- logs ------------------------------------------------------------
@@ -366,6 +431,7 @@ class Queries:
         limit: int = 500,
         cursor: str | None = None,
         order: str = "asc",
+        tag: str | None = None,
     ) -> dict[str, Any]:
         """A page of a run's log lines and the cursor of the next page (``None`` on the last).
 
@@ -374,43 +440,28 @@ class Queries:
         ``level``: one level or a comma-separated list; ``since_ns`` and
         ``until_ns`` are inclusive.  Lines come in time order (ties: producer,
         seq, index), oldest first, or newest first with ``order="desc"``;
-        ``limit`` is capped at 10000.  Raises :class:`QueryError` for a bad
-        regex, level, stream, order or cursor.
+        ``limit`` is capped at 10000; ``tag`` keeps lines with that signature
+        tag.  Each line carries ``id``, its position (for :meth:`log_context`).
+        Raises :class:`QueryError` for a bad regex, level, stream, order or cursor.
         """
         if order not in ("asc", "desc"):
             raise QueryError("order must be asc or desc")
         limit = min(_bounded(limit, 1, None, "limit"), MAX_LOG_LIMIT)
-        cond = ["run_id = {run:String}"]
-        params: dict[str, Any] = {"run": run_id, "limit": limit + 1}
-        if q:
-            if q.isascii():
-                # ASCII folding on both sides; the text index on lower(text) prunes
-                # granules with the whole tokens inside the pattern.
-                cond.append("lower(text) LIKE {q_like:String}")
-                params["q_like"] = like_pattern(q.lower())
-            else:
-                cond.append("positionCaseInsensitiveUTF8(text, {q:String}) > 0")
-                params["q"] = q
         if regex:
             self._check_regex(regex)
-            cond.append("match(text, {re:String})")
-            params["re"] = regex
-        levels = _levels(level)
-        if levels:
-            cond.append("level IN {levels:Array(String)}")
-            params["levels"] = levels
-        if node:
-            cond.append("node = {node:String}")
-            params["node"] = node
-        if rank is not None:
-            cond.append("rank = {rank:Int32}")
-            params["rank"] = _bounded(rank, -(2**31), 2**31 - 1, "rank")
-        if stream:
-            if stream not in STREAMS:
-                raise QueryError(f"stream must be one of {', '.join(sorted(STREAMS))}")
-            cond.append("stream = {stream:String}")
-            params["stream"] = stream
-        _time_range(cond, params, since_ns, until_ns)
+        cond, params = log_filter(
+            q=q,
+            regex=regex,
+            level=level,
+            node=node,
+            rank=rank,
+            stream=stream,
+            tag=tag,
+            since_ns=since_ns,
+            until_ns=until_ns,
+        )
+        cond.insert(0, "run_id = {run:String}")
+        params.update(run=run_id, limit=limit + 1)
         if cursor:
             c_ts, c_producer, c_seq, c_idx = decode_cursor(cursor)
             op, bound = (">", ">=") if order == "asc" else ("<", "<=")
@@ -423,7 +474,7 @@ class Queries:
         direction = "ASC" if order == "asc" else "DESC"
         rows = self._rows(
             "SELECT toUnixTimestamp64Micro(ts), node, rank, stream, level, logger, line, "
-            "producer, seq, idx "
+            "producer, seq, idx, tags, `group` "
             f"FROM {self._t[tables.LOGS]} WHERE {' AND '.join(cond)} "
             f"ORDER BY ts {direction}, producer {direction}, seq {direction}, idx {direction} "
             "LIMIT {limit:UInt32}",
@@ -431,18 +482,7 @@ class Queries:
         )
         more = len(rows) > limit
         rows = rows[:limit]
-        lines = [
-            {
-                "ts": format_ns(r[0] * 1000),
-                "node": r[1],
-                "rank": r[2],
-                "stream": r[3],
-                "level": r[4],
-                "logger": r[5],
-                "line": r[6],
-            }
-            for r in rows
-        ]
+        lines = [log_line(r) for r in rows]
         last = rows[-1] if rows else None
         next_cursor = encode_cursor(last[0], last[7], last[8], last[9]) if more and last else None
         return {"lines": lines, "next_cursor": next_cursor}
@@ -454,27 +494,6 @@ class Queries:
             raise QueryError(f"regex is not valid RE2: {_reason(str(exc))}") from None
 
     # -- evaluations, alerts, dead letters ---------------------------------
-
-    def alerts(self, run_id: str, limit: int = 1000) -> dict[str, Any]:
-        """``{"alerts": [{"ts", "kind", "message", "node", "rank"}]}`` of a run, oldest first."""
-        rows = self._rows(
-            "SELECT toUnixTimestamp64Micro(ts), kind, message, node, rank "
-            f"FROM {self._t[tables.ALERTS]} "
-            "WHERE run_id = {run:String} ORDER BY ts LIMIT {limit:UInt32}",
-            {"run": run_id, "limit": _bounded(limit, 1, MAX_LOG_LIMIT, "limit")},
-        )
-        return {
-            "alerts": [
-                {
-                    "ts": format_ns(r[0] * 1000),
-                    "kind": r[1],
-                    "message": r[2],
-                    "node": r[3],
-                    "rank": r[4],
-                }
-                for r in rows
-            ]
-        }
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]:
         """``{"items": [...]}``: the newest dead letters first (``limit`` capped at 10000)."""
@@ -514,37 +533,23 @@ def _bounded(value: int, low: int, high: int | None, what: str = "value") -> int
     return value
 
 
-def _levels(level: str | Sequence[str] | None) -> list[str]:
-    if not level:
-        return []
-    names = level.split(",") if isinstance(level, str) else list(level)
-    out: list[str] = []
-    for name in names:
-        name = name.strip()
-        if not name:
-            continue
-        try:
-            canonical = normalise_level(name)
-        except InvalidRecord:
-            raise QueryError(f"level {name[:32]!r} is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL") from None
-        if canonical not in out:
-            out.append(canonical)
-    return out
-
-
-def _time_range(cond: list[str], params: dict[str, Any], since_ns: int | None, until_ns: int | None) -> None:
-    if since_ns is not None:
-        cond.append("ts >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")
-        params["since"] = -((-since_ns) // 1000)  # round up: inclusive, whole microseconds
-    if until_ns is not None:
-        cond.append("ts <= fromUnixTimestamp64Micro({until:Int64}, 'UTC')")
-        params["until"] = until_ns // 1000
+def _add_bucket(
+    out: list[list[Any]], s_lo: int, v_lo: float, s_hi: int, v_hi: float, s_nan: int, n_finite: int, n_nan: int
+) -> None:
+    """Append one bucket's low, high and first NaN to ``out`` in step order, each point once."""
+    picked = [(s_lo, v_lo), (s_hi, v_hi)] if n_finite else []
+    if n_nan:
+        picked.append((s_nan, math.nan))
+    for step, value in sorted(picked, key=lambda p: p[0]):
+        pair = [step, json_number(value)]
+        if pair not in out[-3:]:  # a bucket's min and max may be one point
+            out.append(pair)
 
 
 def _series_filter(run_id: str, name: str, since_ns: int | None, until_ns: int | None) -> tuple[str, dict[str, Any]]:
     cond = ["run_id = {run:String}", "name = {name:String}"]
     params: dict[str, Any] = {"run": run_id, "name": name}
-    _time_range(cond, params, since_ns, until_ns)
+    time_range(cond, params, since_ns, until_ns)
     return " AND ".join(cond), params
 
 

@@ -45,6 +45,15 @@ INSERT_SETTINGS: dict[str, Any] = {
     "insert_deduplicate": 1,
 }
 
+#: Per-table additions to INSERT_SETTINGS.  The logs' full-text index is built when
+#: parts merge, not on insert: the sink's small parts are merged within seconds and
+#: every merge rebuilds the index anyway, so building it on insert doubled the CPU
+#: of a log insert for nothing (bench/storage.py: ~265k -> ~440k rows per CPU-second).
+#: Until its first merge a part is searched without the index (same answers, a scan).
+TABLE_INSERT_SETTINGS: dict[str, dict[str, Any]] = {
+    tables.LOGS: {"exclude_materialize_skip_indexes_on_insert": "text_idx"},
+}
+
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 _CODE = re.compile(r"\bCode:\s*(\d+)")
 _MAX_MESSAGE_CHARS = 500
@@ -215,6 +224,7 @@ class Store:
         """
         check_identifier(table)
         settings = dict(INSERT_SETTINGS)
+        settings.update(TABLE_INSERT_SETTINGS.get(table, {}))
         if dedup_token:
             settings["insert_deduplication_token"] = dedup_token
 
@@ -241,7 +251,7 @@ class Store:
                     [list(r) for r in rows],
                     column_names=list(columns),
                     database=self.database,
-                    settings=dict(INSERT_SETTINGS),
+                    settings={**INSERT_SETTINGS, **TABLE_INSERT_SETTINGS.get(table, {})},
                 )
             except (ClickHouseError, OSError) as exc:
                 raise classify(exc, reading=False) from exc
@@ -259,17 +269,26 @@ class Store:
             self._executor.shutdown(wait=True)
 
 
-def open_store(dsn: str, database: str | None = None, settings: Mapping[str, Any] | None = None) -> Store:
+def open_store(
+    dsn: str,
+    database: str | None = None,
+    settings: Mapping[str, Any] | None = None,
+    log_retention_days: int | None = None,
+) -> Store:
     """Open the database and apply pending migrations.
 
     ``database`` defaults to the one named in a server DSN's path, else
-    :data:`runstream.tables.DATABASE`.
+    :data:`runstream.tables.DATABASE`.  ``log_retention_days`` (the
+    deployment's setting) becomes the ``logs`` TTL when it differs; ``None``
+    leaves the stored TTL as it is (30 days from the first migration).
     """
-    from sinks.migrate import migrate
+    from sinks.migrate import apply_log_retention, migrate
 
     store = Store(dsn, database or split_dsn(dsn)[1] or tables.DATABASE, settings)
     try:
         migrate(store)
+        if log_retention_days is not None:
+            apply_log_retention(store, log_retention_days)
     except BaseException:
         store.close()
         raise

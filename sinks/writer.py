@@ -10,15 +10,25 @@ Delivery is at-least-once and storage exactly-once:
   again after a crash are cut the same way and their inserts are no-ops;
 * a transient storage error (:class:`~runstream.errors.StorageUnavailable`)
   backs off (capped, exponential) and retries the same insert; nothing is
-  fetched or committed meanwhile, so the buffers stay bounded;
+  committed and at most one more fetch is taken meanwhile, so the buffers
+  stay bounded;
+* a flush runs while the next fetch is turned into rows (the insert itself
+  runs on the store's thread without the GIL), one flush at a time;
 * a permanent error is narrowed down by bisection: ClickHouse stores the
   rows it accepts and each row it refuses becomes a ``dead_letters`` row
-  with ClickHouse's reason.
+  with ClickHouse's reason;
+* when the group takes partitions away (another sink joined), what was read
+  from them is stored and committed first (a rebalance listener), so the
+  new owner starts where this one stopped instead of reading it again.
+
+Besides the clean topics and ``dlq`` it consumes ``alerts`` (at most one row
+per run and alert key: the table replaces repeats).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -62,6 +72,19 @@ class _Stopping(Exception):
     """The writer was asked to stop while ClickHouse was unavailable."""
 
 
+class _Revocations(kafka.ConsumerRebalanceListener):  # type: ignore[misc]
+    """Stores and commits what was read from partitions before the group moves them."""
+
+    def __init__(self, writer: SinkWriter) -> None:
+        self.writer = writer
+
+    async def on_partitions_revoked(self, revoked: Any) -> None:
+        await self.writer._on_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: Any) -> None:
+        return None
+
+
 class SinkWriter:
     """Consumes every clean topic and ``dlq`` and writes them to ClickHouse.
 
@@ -74,6 +97,7 @@ class SinkWriter:
         self.topics = topics
         self.config = config or WriterConfig()
         self._kinds: dict[str, str | None] = {topics.clean(k): k for k in RAW_KINDS}
+        self._kinds[topics.alerts] = "alerts"
         self._kinds[topics.dlq] = None
         self.topic_names = list(self._kinds)
         self._consumer: Any = None
@@ -96,11 +120,14 @@ class SinkWriter:
                 "flushes",
                 "replayed_segments",
                 "resets",
+                "revocations",
             ),
             0,
         )
         self._rows: dict[str, int] = {}
         self._last_flush_ns: int | None = None
+        #: One flush at a time: the main loop's and a revocation's.
+        self._flush_lock = asyncio.Lock()
 
     # -- lifecycle -------------------------------------------------------
 
@@ -111,18 +138,33 @@ class SinkWriter:
         can be blamed for (a missing table); nothing is committed then.
         """
         self._running = True
+        # The flush in flight.  Its inserts run on the store's thread and chDB releases
+        # the GIL while inserting, so the next fetch and its row building overlap them
+        # (bench/storage.py: end to end ~1.5x).  One flush at a time, and no fetch while
+        # one is in flight and more is due (buffers stay bounded while ClickHouse is down).
+        flushing: asyncio.Task[None] | None = None
         try:
             await self._start_consumer()
             while not self._stopping:
                 batch = await self._consumer.getmany(timeout_ms=100, max_records=self.config.fetch_max_records)
                 self._last_poll_s = time.monotonic()
                 await self._accept(batch)
-                if self._due():
-                    await self._flush()
+                if flushing is not None and (flushing.done() or self._due()):
+                    task, flushing = flushing, None
+                    await task  # raises what the flush raised
+                if flushing is None and self._due():
+                    flushing = asyncio.create_task(self._flush(), name="sink-flush")
+            if flushing is not None:
+                task, flushing = flushing, None
+                await task
             await self._flush(final=True)
         except _Stopping:
             log.warning("Stopped while ClickHouse was unavailable; unstored messages are read again.")
         finally:
+            if flushing is not None and not flushing.done():
+                flushing.cancel()
+                with contextlib.suppress(asyncio.CancelledError, _Stopping, StorageError, StorageUnavailable):
+                    await flushing
             if self._consumer is not None:
                 try:
                     await self._consumer.stop()
@@ -197,6 +239,7 @@ class SinkWriter:
                 session_timeout_ms=self.config.session_timeout_ms,
                 heartbeat_interval_ms=self.config.heartbeat_interval_ms,
                 max_poll_interval_ms=max(300_000, self.config.session_timeout_ms),
+                listener=_Revocations(self),
             )
             try:
                 await consumer.start()
@@ -261,11 +304,37 @@ class SinkWriter:
         oldest = min((t for p in parts if (t := p.oldest_s()) is not None), default=None)
         return oldest is not None and (time.monotonic() - oldest) * 1000 >= self.config.max_age_ms
 
-    async def _flush(self, final: bool = False) -> None:
-        """Insert every ready segment, then commit the offsets after them."""
+    async def _on_revoked(self, revoked: set[Any]) -> None:
+        """Store and commit what was read from ``revoked``, then forget those partitions.
+
+        Bounded by the session timeout: if ClickHouse does not accept the rows
+        by then, the partitions are let go uncommitted and the new owner reads
+        them again (the recorded spans keep the inserts deduplicated).
+        """
+        mine = {tp for tp in revoked if tp in self._parts}
+        if not mine or self._consumer is None:
+            return
+        self._counts["revocations"] += 1
+        try:
+            await asyncio.wait_for(self._flush(final=True, only=mine), self.config.session_timeout_ms / 1000)
+        except (asyncio.TimeoutError, _Stopping):
+            log.warning("Partitions revoked before their rows were stored; the new owner reads them again.")
+        except kafka.KafkaError as exc:
+            log.warning("Could not commit revoked partitions. error=%s", exc)
+        for tp in mine:
+            self._parts.pop(tp, None)
+
+    async def _flush(self, final: bool = False, only: set[Any] | None = None) -> None:
+        """Insert every ready segment (of ``only`` those partitions), then commit the offsets after them."""
+        async with self._flush_lock:
+            await self._flush_locked(final, only)
+
+    async def _flush_locked(self, final: bool, only: set[Any] | None) -> None:
         now_s = time.monotonic()
         ready: list[tuple[PartitionLog, list[Segment]]] = []
-        for part in self._parts.values():
+        for tp, part in list(self._parts.items()):
+            if only is not None and tp not in only:
+                continue
             segs = part.flushable(now_s, self.config.replay_wait_s, give_up=final)
             if segs:
                 ready.append((part, segs))

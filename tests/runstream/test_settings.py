@@ -44,3 +44,17 @@ def test_unknown_flag_is_refused() -> None:
     """A flag that names no setting is an error, not silently ignored."""
     with pytest.raises(ConfigError):
         settings.load({"kafak": "x:1"}, environ={})
+
+
+def test_log_retention_defaults_to_30_days_and_reads_the_environment() -> None:
+    """log_retention_days is 30 by default and RUNSTREAM_LOG_RETENTION_DAYS sets it as an int."""
+    assert settings.load({}, environ={}).log_retention_days == 30
+    s = settings.load({}, environ={"RUNSTREAM_LOG_RETENTION_DAYS": "7"})
+    assert s.log_retention_days == 7
+
+
+@pytest.mark.parametrize("bad", ["0", "-3", "seven", "1.5"])
+def test_bad_log_retention_is_a_config_error(bad: str) -> None:
+    """A retention that is not a whole number of days >= 1 is refused with ConfigError."""
+    with pytest.raises(ConfigError):
+        settings.load({}, environ={"RUNSTREAM_LOG_RETENTION_DAYS": bad})

@@ -13,6 +13,7 @@ import pytest
 from runstream import tables
 from runstream.errors import QueryError
 from runstream.timeparse import format_ns
+from sinks.cursor import encode_cursor
 from sinks.queries import Queries
 from sinks.rows import ColumnBuffer
 from tests.sinks.conftest import BASE_NS, envelope, open_temp_store
@@ -58,6 +59,9 @@ class Line:
             "level": self.level,
             "logger": "",
             "line": self.line,
+            "tags": [],
+            "group": "",
+            "id": encode_cursor(self.ts_ns // 1000, self.producer, self.seq, self.idx),
         }
 
 
@@ -265,3 +269,87 @@ def test_bad_level_and_stream_are_query_errors(queries: Queries) -> None:
         queries.search_logs(RUN, level="INFO,LOUD")
     with pytest.raises(QueryError, match="stream"):
         queries.search_logs(RUN, stream="stdin")
+
+
+@pytest.mark.parametrize("q", ["error", "CUDA out of memory", "loss", None])
+def test_histogram_counts_equal_the_oracle(queries: Queries, corpus: list[Line], q: str | None) -> None:
+    """Every histogram bucket counts exactly the matching lines of its time slice, and none is missing."""
+    since, until = corpus[100].ts_ns, corpus[-100].ts_ns
+    got = queries.log_histogram(RUN, buckets=37, q=q, since_ns=since, until_ns=until)
+    hits = _oracle(corpus, q=q, since_ns=since, until_ns=until)
+    width_us = round(got["width_s"] * 1e6)
+    expected = [0] * len(got["buckets"])
+    for ln in hits:
+        expected[(ln.ts_ns // 1000 - since // 1000) // width_us] += 1
+    assert [b["count"] for b in got["buckets"]] == expected and got["total"] == len(hits)
+
+
+def test_histogram_without_range_spans_the_run(queries: Queries, corpus: list[Line]) -> None:
+    """Without since/until the buckets cover the run's first to last line."""
+    got = queries.log_histogram(RUN, buckets=10, regex=r"rank\s*[0-9]+")
+    assert got["buckets"][0]["ts"] == format_ns(corpus[0].ts_ns)
+    assert got["total"] == len(_oracle(corpus, regex=r"rank\s*[0-9]+"))
+
+
+def test_context_is_the_neighbouring_lines(queries: Queries, corpus: list[Line]) -> None:
+    """A hit's context is the lines just before and after it in the run's order."""
+    ordered = sorted(corpus, key=lambda ln: ln.key)
+    hit = queries.search_logs(RUN, q="CUDA out of memory", limit=1)["lines"][0]
+    pos = next(i for i, ln in enumerate(ordered) if ln.answer()["id"] == hit["id"])
+    got = queries.log_context(RUN, hit["id"], before=5, after=7)
+    assert got["line"] == hit
+    assert got["before"] == [ln.answer() for ln in ordered[pos - 5 : pos]]
+    assert got["after"] == [ln.answer() for ln in ordered[pos + 1 : pos + 8]]
+
+
+def test_context_of_one_rank(queries: Queries, corpus: list[Line]) -> None:
+    """rank= keeps the context to the hit's own rank."""
+    ordered = [ln for ln in sorted(corpus, key=lambda ln: ln.key) if ln.rank == 3]
+    got = queries.log_context(RUN, ordered[500].answer()["id"], before=3, after=3, rank=3)
+    assert got["before"] + [got["line"]] + got["after"] == [ln.answer() for ln in ordered[497:504]]
+
+
+def test_project_search_equals_the_run_search(queries: Queries, corpus: list[Line]) -> None:
+    """Searching every run finds this run's lines, newest first, each naming its run."""
+    got = queries.search_project_logs(q="traceback", limit=10_000, run_ids=[RUN])
+    assert got["lines"] == [dict(ln.answer(), run=RUN) for ln in reversed(_oracle(corpus, q="traceback"))]
+
+
+def _fold_run(queries: Queries, run: str, lines: list[str]) -> Queries:
+    buf = ColumnBuffer()
+    recs = [{"ts_ns": BASE_NS + i * 1000, "line": ln} for i, ln in enumerate(lines)]
+    buf.add_envelope(envelope("logs", recs, run=run))
+    queries.store.insert_arrow(tables.LOGS, buf.to_arrow(tables.LOGS))
+    return queries
+
+
+@pytest.mark.parametrize(("q", "line"), [("ÄRGER", "kein ärger hier"), ("Ошибка", "произошла ОШИБКА")])
+def test_non_ascii_keyword_folds_case(queries: Queries, q: str, line: str) -> None:
+    """A non-ASCII keyword matches its other case, as Python's lower() of both sides does."""
+    run = f"fold-{line[:4]}"
+    _fold_run(queries, run, [line, "x"])
+    got = [ln["line"] for ln in queries.search_logs(run, q=q)["lines"]]
+    assert got == [line] and q.lower() in line.lower()
+
+
+def test_ascii_keyword_folds_ascii_letters_only(queries: Queries) -> None:
+    """An ASCII keyword folds ASCII letters only: the Kelvin sign is not a 'k' (documented, not Python's lower)."""
+    lines = ["temperature 300 \u212a", "temperature 300 K", "TEMPERATURE 300 k"]
+    _fold_run(queries, "fold-kelvin", lines)
+    got = [ln["line"] for ln in queries.search_logs("fold-kelvin", q="300 k")["lines"]]
+    assert got == lines[1:]
+
+
+def test_tag_filter_keeps_tagged_lines(queries: Queries) -> None:
+    """tag= keeps the lines the stream processor tagged with it, in search and histogram alike."""
+    buf = ColumnBuffer()
+    recs = [
+        {"ts_ns": BASE_NS, "line": "CUDA out of memory", "tags": ["oom"], "group": "g"},
+        {"ts_ns": BASE_NS + 1000, "line": "fine"},
+        {"ts_ns": BASE_NS + 2000, "line": "Traceback", "tags": ["traceback", "oom"], "group": "g"},
+    ]
+    buf.add_envelope(envelope("logs", recs, run="tagged"))
+    queries.store.insert_arrow(tables.LOGS, buf.to_arrow(tables.LOGS))
+    got = queries.search_logs("tagged", tag="oom")["lines"]
+    assert [ln["line"] for ln in got] == ["CUDA out of memory", "Traceback"] and got[1]["tags"] == ["traceback", "oom"]
+    assert queries.log_histogram("tagged", buckets=3, tag="oom")["total"] == 2

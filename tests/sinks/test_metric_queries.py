@@ -163,3 +163,35 @@ def test_summary_last_min_max_ignore_nan(queries: Queries) -> None:
         "max": "Infinity",
     }
     assert runs["ranks"]["summary"]["grad"] == {"last": "NaN", "min": None, "max": None}
+
+
+def _block_reference(points: list[tuple[int, float]], budget: int) -> list[list[Any]]:
+    """What the rollup path must answer: buckets of whole 256-step blocks, each its low, high and first NaN."""
+    nb = budget // 3 if any(math.isnan(v) for _, v in points) else budget // 2
+    lo_block = min(s for s, _ in points) >> 8
+    blocks = (max(s for s, _ in points) >> 8) - lo_block + 1
+    per_bucket = -(-blocks // nb)
+    buckets: dict[int, list[tuple[int, float]]] = {}
+    for s, v in points:
+        buckets.setdefault(((s >> 8) - lo_block) // per_bucket, []).append((s, v))
+    out: list[list[Any]] = []
+    for key in sorted(buckets):
+        finite = [(v, s) for s, v in buckets[key] if not math.isnan(v)]
+        picked = [min(finite)[::-1], max(finite)[::-1]] if finite else []
+        nans = [s for s, v in buckets[key] if math.isnan(v)]
+        if nans:
+            picked.append((min(nans), math.nan))
+        for s, v in sorted(picked, key=lambda p: p[0]):
+            if [s, json_number(v)] not in out[-3:]:
+                out.append([s, json_number(v)])
+    return out
+
+
+@pytest.mark.parametrize("budget", [100, 30, 3])
+def test_coarse_whole_run_chart_is_made_of_whole_rollup_blocks(queries: Queries, budget: int) -> None:
+    """A coarse whole-run chart gives, per bucket of whole 256-step blocks, exactly its low, high and first NaN."""
+    got = queries.metric_series("big", "loss", points=budget)
+    assert got["total"] == N and got["downsampled"] is True
+    assert got["points"] == _block_reference(SERIES, budget)
+    assert len(got["points"]) <= budget
+

@@ -255,3 +255,33 @@ def test_one_bad_record_leaves_the_others_exactly_as_the_fast_path_stores_them()
     slow.add_envelope(envelope("metrics", [*good, {"ts_ns": BASE_NS, "step": True, "values": {"a": 1}}], seq=1))
     assert slow.rows_in(tables.DEAD_LETTERS) == 1
     assert slow.to_arrow(tables.METRICS).equals(fast.to_arrow(tables.METRICS))
+
+
+def test_log_tags_group_and_rank_override_are_stored() -> None:
+    """A log record's tags, group and own rank/node are kept; records without them get the envelope's."""
+    buf = ColumnBuffer()
+    recs = [
+        {"ts_ns": BASE_NS, "line": "Traceback", "tags": ["traceback"], "group": "g1", "rank": 3, "node": "n9"},
+        {"ts_ns": BASE_NS, "line": "plain"},
+    ]
+    buf.add_envelope(envelope("logs", recs, rank=0, node="node-0"))
+    cols = buf.to_arrow(tables.LOGS).to_pydict()
+    assert cols["tags"] == [["traceback"], []] and cols["group"] == ["g1", ""]
+    assert cols["rank"] == [3, 0] and cols["node"] == ["n9", "node-0"]
+
+
+def test_bad_log_tags_become_a_dead_letter() -> None:
+    """A tags value that is not a list of strings refuses that record only."""
+    buf = ColumnBuffer()
+    recs = [{"ts_ns": BASE_NS, "line": "a", "tags": "oom"}, {"ts_ns": BASE_NS, "line": "b"}]
+    buf.add_envelope(envelope("logs", recs))
+    assert buf.rows_in(tables.LOGS) == 1 and buf.rows_in(tables.DEAD_LETTERS) == 1
+
+
+def test_metric_source_defaults_to_sdk() -> None:
+    """A metric record with source 'log' keeps it; one without is stored as 'sdk'."""
+    buf = ColumnBuffer()
+    recs = [{"ts_ns": BASE_NS, "step": 1, "values": {"loss": 1.0}, "source": "log"},
+            {"ts_ns": BASE_NS, "step": 2, "values": {"loss": 0.5}}]
+    buf.add_envelope(envelope("metrics", recs))
+    assert buf.to_arrow(tables.METRICS).to_pydict()["source"] == ["log", "sdk"]

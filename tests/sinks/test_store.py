@@ -22,7 +22,9 @@ ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()
 def test_migrations_are_applied_once(store: Store) -> None:
     """A second migrate() applies nothing and records each version once."""
     assert migrate(store) == []
-    versions = store.query_rows(f"SELECT version, count() FROM {store.database}.{tables.MIGRATIONS} GROUP BY version")
+    versions = store.query_rows(
+        f"SELECT version, count() FROM {store.database}.{tables.MIGRATIONS} GROUP BY version ORDER BY version"
+    )
     assert versions == [(m.version, 1) for m in discover()]
     assert applied_versions(store) == {m.version for m in discover()}
 
