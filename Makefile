@@ -7,12 +7,14 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint bench install clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml package.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned and installed first so pip never resolves a multi-GB CUDA build.
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e ".[server,dev,torch]"
+	# Browser code (uPlot) comes from npm into node_modules/ and is served from there.
+	npm install --no-audit --no-fund
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -90,6 +90,38 @@ def _cmd_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_run(args: argparse.Namespace) -> int:
+    from producers.launch import launch
+
+    command = list(args.cmd)
+    if command[:1] == ["--"]:
+        command = command[1:]
+    if not command:
+        print("runstream run: no command given (usage: runstream run [options] -- CMD [ARGS...])",
+              file=sys.stderr)
+        return 2
+    try:
+        return launch(command, project=args.project, name=args.name, kafka=args.kafka, use_pty=not args.no_pty)
+    except OSError as exc:  # the command could not be started: no run was created
+        print(f"runstream run: cannot run {command[0]!r}: {exc.strerror or exc}", file=sys.stderr)
+        return 127 if isinstance(exc, FileNotFoundError) else 126
+
+
+def _cmd_logs(args: argparse.Namespace) -> int:
+    from ui.terminal import logs_command
+
+    settings = settings_mod.load({"url": args.url, "token": args.token})
+    return logs_command(settings.url, settings.token, args.run, follow_=args.follow, grep=args.grep,
+                        since=args.since, node=args.node, tail=args.tail)
+
+
+def _cmd_runs(args: argparse.Namespace) -> int:
+    from ui.terminal import runs_command
+
+    settings = settings_mod.load({"url": args.url, "token": args.token})
+    return runs_command(settings.url, settings.token, project=args.project)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="runstream",
@@ -125,6 +157,45 @@ def build_parser() -> argparse.ArgumentParser:
     sync.add_argument("--data-dir", help="where the spool lives (RUNSTREAM_DATA_DIR)")
     sync.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the broker (default 60)")
     sync.set_defaults(func=_cmd_sync)
+
+    logs = sub.add_parser(
+        "logs",
+        help="search a run's logs, or follow them live, from a terminal",
+        description="Print a run's stored log lines (colours kept), or with --follow the newest ones and "
+        "then every new line as it arrives; Ctrl-C stops. Talks to RUNSTREAM_URL with RUNSTREAM_TOKEN.",
+    )
+    logs.add_argument("run", help="the run id")
+    logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (live tail)")
+    logs.add_argument("--grep", help="only lines containing this text (case-insensitive)")
+    logs.add_argument("--since", help="only lines since: 1h, 24h, 7d, RFC 3339 or epoch seconds")
+    logs.add_argument("--node", help="only lines of this node")
+    logs.add_argument("--tail", type=int, default=100, help="with --follow: how many stored lines first "
+                      "(default 100)")
+    logs.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
+    logs.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
+    logs.set_defaults(func=_cmd_logs)
+
+    runs = sub.add_parser("runs", help="list runs", description="List runs: status, id, name, project, "
+                          "start, duration.")
+    runs.add_argument("--project", help="only this project")
+    runs.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
+    runs.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
+    runs.set_defaults(func=_cmd_runs)
+
+    run = sub.add_parser(
+        "run",
+        help="run any command as a tracked run: its output becomes logs, its exit code the status",
+        description="Run CMD under a pseudo-terminal as a tracked run: everything it prints is shown "
+        "and stored as log lines, its process tree is sampled, its exit code becomes the run's final "
+        "status (0 finished, non-zero failed, signal killed) and is this command's exit code.",
+    )
+    run.add_argument("--project", help="project of the run (RUNSTREAM_PROJECT, default 'default')")
+    run.add_argument("--name", help="name of the run (default: the command's name)")
+    run.add_argument("--kafka", help="bootstrap servers host:port (RUNSTREAM_KAFKA)")
+    run.add_argument("--no-pty", action="store_true",
+                     help="use two pipes instead of a terminal, keeping stdout and stderr apart")
+    run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
+    run.set_defaults(func=_cmd_run)
     return parser
 
 

@@ -22,7 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, PlainTextResponse, Response
-from starlette.routing import Mount, Route
+from starlette.routing import BaseRoute, Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -37,6 +37,8 @@ from ui.responses import JSON, error_response
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
+#: Third-party browser code, installed by npm (package.json), never copied into the repository.
+VENDOR_DIRS = {"uplot": Path(__file__).resolve().parents[1] / "node_modules" / "uplot" / "dist"}
 
 #: Bounds of the numeric parameters: (default, lowest, highest).
 #: points starts at 3: a downsampled bucket gives up to three points (min, max, first NaN).
@@ -72,6 +74,20 @@ class QueryLayer(Protocol):
     def search_logs(self, run_id: str, **filters: Any) -> dict[str, Any]: ...
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]: ...
+
+    def resource_series(self, run_id: str, **options: Any) -> dict[str, Any]: ...
+
+    def alerts(self, run_id: str) -> dict[str, Any]: ...
+
+    def evals(self, run_id: str) -> dict[str, Any]: ...
+
+    def log_histogram(self, run_id: str, **options: Any) -> dict[str, Any]: ...
+
+    def log_context(self, run_id: str, at: str, **options: Any) -> dict[str, Any]: ...
+
+    def search_project_logs(self, **options: Any) -> dict[str, Any]: ...
+
+    def compare_metric(self, run_ids: Any, name: str, **options: Any) -> dict[str, Any]: ...
 
     def ping(self) -> bool: ...
 
@@ -130,10 +146,19 @@ class _Handlers:
         return JSON(report, status_code=200 if ok else 503)
 
     async def runs(self, request: Request) -> Response:
-        params = Params(request.query_params.multi_items(), {"project", "status"})
+        params = Params(
+            request.query_params.multi_items(), {"project", "status", "name", "tag", "sort", "order"}
+        )
         project = params.text("project", max_chars=4096)
         status = params.choice("status", STATUSES)
-        runs = await self.call(self.queries.list_runs, project=project, status=status)
+        extra = {
+            "name": params.text("name", max_chars=1024),
+            "tag": params.text("tag", max_chars=1024),
+            "sort": params.text("sort", max_chars=1100),
+            "order": params.choice("order", ("asc", "desc")),
+        }
+        extra = {k: v for k, v in extra.items() if v is not None}
+        runs = await self.call(self.queries.list_runs, project=project, status=status, **extra)
         return JSON({"runs": runs})
 
     async def run(self, request: Request) -> Response:
@@ -173,7 +198,7 @@ class _Handlers:
         params = Params(
             request.query_params.multi_items(),
             {"q", "regex", "level", "node", "rank", "stream", "since", "until",
-             "limit", "cursor", "order"},
+             "limit", "cursor", "order", "tag"},
         )
         run_id = check_run_id(request.path_params["run_id"])
         default, low, high = LOG_LIMIT
@@ -191,6 +216,7 @@ class _Handlers:
             "limit": params.integer("limit", default=default, low=low, high=high),
             "cursor": params.text("cursor"),
             "order": params.choice("order", ("asc", "desc")) or "asc",
+            "tag": params.text("tag", max_chars=64),
         }
         try:
             found = await self.call(self.queries.search_logs, run_id, **filters)
@@ -207,6 +233,128 @@ class _Handlers:
         default, low, high = DLQ_LIMIT
         limit = params.integer("limit", default=default, low=low, high=high)
         return JSON(await self.call(self.queries.dead_letters, limit=limit))
+
+    async def resources(self, request: Request) -> Response:
+        params = Params(request.query_params.multi_items(), {"since", "until", "points"})
+        run_id = check_run_id(request.path_params["run_id"])
+        default, low, high = POINTS
+        points = params.integer("points", default=default, low=low, high=high)
+        since, until = params.time_range()
+        found = await self.call(
+            self.queries.resource_series, run_id, points=points, since_ns=since, until_ns=until
+        )
+        if not found["series"] and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
+    async def alerts(self, request: Request) -> Response:
+        Params(request.query_params.multi_items(), ())
+        run_id = check_run_id(request.path_params["run_id"])
+        found = await self.call(self.queries.alerts, run_id)
+        if not found["alerts"] and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
+    async def evals(self, request: Request) -> Response:
+        Params(request.query_params.multi_items(), ())
+        run_id = check_run_id(request.path_params["run_id"])
+        found = await self.call(self.queries.evals, run_id)
+        if not found["evals"] and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
+    def _log_filters(self, params: Params) -> dict[str, Any]:
+        """The line filters shared by a run's logs, its histogram and the project-wide search."""
+        return {
+            "q": params.text("q"),
+            "regex": params.text("regex"),
+            "level": params.choices("level", LEVELS),
+            "node": params.text("node", max_chars=256),
+            "rank": params.integer("rank", default=None, low=0, high=MAX_RANK),
+            "stream": params.choice("stream", sorted(STREAMS)),
+            "tag": params.text("tag", max_chars=64),
+        }
+
+    async def log_histogram(self, request: Request) -> Response:
+        params = Params(
+            request.query_params.multi_items(),
+            {"q", "regex", "level", "node", "rank", "stream", "tag", "since", "until", "buckets"},
+        )
+        run_id = check_run_id(request.path_params["run_id"])
+        since, until = params.time_range()
+        filters = self._log_filters(params)
+        buckets = params.integer("buckets", default=100, low=1, high=1000)
+        try:
+            found = await self.call(
+                self.queries.log_histogram, run_id, buckets=buckets, since_ns=since, until_ns=until, **filters
+            )
+        except QueryLimitExceeded:
+            raise
+        except QueryError as exc:
+            raise _regex_error(filters["regex"], exc) from None
+        if not found["total"] and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
+    async def log_context(self, request: Request) -> Response:
+        params = Params(request.query_params.multi_items(), {"at", "before", "after", "node", "rank"})
+        run_id = check_run_id(request.path_params["run_id"])
+        at = params.text("at")
+        if at is None:
+            raise QueryError("at is required: the id of a line from a search answer")
+        found = await self.call(
+            self.queries.log_context, run_id, at,
+            before=params.integer("before", default=20, low=0, high=500),
+            after=params.integer("after", default=20, low=0, high=500),
+            node=params.text("node", max_chars=256),
+            rank=params.integer("rank", default=None, low=0, high=MAX_RANK),
+        )
+        if found["line"] is None and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
+    async def project_logs(self, request: Request) -> Response:
+        params = Params(
+            request.query_params.multi_items(),
+            {"q", "regex", "level", "node", "rank", "stream", "tag", "since", "until",
+             "project", "runs", "limit", "cursor", "order"},
+        )
+        since, until = params.time_range()
+        filters = self._log_filters(params)
+        runs = params.text("runs", max_chars=10_000)
+        default, low, high = LOG_LIMIT
+        try:
+            found = await self.call(
+                self.queries.search_project_logs,
+                project=params.text("project", max_chars=4096),
+                run_ids=[check_run_id(r) for r in runs.split(",")] if runs else None,
+                limit=params.integer("limit", default=default, low=low, high=high),
+                cursor=params.text("cursor"),
+                order=params.choice("order", ("asc", "desc")) or "desc",
+                since_ns=since, until_ns=until, **filters,
+            )
+        except QueryLimitExceeded:
+            raise
+        except QueryError as exc:
+            raise _regex_error(filters["regex"], exc) from None
+        return JSON(found)
+
+    async def compare_metrics(self, request: Request) -> Response:
+        params = Params(request.query_params.multi_items(), {"runs", "name", "points", "since", "until"})
+        runs = params.text("runs", max_chars=10_000)
+        name = params.text("name", max_chars=1024)
+        if runs is None or name is None:
+            raise QueryError("runs (comma-separated run ids) and name (a metric) are required")
+        default, low, high = POINTS
+        since, until = params.time_range()
+        found = await self.call(
+            self.queries.compare_metric,
+            [check_run_id(r) for r in runs.split(",")],
+            name,
+            points=params.integer("points", default=default, low=low, high=high),
+            since_ns=since, until_ns=until,
+        )
+        return JSON(found)
 
     async def _run_exists(self, run_id: str) -> bool:
         return await self.call(self.queries.get_run, run_id) is not None
@@ -280,6 +428,17 @@ class _InternalErrors:
             await response(scope, receive, send)
 
 
+def _feed_and_vendor_routes(feed: Any) -> list[BaseRoute]:
+    """``WS /ws`` when a feed (``ui.feed.Feed``) is given, and ``/static/vendor/NAME/`` per installed package."""
+    routes: list[BaseRoute] = []
+    if feed is not None:
+        routes.append(WebSocketRoute("/ws", feed.endpoint))
+    for name, directory in VENDOR_DIRS.items():
+        if directory.is_dir():
+            routes.append(Mount(f"/static/vendor/{name}", StaticFiles(directory=directory)))
+    return routes
+
+
 def create_app(
     queries: QueryLayer,
     call: Call,
@@ -289,6 +448,7 @@ def create_app(
     static_dir: Path | str = STATIC_DIR,
     allowed_hosts: Collection[str] = LOCAL_HOSTS,
     health_timeout_s: float = 5.0,
+    feed: Any = None,
 ) -> Starlette:
     """The API and pages answering from ``queries`` through ``call``.
 
@@ -317,11 +477,19 @@ def create_app(
         Route("/api/runs/{run_id}/metrics", api.metrics),
         Route("/api/runs/{run_id}/logs", api.logs),
         Route("/api/dlq", api.dead_letters),
+        Route("/api/runs/{run_id}/resources", api.resources),
+        Route("/api/runs/{run_id}/alerts", api.alerts),
+        Route("/api/runs/{run_id}/evals", api.evals),
+        Route("/api/runs/{run_id}/logs/histogram", api.log_histogram),
+        Route("/api/runs/{run_id}/logs/context", api.log_context),
+        Route("/api/logs", api.project_logs),
+        Route("/api/metrics", api.compare_metrics),
         Route("/", page),
         Route("/runs/{run_id}", page),
         Route("/runs/{run_id}/logs", page),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
+    routes[-1:-1] = _feed_and_vendor_routes(feed)
     return Starlette(
         routes=routes,
         middleware=[

@@ -5,8 +5,14 @@ before routing:
 
 1. The ``Host`` header must name one of the allowed hosts, so a page on
    another site cannot reach this server through DNS rebinding (421 otherwise).
-2. Every path but :data:`PUBLIC_PATHS` and :data:`PUBLIC_PREFIXES` needs the
-   token, as ``Authorization: Bearer TOKEN`` or the :data:`COOKIE` cookie.
+2. A websocket handshake that carries an ``Origin`` must come from this
+   server's own origin (``http(s)://`` + its Host), so a page on another site
+   cannot open the live feed with the browser's cookie (403 otherwise);
+   clients that are not browsers send no Origin and pass.
+3. Every path but :data:`PUBLIC_PATHS` and :data:`PUBLIC_PREFIXES` needs the
+   token, as ``Authorization: Bearer TOKEN`` or the :data:`COOKIE` cookie
+   (a websocket may also pass ``?token=TOKEN``, for clients that cannot set
+   headers).
    A page opened as ``/any/page?token=TOKEN`` stores the token in that cookie
    (HttpOnly, SameSite=Strict) and is redirected to the same URL without it, so
    the token leaves the address bar and the history.  Tokens are compared in
@@ -103,6 +109,14 @@ def presented_token(conn: HTTPConnection) -> str | None:
     return morsel.value if morsel is not None else None
 
 
+def origin_allowed(origin: str | None, host: str) -> bool:
+    """Whether a websocket's ``Origin`` is absent or names this server (``http(s)://`` + its Host)."""
+    if origin is None:
+        return True
+    scheme, sep, rest = origin.strip().lower().partition("://")
+    return bool(sep) and scheme in ("http", "https") and rest == host.strip().lower()
+
+
 def _is_public(path: str) -> bool:
     return path in PUBLIC_PATHS or path.startswith(PUBLIC_PREFIXES)
 
@@ -150,6 +164,11 @@ class AccessMiddleware:
                                "(Host header not allowed)"),
             )
             return
+        if scope["type"] == "websocket" and not origin_allowed(
+            conn.headers.get("origin"), conn.headers.get("host", "")
+        ):
+            await self._refuse(scope, receive, send, error_response(403, "cross-origin websocket refused"))
+            return
         if _is_public(path):
             await self.app(scope, receive, send)
             return
@@ -160,7 +179,10 @@ class AccessMiddleware:
         ):
             await self._login(conn)(scope, receive, send)
             return
-        if token_matches(presented_token(conn), self.token):
+        given = presented_token(conn)
+        if scope["type"] == "websocket" and not given:
+            given = conn.query_params.get(TOKEN_PARAM)
+        if token_matches(given, self.token):
             await self.app(scope, receive, send)
             return
         if _is_api(path):

@@ -28,10 +28,16 @@ from sinks.store import open_store
 from sinks.writer import SinkWriter, WriterConfig
 from ui.api import create_app
 from ui.auth import default_allowed_hosts
+from ui.feed import Feed
+from ui.history import History
+from ui.hub import Hub
+from ui.live import LiveSource
 
 log = logging.getLogger("runstream.serve")
 
 DRAIN_TIMEOUT_S = 120.0
+#: Largest websocket frame a client may send (subscriptions are small).
+MAX_WS_MESSAGE_BYTES = 64 * 1024
 
 
 class _Server(uvicorn.Server):
@@ -43,12 +49,12 @@ class _Server(uvicorn.Server):
 
 
 async def serve(settings: Settings, host: str, port: int, token: str, ready_file: Path | None,
-                with_sink: bool = True) -> int:
+                with_sink: bool = True, feed_max_pending_items: int = 10_000) -> int:
     """Run the sink (unless ``with_sink`` is false) and the API until a stop signal.
 
     Returns the process exit code: 0 when everything received was stored.
     """
-    store = open_store(settings.clickhouse_dsn)
+    store = open_store(settings.clickhouse_dsn, log_retention_days=settings.log_retention_days)
     queries = Queries(store)
     writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig())
 
@@ -60,9 +66,14 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
         return {"ok": bool(ok_queries and ok_ingest), "queries": ok_queries, "ingest": ok_ingest,
                 "sink": writer.stats()}
 
-    app = create_app(queries, store.call, token=token, health=health, allowed_hosts=_allowed_hosts(host, port))
+    hub = Hub()
+    live = LiveSource(hub, settings.kafka, settings.topics)
+    feed = Feed(hub, live, History(store, queries.limits.settings()), queries.get_run, store.call,
+                max_message_bytes=MAX_WS_MESSAGE_BYTES, max_pending_items=feed_max_pending_items)
+    app = create_app(queries, store.call, token=token, health=health, allowed_hosts=_allowed_hosts(host, port),
+                     feed=feed)
     server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                    access_log=False, ws="none"))
+                                    access_log=False, ws="websockets-sansio", ws_max_size=MAX_WS_MESSAGE_BYTES))
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -70,6 +81,7 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
 
     writer_task = asyncio.create_task(writer.run() if with_sink else _forever(), name="sink-writer")
     server_task = asyncio.create_task(server.serve(), name="http")
+    live_task = asyncio.create_task(live.run(), name="live-feed")
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     while not server.started:
         if server_task.done() or writer_task.done():
@@ -100,6 +112,10 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
     server.should_exit = True
     with contextlib.suppress(asyncio.CancelledError):
         await server_task
+    await live.stop()
+    live_task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await live_task
     stop_task.cancel()
     store.close()
     log.info("Stopped. stats=%s", writer.stats())
@@ -128,6 +144,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ready-file", type=Path)
     parser.add_argument("--no-sink", action="store_true",
                         help="serve the API only (distributed mode, where `python -m sinks` writes)")
+    parser.add_argument("--feed-max-pending-items", type=int, default=10_000,
+                        help="live records queued per websocket subscription before it is coalesced or "
+                        "dropped (default 10000)")
     args = parser.parse_args(argv)
     settings = settings_mod.load(
         {"kafka": args.kafka, "clickhouse": args.clickhouse, "data_dir": args.data_dir,
@@ -137,7 +156,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit("ui.serve: RUNSTREAM_TOKEN must be set (runstream up sets it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sys.exit(asyncio.run(serve(settings, args.host, args.port, settings.token, args.ready_file,
-                                    with_sink=not args.no_sink)))
+                                    with_sink=not args.no_sink,
+                                    feed_max_pending_items=args.feed_max_pending_items)))
 
 
 if __name__ == "__main__":

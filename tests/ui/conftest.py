@@ -162,3 +162,89 @@ def queries_app_parts(store: Store, seeded: Seeded) -> tuple[Queries, Call]:
 def app(queries_app_parts: tuple[Queries, Call]) -> Starlette:
     """The app wired to the seeded store, accepting 127.0.0.1/localhost/[::1] on any port."""
     return make_app(*queries_app_parts)
+
+
+# -- a real server process (sink + API + live feed) for the feed, terminal and live-page tests --
+
+
+@dataclass
+class Server:
+    """``python -m ui.serve`` on a free port, over a real broker and its own chDB directory."""
+
+    url: str
+    kafka: str
+    topics: Any
+    proc: Any
+    log_path: Any
+
+    @property
+    def ws_url(self) -> str:
+        return self.url.replace("http://", "ws://") + "/ws"
+
+    def log_text(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+
+def run_async(coro: Any) -> Any:
+    """Run a coroutine to completion from sync code, even where an event loop already runs (Playwright)."""
+    import asyncio
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def start_server(broker: str, tmp: Any, *extra: str) -> Server:
+    """Create the topics, start the server and wait for its ready file (raises on failure)."""
+    import os
+    import subprocess
+    import sys
+
+    from runstream import kafka
+    from runstream.embedded import free_port
+    from runstream.topics import Topics
+    from tests.conftest import scaled
+
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}.")
+    run_async(kafka.ensure_topics(broker, topics.all(), 2))
+    port = free_port()
+    ready = tmp / "ready"
+    log_path = tmp / "server.log"
+    env = dict(os.environ, RUNSTREAM_TOKEN=TOKEN)
+    log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ui.serve", "--kafka", broker, "--clickhouse", f"chdb://{tmp / 'chdb'}",
+         "--topic-prefix", topics.prefix, "--port", str(port), "--ready-file", str(ready), *extra],
+        stdout=log_file, stderr=subprocess.STDOUT, env=env,
+    )
+    log_file.close()
+    deadline = time.monotonic() + scaled(60)
+    while not ready.exists():
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"ui.serve did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(0.05)
+    return Server(f"http://127.0.0.1:{port}", broker, topics, proc, log_path)
+
+
+def stop_server(server: Server) -> None:
+    """SIGTERM the server and wait for it to exit."""
+    import signal
+    import subprocess
+
+    server.proc.send_signal(signal.SIGTERM)
+    try:
+        server.proc.wait(60)
+    except subprocess.TimeoutExpired:
+        server.proc.kill()
+        server.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A server with a small feed queue bound (500 records), so a slow client overflows quickly."""
+    running = start_server(broker, tmp_path_factory.mktemp("serve"), "--feed-max-pending-items", "500")
+    try:
+        yield running
+    finally:
+        stop_server(running)

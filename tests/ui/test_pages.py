@@ -61,11 +61,11 @@ async def test_deep_links_serve_the_app_shell(app: Starlette, path: str) -> None
 
 
 def test_shell_loads_only_its_own_script_and_style() -> None:
-    """index.html has no inline script, style or handler, so the strict CSP allows it."""
+    """index.html loads only same-origin files (its own and uPlot's), nothing inline, so the strict CSP allows it."""
     shell = _Shell()
     shell.feed((STATIC_DIR / "index.html").read_text())
-    assert shell.scripts == ["/static/app.js"]
-    assert shell.stylesheets == ["/static/app.css"]
+    assert shell.scripts == ["/static/vendor/uplot/uPlot.iife.min.js", "/static/app.js"]
+    assert shell.stylesheets == ["/static/vendor/uplot/uPlot.min.css", "/static/app.css"]
     assert shell.inline == []
 
 

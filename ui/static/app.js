@@ -6,10 +6,11 @@
 // with its log search filled in.
 
 import { api, errorBox } from "./api.js";
-import { drawChart } from "./chart.js";
+import { chartCard, chartOptions } from "./charts.js";
 import {
   STATUSES, append, clear, fmtClock, fmtDuration, fmtNum, fmtTime, fmtValue, h, link, statusBadge,
 } from "./dom.js";
+import { subscribe } from "./feed.js";
 import { logPanel } from "./logs.js";
 
 const LIST_REFRESH_MS = 15000;
@@ -144,7 +145,7 @@ function runView(runId, focusLogs, params) {
   document.title = `${runId} · runstream`;
   append(crumbs, [link("/", "runs"), " / ", h("span", {}, runId)]);
   const overview = h("section", { class: "overview" }, h("p", { class: "muted" }, "Loading run…"));
-  const charts = h("section", { class: "charts" });
+  const charts = h("section", { class: "metrics" });
   const logs = h("section", { class: "logs", id: "logs" });
   append(main, [overview, h("h2", {}, "metrics"), charts, h("h2", {}, "logs"), logs]);
 
@@ -154,7 +155,7 @@ function runView(runId, focusLogs, params) {
   }, (err) => clear(overview).appendChild(errorBox(err)));
 
   metricCharts(runId, charts);
-  logPanel(runId, logs, params);
+  onLeave(logPanel(runId, logs, params));
   if (focusLogs) logs.scrollIntoView();
 }
 
@@ -211,17 +212,13 @@ function anyTable(value) {
 // ---------------------------------------------------------------- metric charts
 
 async function metricCharts(runId, holder) {
-  let names;
-  try {
-    names = (await api(`/api/runs/${encodeURIComponent(runId)}/metrics`)).names || [];
-  } catch (err) {
-    holder.appendChild(errorBox(err));
-    return;
-  }
-  if (!names.length) {
-    holder.appendChild(h("p", { class: "muted" }, "No metrics logged yet."));
-    return;
-  }
+  const smoothing = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", class: "smoothing" });
+  const log = h("input", { type: "checkbox", id: "logscale" });
+  const tools = h("div", { class: "chart-tools" }, "smoothing", smoothing,
+    h("label", { for: "logscale", class: "toggle" }, log, " log scale"), h("span", { class: "live-note" }));
+  const grid = h("div", { class: "charts" });
+  append(holder, [tools, grid]);
+  const cards = new Map();
   // Charts load when scrolled into view, so a run with hundreds of metrics stays quick.
   const observer = new IntersectionObserver((entries) => {
     for (const entry of entries) {
@@ -231,46 +228,50 @@ async function metricCharts(runId, holder) {
     }
   }, { rootMargin: "200px" });
   onLeave(() => observer.disconnect());
-  for (const name of names) {
-    const card = chartCard(runId, name);
-    holder.appendChild(card);
-    observer.observe(card);
+
+  function card(name) {
+    let found = cards.get(name);
+    if (!found) {
+      found = chartCard(runId, name, onLeave);
+      cards.set(name, found);
+      const names = [...cards.keys()].sort();
+      const next = names[names.indexOf(name) + 1];
+      grid.insertBefore(found, next ? cards.get(next) : null);
+      observer.observe(found);
+    }
+    return found;
   }
-}
+  const redraw = () => {
+    chartOptions.smoothing = Number(smoothing.value);
+    chartOptions.log = log.checked;
+    for (const c of cards.values()) c.redraw();
+  };
+  smoothing.addEventListener("change", redraw);
+  log.addEventListener("change", redraw);
 
-function chartCard(runId, name) {
-  const canvas = h("canvas", { class: "chart", height: "160" });
-  const info = h("span", { class: "muted" });
-  const readout = h("div", { class: "readout muted" }, " ");
-  const card = h("figure", { class: "card" },
-    h("figcaption", {}, h("span", { class: "metric" }, name), info), canvas, readout);
-  let series = null;
-
-  card.load = async function () {
-    const width = Math.max(2, Math.min(10000, Math.round((canvas.clientWidth || 400) * (window.devicePixelRatio || 1))));
-    try {
-      series = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`, { name, points: width });
-    } catch (err) {
-      card.replaceChild(errorBox(err), canvas);
+  // Subscribe first, so no point logged while the charts load is missed; live points append.
+  let historyDone = false;
+  onLeave(subscribe(runId, "metrics", { limit: 0 }, {
+    onFrame(frame) {
+      if (frame.type === "history") { historyDone = historyDone || Boolean(frame.last); return; }
+      for (const item of frame.items) card(item.name).addPoint(item.step, item.value);
+      const empty = grid.querySelector(".empty");
+      if (empty) empty.remove();
+    },
+  }));
+  let names;
+  try {
+    names = (await api(`/api/runs/${encodeURIComponent(runId)}/metrics`)).names || [];
+  } catch (err) {
+    // 404: nothing of the run is stored yet; its metrics appear live as they come.
+    if (err.status !== 404) {
+      grid.appendChild(errorBox(err));
       return;
     }
-    const pts = series.points || [];
-    const last = pts.length ? pts[pts.length - 1][1] : null;
-    info.textContent = ` last ${fmtNum(last)} · ${series.total ?? pts.length} points` +
-      (series.downsampled ? ` (showing ${pts.length})` : "");
-    drawChart(canvas, pts);
-  };
-
-  canvas.addEventListener("mousemove", (event) => {
-    if (!series || !canvas.chartFrame) return;
-    const p = canvas.chartFrame.nearest(event.offsetX);
-    readout.textContent = p ? `step ${p[0]}: ${fmtNum(p[1])}` : " ";
-  });
-  canvas.addEventListener("mouseleave", () => { readout.textContent = " "; });
-  const resize = new ResizeObserver(() => { if (series) drawChart(canvas, series.points || []); });
-  resize.observe(canvas);
-  onLeave(() => resize.disconnect());
-  return card;
+    names = [];
+  }
+  if (!names.length && !cards.size) grid.appendChild(h("p", { class: "muted empty" }, "No metrics logged yet."));
+  for (const name of names) card(name);
 }
 
 route();

@@ -1,84 +1,218 @@
-// The logs panel: search form, the log view, and cursor paging.
+// The logs panel: live tail over the feed (follow/pause) and time-range search over the HTTP API,
+// one virtualised view (only the rows on screen exist in the DOM), hits highlighted, download.
 // Data from the API is only ever put on the page as text (never parsed as HTML).
 
 import { api, errorBox } from "./api.js";
+import { renderLine } from "./ansi.js";
 import { LEVELS, append, clear, fmtClock, h } from "./dom.js";
+import { subscribe } from "./feed.js";
 
 // Values are what the API's level= takes: one level or several, comma-separated.
 const LEVEL_CHOICES = [["", "any level"], ["WARNING,ERROR,CRITICAL", "warning and above"],
   ["ERROR,CRITICAL", "error and above"], ...LEVELS.map((l) => [l, `${l} only`])];
-const SINCE_PRESETS = [["1h", "last hour"], ["24h", "last 24 h"], ["7d", "last 7 days"], ["", "all time"]];
+const SINCE_PRESETS = [["", "live tail"], ["1h", "last hour"], ["24h", "last 24 h"], ["7d", "last 7 days"],
+  ["0", "whole run"], ["custom", "custom…"]];
 const LOG_PAGE = 500;
+const TAIL_LINES = 1000;
+const ROW_PX = 17;
+const OVERSCAN_ROWS = 120;
+//: Lines kept in memory by the live tail; the oldest go first.
+const MAX_TAIL_LINES = 200000;
+
+// A scrolling list of log lines that creates DOM rows only for what is on screen (plus a margin).
+class LogView {
+  constructor() {
+    this.el = h("div", { class: "logview", role: "log" });
+    this.spacer = h("div", { class: "spacer" });
+    this.rows = h("div", { class: "rows" });
+    this.note = h("p", { class: "muted", hidden: true });
+    append(this.el, [this.note, this.spacer]);
+    this.spacer.appendChild(this.rows);
+    this.lines = [];
+    this.q = null;
+    this.regex = null;
+    this.follow = true;
+    this.first = -1;
+    this.last = -1;
+    this.el.addEventListener("scroll", () => this.render(false));
+  }
+
+  set(lines) {
+    this.lines = lines.slice();
+    this.render(true);
+  }
+
+  append(lines) {
+    if (!lines.length) return;
+    for (const line of lines) this.lines.push(line);
+    if (this.lines.length > MAX_TAIL_LINES) this.lines.splice(0, this.lines.length - MAX_TAIL_LINES);
+    this.render(true);
+  }
+
+  message(text) {
+    this.note.hidden = !text;
+    this.note.textContent = text || "";
+  }
+
+  render(changed) {
+    const n = this.lines.length;
+    this.spacer.style.height = `${n * ROW_PX}px`;
+    if (changed && this.follow) this.el.scrollTop = this.el.scrollHeight;
+    const top = this.el.scrollTop, height = this.el.clientHeight || 600;
+    const first = Math.max(0, Math.floor(top / ROW_PX) - OVERSCAN_ROWS);
+    const last = Math.min(n, Math.ceil((top + height) / ROW_PX) + OVERSCAN_ROWS);
+    if (!changed && first === this.first && last === this.last) return;
+    this.first = first;
+    this.last = last;
+    const fragment = document.createDocumentFragment();
+    for (let i = first; i < last; i++) fragment.appendChild(logLine(this.lines[i], this.q, this.regex));
+    clear(this.rows).appendChild(fragment);
+    this.rows.style.transform = `translateY(${first * ROW_PX}px)`;
+  }
+}
 
 export function logPanel(runId, holder, params) {
   const q = h("input", { type: "search", class: "q", placeholder: "search logs (words or \"a phrase\")",
     value: params.get("q") || "" });
   const regex = h("input", { type: "checkbox", id: "regex" });
   regex.checked = params.get("regex") === "1";
-  const level = h("select", { title: "level" }, LEVEL_CHOICES.map(([value, label]) => h("option", { value }, label)));
+  const level = h("select", { title: "level", class: "level" },
+    LEVEL_CHOICES.map(([value, label]) => h("option", { value }, label)));
   const wantedLevel = (params.get("level") || "").toUpperCase();
   if (!LEVEL_CHOICES.some(([value]) => value === wantedLevel)) {
     level.appendChild(h("option", { value: wantedLevel }, wantedLevel));
   }
   level.value = wantedLevel;
-  const since = h("select", { title: "time range" },
+  const node = h("input", { type: "text", class: "node", placeholder: "node", size: 10, value: params.get("node") || "" });
+  const rank = h("input", { type: "number", class: "rank", placeholder: "rank", min: 0, value: params.get("rank") || "" });
+  const since = h("select", { title: "time range", class: "since" },
     SINCE_PRESETS.map(([value, label]) => h("option", { value }, label)));
-  const wanted = params.has("since") ? params.get("since") : "";
+  const custom = h("input", { type: "text", class: "custom", placeholder: "since: 2h, 2026-11-23T10:00:00Z",
+    hidden: true });
+  const wanted = params.has("since") ? params.get("since") : (params.get("q") ? "0" : "");
   if (!SINCE_PRESETS.some(([value]) => value === wanted)) {
-    since.appendChild(h("option", { value: wanted }, `since ${wanted}`));
+    since.value = "custom";
+    custom.hidden = false;
+    custom.value = wanted;
+  } else {
+    since.value = wanted;
   }
-  since.value = wanted;
+  since.addEventListener("change", () => { custom.hidden = since.value !== "custom"; });
   const form = h("form", { class: "filters" }, q,
-    h("label", { for: "regex", class: "toggle" }, regex, " regex"), level, since,
+    h("label", { for: "regex", class: "toggle" }, regex, " regex"), level, node, rank, since, custom,
     h("button", { type: "submit" }, "search"));
-  const status = h("span", { class: "muted" });
-  const view = h("div", { class: "logview", role: "log" });
+  const pause = h("button", { type: "button", class: "pause" }, "pause");
+  const download = h("button", { type: "button", class: "download" }, "download");
+  const status = h("span", { class: "muted status" });
+  const view = new LogView();
   const more = h("button", { type: "button", class: "more", hidden: true }, "load more");
-  append(holder, [h("div", { class: "bar" }, form, status), view, more]);
+  append(holder, [h("div", { class: "bar" }, form, pause, download, status), view.el, more]);
 
   let cursor = null;
-  let shown = 0;
   let generation = 0;
+  let unsubscribe = null;
+  let unseen = 0;
 
-  function query() {
+  function filters() {
     const text = q.value.trim();
     return {
-      q: regex.checked ? null : text,
-      regex: regex.checked ? text : null,
-      level: level.value,
-      since: since.value,
-      limit: LOG_PAGE,
+      q: regex.checked ? null : text || null,
+      regex: regex.checked && text ? text : null,
+      level: level.value || null,
+      node: node.value.trim() || null,
+      rank: rank.value === "" ? null : Number(rank.value),
     };
   }
 
-  async function load(reset) {
+  function sinceValue() {
+    return since.value === "custom" ? custom.value.trim() : since.value;
+  }
+
+  function stopTail() {
+    if (unsubscribe) unsubscribe();
+    unsubscribe = null;
+  }
+
+  function tail() {
+    const mine = ++generation;
+    stopTail();
+    view.set([]);
+    view.follow = true;
+    pause.hidden = false;
+    pause.textContent = "pause";
+    more.hidden = true;
+    status.textContent = "connecting…";
+    const f = filters();
+    const wantedFilters = { limit: TAIL_LINES };
+    for (const [k, v] of Object.entries(f)) if (v !== null) wantedFilters[k] = v;
+    let history = [];
+    unsubscribe = subscribe(runId, "logs", wantedFilters, {
+      onFrame(frame) {
+        if (mine !== generation) return;
+        let items = frame.items || [];
+        if (frame.type === "history") {
+          // History comes in several frames; show it at once when the last one is in.
+          history = history.concat(items);
+          if (!frame.last) return;
+          items = history;
+          history = [];
+        }
+        view.append(items);
+        if (!view.follow) unseen += items.length;
+        status.textContent = `${view.lines.length} lines · live${unseen ? ` · ${unseen} new below` : ""}`;
+        view.message(view.lines.length ? "" : "No matching lines yet; new ones appear here.");
+      },
+      onStatus(text) {
+        if (mine === generation) status.textContent = text;
+      },
+      onError() {
+        // No live feed (an API-only server): fall back to a search over stored lines.
+        if (mine === generation && !view.lines.length) search(true);
+      },
+    });
+  }
+
+  async function search(reset) {
     const mine = reset ? ++generation : generation;
     if (reset) {
+      stopTail();
       cursor = null;
-      shown = 0;
-      clear(view);
+      view.follow = false;
+      view.set([]);
     }
+    pause.hidden = true;
     more.hidden = true;
     status.textContent = "searching…";
+    const f = filters();
+    const s = sinceValue();
     let body;
     try {
-      body = await api(`/api/runs/${encodeURIComponent(runId)}/logs`, { ...query(), cursor });
+      body = await api(`/api/runs/${encodeURIComponent(runId)}/logs`, {
+        ...f, since: s && s !== "0" ? s : null, limit: LOG_PAGE, cursor,
+      });
     } catch (err) {
       if (mine !== generation) return;
       status.textContent = "";
-      view.appendChild(errorBox(err));
+      view.message("");
+      holder.insertBefore(errorBox(err), view.el);
       return;
     }
     if (mine !== generation) return;
     const lines = body.lines || [];
-    const fragment = document.createDocumentFragment();
-    for (const line of lines) fragment.appendChild(logLine(line));
-    view.appendChild(fragment);
-    shown += lines.length;
+    view.append(lines);
     cursor = body.next_cursor || null;
     more.hidden = !cursor;
+    const shown = view.lines.length;
     status.textContent = shown ? `${shown} lines${cursor ? ", more available" : ""}` : "";
-    if (!shown) view.appendChild(h("p", { class: "muted" }, "No matching lines."));
+    view.message(shown ? "" : "No matching lines.");
+  }
+
+  function run() {
+    for (const box of holder.querySelectorAll(".error")) box.remove();
+    view.q = regex.checked ? null : q.value.trim() || null;
+    view.regex = regex.checked ? q.value.trim() || null : null;
+    if (sinceValue() === "") tail();
+    else search(true);
   }
 
   form.addEventListener("submit", (event) => {
@@ -87,20 +221,45 @@ export function logPanel(runId, holder, params) {
     if (q.value.trim()) page.set("q", q.value.trim());
     if (regex.checked) page.set("regex", "1");
     if (level.value) page.set("level", level.value);
-    if (since.value) page.set("since", since.value);
+    if (node.value.trim()) page.set("node", node.value.trim());
+    if (rank.value !== "") page.set("rank", rank.value);
+    if (sinceValue() !== "" && !(sinceValue() === "0" && q.value.trim())) page.set("since", sinceValue());
     history.replaceState(null, "", `/runs/${encodeURIComponent(runId)}/logs${page.toString() ? `?${page}` : ""}`);
-    load(true);
+    run();
   });
-  more.addEventListener("click", () => load(false));
-  load(true);
+  pause.addEventListener("click", () => {
+    view.follow = !view.follow;
+    pause.textContent = view.follow ? "pause" : "follow";
+    if (view.follow) {
+      unseen = 0;
+      view.render(true);
+    }
+  });
+  view.el.addEventListener("wheel", () => {
+    // Scrolling up pauses the tail, as in a terminal; "follow" resumes it.
+    if (unsubscribe && view.follow && view.el.scrollTop + view.el.clientHeight < view.el.scrollHeight - ROW_PX) {
+      view.follow = false;
+      pause.textContent = "follow";
+    }
+  }, { passive: true });
+  download.addEventListener("click", () => {
+    const text = view.lines.map((l) => `${l.ts}\t${l.node || ""}\t${l.rank ?? ""}\t${l.level || ""}\t${l.line}`).join("\n");
+    const link = h("a", { href: URL.createObjectURL(new Blob([text + "\n"], { type: "text/plain" })),
+      download: `${runId}-logs.txt` });
+    link.click();
+    setTimeout(() => URL.revokeObjectURL(link.href), 1000);
+  });
+  more.addEventListener("click", () => search(false));
+  run();
+  return stopTail;
 }
 
-function logLine(line) {
+function logLine(line, q, regex) {
   const level = LEVELS.includes(line.level) ? line.level.toLowerCase() : "none";
   const where = line.rank === null || line.rank === undefined ? `${line.node || ""}` : `${line.node || ""}:${line.rank}`;
   return h("div", { class: `line level-${level}${line.stream === "stderr" ? " stderr" : ""}` },
     h("span", { class: "ts", title: line.ts || "" }, fmtClock(line.ts)),
     h("span", { class: "where" }, where),
     h("span", { class: "lvl" }, line.level || ""),
-    h("span", { class: "text" }, line.line));
+    renderLine(String(line.line ?? ""), q, regex));
 }

@@ -1,0 +1,162 @@
+"""The live feed end to end: a real broker, the real server process (sink + chDB + feed), real websockets."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from tests.conftest import scaled
+from tests.ui.conftest import TOKEN, Server
+from tests.ui.feedclient import Emitter, RawSlowClient, collect, connect, has_lines, items, lines_of, subscribe
+
+
+def new_run() -> str:
+    return f"feed-{uuid.uuid4().hex[:10]}"
+
+
+async def test_history_then_live_has_no_gap_and_no_duplicate(server: Server) -> None:
+    """Lines produced before, during and after subscribing arrive once each, in order."""
+    run = new_run()
+    expected = [f"line {n}" for n in range(300)]
+    async with Emitter(server, run) as emit:
+        for start in range(0, 100, 5):
+            await emit.lines(expected[start:start + 5])
+        await asyncio.sleep(0.3)  # some stored by the sink, the newest maybe not yet
+
+        async def more() -> None:
+            for start in range(100, 300, 5):
+                await emit.lines(expected[start:start + 5])
+                await asyncio.sleep(0.005)
+
+        producing = asyncio.create_task(more())
+        async with connect(server) as ws:
+            await subscribe(ws, run)
+            frames = await collect(ws, has_lines(300))
+            await producing
+            await emit.lines(["after"])
+            frames += await collect(ws, lambda f: "after" in lines_of(f))
+    assert lines_of(frames) == [*expected, "after"]
+    assert [f["type"] for f in frames if f.get("last")] == ["history"]
+
+
+async def test_reconnect_with_cursor_gets_exactly_what_was_missed(server: Server) -> None:
+    """After a disconnect, resubscribing with the last cursor delivers only the lines sent meanwhile."""
+    run = new_run()
+    async with Emitter(server, run) as emit:
+        await emit.lines([f"first {n}" for n in range(10)])
+        async with connect(server) as ws:
+            await subscribe(ws, run)
+            frames = await collect(ws, has_lines(10))
+            await emit.lines([f"live {n}" for n in range(5)])
+            frames += await collect(ws, has_lines(5))
+        cursor = frames[-1]["cursor"]
+        missed = [f"missed {n}" for n in range(7)]
+        await emit.lines(missed)
+        async with connect(server) as ws:
+            await subscribe(ws, run, cursor=cursor)
+            again = await collect(ws, lambda f: any(x.get("last") for x in f) and len(lines_of(f)) >= 7)
+            await emit.lines(["new"])
+            again += await collect(ws, lambda f: "new" in lines_of(f))
+    assert lines_of(again) == [*missed, "new"]
+
+
+async def test_log_filters_apply_to_history_and_live(server: Server) -> None:
+    """A keyword and level filter selects the same lines from storage and from Kafka."""
+    run = new_run()
+    async with Emitter(server, run) as emit:
+        await emit.lines(["CUDA out of memory", "epoch 1"], level="ERROR")
+        await emit.lines(["cuda OUT OF MEMORY again"], level="INFO")
+        async with connect(server) as ws:
+            await subscribe(ws, run, filters={"q": "out of memory", "level": "ERROR"})
+            frames = await collect(ws, has_lines(1))
+            await emit.lines(["out of memory live", "nothing"], level="ERROR")
+            frames += await collect(ws, has_lines(1))
+    assert lines_of(frames) == ["CUDA out of memory", "out of memory live"]
+
+
+async def test_metric_point_arrives_live(server: Server) -> None:
+    """A metric logged after subscribing arrives as a live item with its step and value."""
+    run = new_run()
+    async with Emitter(server, run) as emit, connect(server) as ws:
+        await subscribe(ws, run, stream="metrics")
+        await collect(ws, lambda f: any(x.get("last") for x in f))
+        await emit.metric(7, {"loss": 0.25, "acc": float("nan")})
+        frames = await collect(ws, lambda f: len(items(f)) >= 2)
+    got = {i["name"]: (i["step"], i["value"]) for i in items(frames)}
+    assert got == {"loss": (7, 0.25), "acc": (7, "NaN")}
+
+
+async def test_slow_client_does_not_stall_a_fast_one_and_gets_a_drop_marker(server: Server) -> None:
+    """A client that stops reading is dropped with a marker; another on the same run gets every line."""
+    run = new_run()
+    big = "x" * 4000
+    expected = [f"{n} {big}" for n in range(3000)]
+    slow = RawSlowClient(server, {"op": "subscribe", "sub": "slow", "run": run, "stream": "logs"})
+    try:
+        async with Emitter(server, run) as emit, connect(server, max_size=None) as fast:
+            await subscribe(fast, run)
+            await collect(fast, lambda f: any(x.get("last") for x in f))
+            for start in range(0, len(expected), 50):
+                await emit.lines(expected[start:start + 50])
+            frames = await collect(fast, has_lines(len(expected)), timeout_s=60)
+        stalled = await asyncio.to_thread(slow.read_all)
+    finally:
+        slow.close()
+    assert lines_of(frames) == expected
+    assert stalled.count(b'"type":"dropped"') == 1 and stalled.count(big.encode()) < len(expected)
+
+
+async def test_wrong_token_is_refused(server: Server) -> None:
+    """A handshake with a wrong token is refused with 403."""
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(server, additional_headers={"Authorization": "Bearer wrong"}):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_token_in_query_string_is_accepted(server: Server) -> None:
+    """A client that cannot set headers may pass ?token= on the websocket URL."""
+    from websockets.asyncio.client import connect as ws_connect
+
+    async with ws_connect(f"{server.ws_url}?token={TOKEN}") as ws:
+        await ws.send(json.dumps({"op": "nope"}))
+        assert json.loads(await ws.recv())["type"] == "error"
+
+
+async def test_foreign_origin_is_refused(server: Server) -> None:
+    """A browser page on another site cannot open the feed, even with the token's cookie."""
+    headers = {"Cookie": f"runstream_token={TOKEN}", "Origin": "http://evil.example"}
+    with pytest.raises(InvalidStatus) as refused:
+        async with connect(server, additional_headers=headers):
+            pass
+    assert refused.value.response.status_code == 403
+
+
+async def test_own_origin_with_cookie_is_accepted(server: Server) -> None:
+    """The page's own origin with the sign-in cookie opens the feed."""
+    headers = {"Cookie": f"runstream_token={TOKEN}", "Origin": server.url}
+    async with connect(server, additional_headers=headers) as ws:
+        await ws.send(json.dumps({"op": "unsubscribe", "sub": "none"}))
+        assert json.loads(await ws.recv())["type"] == "error"
+
+
+async def test_oversized_frame_closes_the_connection(server: Server) -> None:
+    """A client frame over the size limit closes the connection with code 1009."""
+    async with connect(server) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "pad": "x" * 100_000}))
+        with pytest.raises(ConnectionClosed) as closed:
+            async with asyncio.timeout(scaled(10)):
+                await ws.recv()
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+
+
+async def test_malformed_subscription_gets_an_error_frame(server: Server) -> None:
+    """A subscription with an unknown stream is answered with an error naming the problem."""
+    async with connect(server) as ws:
+        await subscribe(ws, "run-x", stream="everything")
+        frame = json.loads(await ws.recv())
+    assert frame["type"] == "error" and frame["sub"] == "s1" and "stream" in frame["error"]

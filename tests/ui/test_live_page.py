@@ -1,0 +1,133 @@
+"""The live page in a real browser (Chromium via Playwright) against the real server, broker and chDB."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from tests.conftest import scaled
+from tests.ui.conftest import TOKEN, XSS_LINE, XSS_NAME, Server, run_async
+from tests.ui.feedclient import Emitter
+from tests.ui.test_browser import CHROMIUM, sync_api
+
+expect = sync_api.expect
+
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary found")
+
+
+def emit(server: Server, run: str, kind: str, records: list[dict[str, Any]]) -> None:
+    async def go() -> None:
+        async with Emitter(server, run) as e:
+            await e.send(kind, records)
+
+    run_async(go())  # Playwright's sync API keeps an event loop running in this thread
+
+
+def api(server: Server, path: str) -> Any:
+    """GET an API path with the token; ``None`` for a 404 (nothing of the run stored yet)."""
+    request = urllib.request.Request(f"{server.url}{path}", headers={"Authorization": f"Bearer {TOKEN}"})
+    try:
+        with urllib.request.urlopen(request, timeout=scaled(10)) as answer:
+            return json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        if exc.code == 404:
+            return None
+        raise
+
+
+def wait_until(check: Any, what: str, timeout_s: float = 20) -> None:
+    """Poll ``check()`` until it is true; fail after ``timeout_s`` (scaled)."""
+    deadline = time.monotonic() + scaled(timeout_s)
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium for the module."""
+    with sync_api.sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    """A signed-in page; fails the test on any script error or CSP violation."""
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    problems: list[str] = []
+    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
+    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
+    page.goto(f"{server.url}/?token={TOKEN}")
+    page.wait_for_selector("main")
+    yield page
+    context.close()
+    assert problems == []
+
+
+def open_run(page: Any, server: Server, run: str) -> None:
+    page.goto(f"{server.url}/runs/{run}")
+    page.wait_for_selector(".bar .status:text('live')", timeout=scaled(20) * 1000)
+
+
+def test_line_printed_after_opening_appears_in_the_tail(page: Any, server: Server) -> None:
+    """A log line emitted after the run page opened shows up in the live tail."""
+    run = f"live-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "logs", [{"line": "before opening", "level": "INFO"}])
+    open_run(page, server, run)
+    page.wait_for_selector(".logview .text:text('before opening')", timeout=scaled(20) * 1000)
+    emit(server, run, "logs", [{"line": "printed \x1b[32mafter\x1b[0m opening", "level": "INFO"}])
+    expect(page.locator(".logview .text", has_text="printed after opening")).to_have_count(
+        1, timeout=scaled(5) * 1000)
+    assert page.locator(".logview .text .ansi-fg-2").all_inner_texts() == ["after"]
+
+
+def test_metric_point_appears_in_the_chart(page: Any, server: Server) -> None:
+    """A metric point logged after the page opened is drawn: its chart appears and counts it."""
+    run = f"live-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "logs", [{"line": "started", "level": "INFO"}])
+    open_run(page, server, run)
+    emit(server, run, "metrics", [{"step": 3, "values": {"loss": 0.75}}])
+    page.wait_for_selector("figure.card[data-metric='loss']", timeout=scaled(10) * 1000)
+    expect(page.locator("figure.card[data-metric='loss'] figcaption")).to_contain_text(
+        "last 0.75 · 1 points", timeout=scaled(10) * 1000)
+
+
+def test_search_finds_exactly_the_matching_lines_with_hits_marked(page: Any, server: Server) -> None:
+    """A deep-linked search lists exactly the lines containing the phrase and marks each hit."""
+    run = f"live-{uuid.uuid4().hex[:8]}"
+    lines = ["CUDA out of memory on rank 3", "epoch 1 done", "retrying: cuda OUT OF MEMORY", "out of time"]
+    emit(server, run, "logs", [{"line": line, "level": "ERROR"} for line in lines])
+    wait_until(lambda: len((api(server, f"/api/runs/{run}/logs") or {"lines": []})["lines"]) == 4,
+               "the lines to be stored")
+    page.goto(f"{server.url}/runs/{run}/logs?q=out+of+memory")
+    page.wait_for_selector(".logview .line")
+    assert page.locator(".logview .text").all_inner_texts() == [lines[0], lines[2]]
+    assert page.locator(".logview mark").all_inner_texts() == ["out of memory", "OUT OF MEMORY"]
+
+
+def test_markup_in_lines_names_and_config_renders_as_text(page: Any, server: Server) -> None:
+    """HTML in a run's name, config and log lines (stored and live) is shown literally, creating no element."""
+    run = f"xss-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "runs", [{"event": "start", "project": "xss", "name": XSS_NAME,
+                                "config": {XSS_NAME: XSS_LINE}, "world_size": 1}])
+    emit(server, run, "logs", [{"line": XSS_LINE, "level": "INFO"}])
+    wait_until(lambda: api(server, "/api/runs?project=xss")["runs"], "the run to be stored")
+    open_run(page, server, run)
+    page.wait_for_selector(".logview .line")
+    emit(server, run, "logs", [{"line": XSS_NAME, "level": "INFO"}])
+    expect(page.locator(".logview .line")).to_have_count(2, timeout=scaled(5) * 1000)
+    assert page.locator(".logview .text").all_inner_texts() == [XSS_LINE, XSS_NAME]
+    assert page.locator("h1").inner_text().endswith(XSS_NAME)
+    assert XSS_LINE in page.locator(".panel table.kv").first.inner_text()
+    assert page.locator("main script, main img, main b").count() == 0

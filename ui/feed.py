@@ -1,0 +1,198 @@
+"""``WS /ws``: the live feed, on the same Starlette app and port as the page and the API.
+
+Protocol: JSON text frames.  Client to server::
+
+    {"op": "subscribe", "sub": "<client-chosen id>", "run": "<run id>",
+     "stream": "logs" | "metrics" | "resources" | "status" | "alerts",
+     "filters": {...}, "cursor": null | "<cursor from an earlier frame>"}
+    {"op": "unsubscribe", "sub": "<id>"}
+
+Filters: logs ``q`` (case-insensitive substring of the text without ANSI
+codes), ``regex``, ``level`` (one or a list/comma list), ``stream``, ``node``,
+``rank``, ``limit``; metrics ``names``, ``node``, ``rank``, ``limit``;
+resources ``names``, ``device``, ``node``, ``rank``, ``limit``; alerts
+``limit``.  ``limit`` (default 1000, at most 10000) is how many of the newest
+stored records the history holds when no cursor is given.
+
+Server to client::
+
+    {"sub": ..., "type": "history", "items": [...], "cursor": "...", "last": true}
+    {"sub": ..., "type": "live", "items": [...], "cursor": "...", "coalesced": N}
+    {"sub": ..., "type": "dropped", "count": N, "cursor": "..."}
+    {"type": "error", "error": "...", "sub": ...}
+
+A subscription answers with ``history`` frames (the last one says
+``"last": true``; ``status`` history is the run as ``GET /api/runs/{id}``
+gives it), then ``live`` frames, with no gap and no duplicate between them
+(see :mod:`ui.hub`).  Every frame's ``cursor`` says what the client has;
+resubscribing with it after a disconnect gives exactly what was missed.  A
+client that does not keep up has its metrics/resources/status coalesced
+(newest value per series, ``coalesced`` counts what was skipped) and its
+logs/alerts subscription ended with a ``dropped`` frame whose cursor resumes
+it.  No cap on sessions; a connection needs the token (cookie, ``Authorization:
+Bearer``, or ``?token=``), an allowed Host and, when it sends one, the
+server's own Origin (:mod:`ui.auth`); a client frame over
+``max_message_bytes`` closes the connection with code 1009.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+from runstream.errors import QueryError, RunstreamError
+from ui.history import History
+from ui.hub import Client, FeedError, Hub, Rec, Subscription
+from ui.live import LiveSource
+from ui.params import check_run_id
+from ui.responses import dumps
+
+log = logging.getLogger("runstream.feed")
+
+Call = Callable[..., Awaitable[Any]]
+GetRun = Callable[[str], Any]
+
+#: Close code for a frame over the size limit (RFC 6455 "message too big").
+CLOSE_TOO_BIG = 1009
+
+
+def _check_run(run: str) -> str:
+    try:
+        return check_run_id(run)
+    except QueryError as exc:
+        raise FeedError(str(exc)) from None
+
+
+class Feed:
+    """The websocket endpoint: one :class:`ui.hub.Client` per connection over a shared hub."""
+
+    def __init__(
+        self,
+        hub: Hub,
+        live: LiveSource,
+        history: History,
+        get_run: GetRun,
+        call: Call,
+        *,
+        max_message_bytes: int = 64 * 1024,
+        max_pending_items: int = 10_000,
+        resume_slack_s: float = 5.0,
+        live_ready_timeout_s: float = 10.0,
+    ) -> None:
+        self.hub = hub
+        self.live = live
+        self.history = history
+        self.get_run = get_run
+        self.call = call
+        self.max_message_bytes = max_message_bytes
+        self.max_pending_items = max_pending_items
+        self.resume_slack_us = int(resume_slack_s * 1e6)
+        self.live_ready_timeout_s = live_ready_timeout_s
+        self.connections = 0
+
+    async def endpoint(self, ws: WebSocket) -> None:
+        """Serve one connection until the client leaves (auth was checked by the middleware)."""
+        await ws.accept()
+        ready = asyncio.Event()
+        client = Client(ready.set, self.max_pending_items)
+        tasks: set[asyncio.Task[None]] = set()
+        writer = asyncio.create_task(self._write(ws, client, ready))
+        self.connections += 1
+        try:
+            await self._read(ws, client, tasks)
+        finally:
+            self.connections -= 1
+            self.hub.drop_client(client)
+            for task in (*tasks, writer):
+                task.cancel()
+            for task in (*tasks, writer):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _read(self, ws: WebSocket, client: Client, tasks: set[asyncio.Task[None]]) -> None:
+        while True:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                return
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes") or b""
+                size = len(raw)
+            else:
+                size = len(text.encode("utf-8", "replace"))
+            if size > self.max_message_bytes:
+                with contextlib.suppress(Exception):
+                    await ws.close(CLOSE_TOO_BIG, "message too big")
+                return
+            doc: Any = None
+            try:
+                doc = json.loads(text if text is not None else raw)
+                self._handle(doc, client, tasks)
+            except (FeedError, ValueError) as exc:
+                frame: dict[str, Any] = {"type": "error", "error": str(exc)[:500]}
+                if isinstance(doc, dict) and isinstance(doc.get("sub"), str):
+                    frame["sub"] = doc["sub"][:64]
+                client.errors.append(frame)
+                client.notify()
+
+    def _handle(self, doc: Any, client: Client, tasks: set[asyncio.Task[None]]) -> None:
+        if not isinstance(doc, dict):
+            raise FeedError("a message must be a JSON object")
+        op = doc.get("op")
+        if op == "subscribe":
+            sub = self.hub.subscribe(client, doc, _check_run)
+            self.hub.seed(sub, self.live.recent.get(sub.run, sub.stream))
+            task = asyncio.create_task(self._history(sub))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+        elif op == "unsubscribe":
+            if not self.hub.unsubscribe(client, str(doc.get("sub"))):
+                raise FeedError(f"no subscription {str(doc.get('sub'))[:64]!r}")
+        else:
+            raise FeedError("op must be subscribe or unsubscribe")
+
+    async def _history(self, sub: Subscription) -> None:
+        """Read the subscription's history and hand it to the hub (which then goes live)."""
+        try:
+            await self._live_ready()
+            if sub.stream == "status":
+                run = await self.call(self.get_run, sub.run)
+                now_us = time.time_ns() // 1000
+                recs = [Rec(("~snapshot", now_us, 0, 0), now_us, {"run": run})] if run is not None else []
+                self.hub.complete_history(sub, recs, None)
+                return
+            since = sub.start_cursor.since_us(self.resume_slack_us)
+            recs, more = await self.call(self.history.read, sub.run, sub.stream, sub.filters, since)
+            cut_at = recs[0] if more and since is None and recs else None
+            self.hub.complete_history(sub, recs, cut_at.key if cut_at else None, cut_at.ts_us if cut_at else None)
+            if more and since is not None:
+                # Too much to resume at once: end here; the client resumes from the frame's cursor.
+                self.hub.end_with_marker(sub)
+        except RunstreamError as exc:
+            self.hub.unsubscribe(sub.client, sub.sub_id)
+            sub.client.errors.append({"type": "error", "sub": sub.sub_id, "error": str(exc)[:500]})
+            sub.client.notify()
+
+    async def _live_ready(self) -> None:
+        """Wait (bounded) until the live source reads its partitions, so the hand-off has no gap."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.live_ready_timeout_s
+        while not self.live.running() and loop.time() < deadline:
+            await asyncio.sleep(0.05)
+
+    async def _write(self, ws: WebSocket, client: Client, ready: asyncio.Event) -> None:
+        try:
+            while True:
+                await ready.wait()
+                ready.clear()
+                for frame in client.take_frames():
+                    await ws.send_text(dumps(frame).decode("utf-8"))
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            return  # the reader sees the disconnect and cleans up

@@ -1,0 +1,490 @@
+"""The live feed's protocol logic, sans I/O: subscriptions, filters, cursors, bounded queues.
+
+Nothing here awaits or touches a socket, so all of it is unit-tested
+directly.  :mod:`ui.feed` moves frames between a websocket and a
+:class:`Client`; :mod:`ui.live` feeds :meth:`Hub.publish` from Kafka.
+
+A subscription starts *buffering*: live records for its run and stream are
+kept (in arrival order) while its history is read from ClickHouse.
+:meth:`Hub.complete_history` then queues the history, the buffered records
+that the history does not hold (by identity), and switches to *live*.
+
+Identity and cursor: every record is identified by ``(producer, seq, idx,
+sub)`` (``sub`` is the position of a value inside a metrics/resources
+record, 0 otherwise).  A producer's records reach the feed in ``(seq, idx,
+sub)`` order, so "what a client has" is one high-water mark per producer.
+The cursor is that map, ``{"v": 1, "p": {producer: [seq, idx, sub, ts_us]}}``
+as URL-safe base64 JSON; a client resubscribing with it gets exactly the
+records above every mark, and all records of producers it has not seen,
+from ``min(ts_us) - slack``.  The map keeps at most :data:`MAX_CURSOR_PRODUCERS`
+producers (the oldest marks are forgotten first).
+
+Bounded queues: a client holds at most ``max_pending_items`` undelivered
+records per subscription.  Over it, a *coalescing* stream (metrics,
+resources, status) keeps only the newest record per series; a *dropping*
+stream (logs, alerts) stops taking records, and once what was queued is
+sent the client gets ``{"type": "dropped", "count": N, "cursor": ...}``
+and the subscription ends: resubscribing with that cursor fills the gap
+from ClickHouse with nothing lost and nothing repeated.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+STREAMS = ("logs", "metrics", "resources", "status", "alerts")
+COALESCING = frozenset({"metrics", "resources", "status"})
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+MAX_CURSOR_PRODUCERS = 4096
+MAX_CURSOR_CHARS = 512 * 1024
+MAX_SUB_ID_CHARS = 64
+MAX_FILTER_CHARS = 1024
+MAX_NAMES = 256
+#: Records per frame: a large history goes as several frames.
+FRAME_ITEMS = 1000
+
+Key = tuple[str, int, int, int]
+
+# The same escape sequences the logs table strips for its `text` column.
+_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()*+][0-9A-Za-z]|[=>78])")
+
+
+class FeedError(ValueError):
+    """A client message the feed refuses; the message says what was wrong."""
+
+
+@dataclass(slots=True)
+class Rec:
+    """One record on the feed: its identity, its time and what the client receives."""
+
+    key: Key
+    ts_us: int
+    data: dict[str, Any]
+
+
+def strip_ansi(text: str) -> str:
+    """``text`` without ANSI escape sequences (what log search matches against)."""
+    return _ANSI.sub("", text)
+
+
+# -- cursor ----------------------------------------------------------------
+
+
+@dataclass
+class Cursor:
+    """Per-producer high-water marks of what a client has received."""
+
+    marks: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+
+    def seen(self, key: Key) -> bool:
+        """Whether the record ``key`` is at or below its producer's mark."""
+        mark = self.marks.get(key[0])
+        return mark is not None and key[1:] <= mark[:3]
+
+    def advance(self, rec: Rec) -> None:
+        """Move the producer's mark up to ``rec`` (never down)."""
+        mark = self.marks.get(rec.key[0])
+        if mark is None or rec.key[1:] > mark[:3]:
+            self.marks[rec.key[0]] = (*rec.key[1:], rec.ts_us)
+            if len(self.marks) > MAX_CURSOR_PRODUCERS:
+                oldest = min(self.marks, key=lambda p: self.marks[p][3])
+                del self.marks[oldest]
+
+    def since_us(self, slack_us: int) -> int | None:
+        """Where a resumed history starts: the oldest mark's time minus ``slack_us``."""
+        if not self.marks:
+            return None
+        return min(m[3] for m in self.marks.values()) - slack_us
+
+    def copy(self) -> Cursor:
+        return Cursor(dict(self.marks))
+
+    def encode(self) -> str:
+        """The cursor as an opaque URL-safe string."""
+        doc = {"v": 1, "p": {p: list(m) for p, m in self.marks.items()}}
+        raw = json.dumps(doc, separators=(",", ":")).encode()
+        return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+    @classmethod
+    def decode(cls, text: str | None) -> Cursor:
+        """Parse a cursor from :meth:`encode`; an empty one for ``None``; :class:`FeedError` if malformed."""
+        if text is None or text == "":
+            return cls()
+        if not isinstance(text, str) or len(text) > MAX_CURSOR_CHARS:
+            raise FeedError("cursor must be a string from a previous frame")
+        try:
+            doc = json.loads(base64.urlsafe_b64decode(text + "=" * (-len(text) % 4)))
+            marks = doc["p"]
+            if doc.get("v") != 1 or not isinstance(marks, dict) or len(marks) > MAX_CURSOR_PRODUCERS:
+                raise ValueError("bad shape")
+            out: dict[str, tuple[int, int, int, int]] = {}
+            for producer, mark in marks.items():
+                if not (isinstance(mark, list) and len(mark) == 4
+                        and all(isinstance(x, int) and not isinstance(x, bool) for x in mark)):
+                    raise ValueError("bad mark")
+                out[producer] = (mark[0], mark[1], mark[2], mark[3])
+        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            raise FeedError(f"cursor is malformed ({exc})") from None
+        return cls(out)
+
+
+# -- filters ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What a subscription wants of its stream; :func:`parse_filters` builds it."""
+
+    q: str | None = None
+    regex: str | None = None
+    levels: tuple[str, ...] = ()
+    node: str | None = None
+    rank: int | None = None
+    stream: str | None = None
+    names: tuple[str, ...] = ()
+    device: str | None = None
+    limit: int = 1000
+
+    def query_args(self) -> dict[str, Any]:
+        """The filters as keyword arguments of the history queries."""
+        return {"q": self.q, "regex": self.regex, "levels": list(self.levels), "node": self.node,
+                "rank": self.rank, "stream": self.stream, "names": list(self.names), "device": self.device}
+
+
+_FILTER_KEYS = {
+    "logs": {"q", "regex", "level", "node", "rank", "stream", "limit"},
+    "metrics": {"names", "node", "rank", "limit"},
+    "resources": {"names", "device", "node", "rank", "limit"},
+    "status": set(),
+    "alerts": {"limit"},
+}
+MAX_LIMIT = 10_000
+
+
+def _text(filters: Mapping[str, Any], name: str) -> str | None:
+    value = filters.get(name)
+    if value is None or value == "":
+        return None
+    if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:
+        raise FeedError(f"filter {name!r} must be a string of at most {MAX_FILTER_CHARS} characters")
+    return value
+
+
+def parse_filters(stream: str, filters: Any) -> Filters:
+    """Check a subscription's ``filters`` object; raise :class:`FeedError` naming what is wrong."""
+    if filters is None:
+        filters = {}
+    if not isinstance(filters, dict):
+        raise FeedError("filters must be an object")
+    unknown = sorted(set(filters) - _FILTER_KEYS[stream])
+    if unknown:
+        raise FeedError(f"unknown filter {unknown[0]!r} for stream {stream!r}")
+    regex = _text(filters, "regex")
+    if regex is not None:
+        try:
+            re.compile(regex)
+        except re.error as exc:
+            raise FeedError(f"regex {regex!r} is not valid: {exc}") from None
+    level = filters.get("level")
+    levels: list[str] = []
+    if level:
+        names = level.split(",") if isinstance(level, str) else level
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise FeedError("filter 'level' must be a string or a list of strings")
+        for n in names:
+            up = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(n.strip().upper(), n.strip().upper())
+            if up not in LEVELS:
+                raise FeedError(f"level {n[:32]!r} is not one of {', '.join(LEVELS)}")
+            if up not in levels:
+                levels.append(up)
+    rank = filters.get("rank")
+    if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < 2**31):
+        raise FeedError("filter 'rank' must be a non-negative integer")
+    names_value = filters.get("names") or []
+    if not isinstance(names_value, list) or len(names_value) > MAX_NAMES or not all(
+        isinstance(n, str) and 0 < len(n) <= MAX_FILTER_CHARS for n in names_value
+    ):
+        raise FeedError(f"filter 'names' must be a list of at most {MAX_NAMES} names")
+    limit = filters.get("limit", 1000)
+    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
+        raise FeedError(f"filter 'limit' must be an integer from 0 to {MAX_LIMIT}")
+    stream_value = _text(filters, "stream")
+    if stream_value is not None and stream_value not in ("stdout", "stderr", "logging"):
+        raise FeedError("filter 'stream' must be stdout, stderr or logging")
+    return Filters(q=_text(filters, "q"), regex=regex, levels=tuple(levels), node=_text(filters, "node"),
+                   rank=rank, stream=stream_value, names=tuple(names_value), device=_text(filters, "device"),
+                   limit=limit)
+
+
+def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
+    """A predicate that applies ``f`` to live records of ``stream`` as the history queries do."""
+    pattern = re.compile(f.regex) if f.regex else None
+    q = f.q.lower() if f.q else None
+    names = frozenset(f.names)
+
+    def match(rec: Rec) -> bool:
+        d = rec.data
+        if f.node is not None and d.get("node") != f.node:
+            return False
+        if f.rank is not None and d.get("rank") != f.rank:
+            return False
+        if stream == "logs":
+            if f.levels and d.get("level") not in f.levels:
+                return False
+            if f.stream is not None and d.get("stream") != f.stream:
+                return False
+            if q is not None or pattern is not None:
+                text = strip_ansi(d.get("line", ""))
+                if q is not None and q not in text.lower():
+                    return False
+                if pattern is not None and pattern.search(text) is None:
+                    return False
+        elif stream in ("metrics", "resources"):
+            if names and d.get("name") not in names:
+                return False
+            if f.device is not None and d.get("device") != f.device:
+                return False
+        return True
+
+    return match
+
+
+def series_key(stream: str, rec: Rec) -> tuple[Any, ...]:
+    """The series a record belongs to, for coalescing (the newest per series is kept)."""
+    d = rec.data
+    if stream == "metrics":
+        return (d.get("name"), d.get("node"), d.get("rank"))
+    if stream == "resources":
+        return (d.get("name"), d.get("device"), d.get("node"), d.get("rank"))
+    return (d.get("node"), d.get("rank"))
+
+
+# -- subscriptions and clients ----------------------------------------------
+
+
+class Subscription:
+    """One ``subscribe``: its run, stream, filters, cursor and undelivered records."""
+
+    def __init__(self, client: Client, sub_id: str, run: str, stream: str, filters: Filters, cursor: Cursor) -> None:
+        self.client = client
+        self.sub_id = sub_id
+        self.run = run
+        self.stream = stream
+        self.filters = filters
+        self.match = matcher(stream, filters)
+        self.start_cursor = cursor.copy()
+        #: What the client has once every queued frame is sent.
+        self.cursor = cursor
+        self.live = False
+        self.buffer: list[Rec] = []
+        self.pending: list[Rec] = []
+        self.frames: list[dict[str, Any]] = []
+        self.dropping = False
+        self.dropped = 0
+        self.coalesced = 0
+        self.ended = False
+
+    @property
+    def coalescing(self) -> bool:
+        return self.stream in COALESCING
+
+
+class Client:
+    """One websocket connection's subscriptions; ``notify()`` is called when frames are ready."""
+
+    def __init__(self, notify: Callable[[], None], max_pending_items: int = 10_000) -> None:
+        self.notify = notify
+        self.max_pending_items = max_pending_items
+        self.subs: dict[str, Subscription] = {}
+        #: ``error`` frames not sent yet.
+        self.errors: list[dict[str, Any]] = []
+
+    def take_frames(self) -> list[dict[str, Any]]:
+        """Every frame ready to send, in order, and the queues emptied.
+
+        Live records become ``live`` frames of at most :data:`FRAME_ITEMS`; a
+        subscription that overflowed ends with its ``dropped`` frame.
+        """
+        out, self.errors = self.errors, []
+        for sub in list(self.subs.values()):
+            out.extend(sub.frames)
+            sub.frames = []
+            if sub.pending:
+                out.extend(_frames(sub, "live", sub.pending))
+                sub.pending = []
+                if sub.coalesced:
+                    out[-1]["coalesced"] = sub.coalesced
+                    sub.coalesced = 0
+            if sub.dropping:
+                out.append({"sub": sub.sub_id, "type": "dropped", "count": sub.dropped,
+                            "cursor": sub.cursor.encode()})
+                sub.ended = True
+                del self.subs[sub.sub_id]
+        return out
+
+    def pending_items(self) -> int:
+        return sum(len(s.pending) for s in self.subs.values())
+
+
+def _frames(sub: Subscription, kind: str, recs: list[Rec], last: bool = False) -> list[dict[str, Any]]:
+    frames = []
+    for start in range(0, len(recs), FRAME_ITEMS):
+        chunk = recs[start:start + FRAME_ITEMS]
+        for rec in chunk:
+            sub.cursor.advance(rec)
+        frames.append({"sub": sub.sub_id, "type": kind, "items": [r.data for r in chunk],
+                       "cursor": sub.cursor.encode()})
+    if last:
+        if not frames:
+            frames.append({"sub": sub.sub_id, "type": kind, "items": [], "cursor": sub.cursor.encode()})
+        frames[-1]["last"] = True
+    return frames
+
+
+class Hub:
+    """Routes live records to subscriptions; one per server process."""
+
+    def __init__(self) -> None:
+        self._index: dict[tuple[str, str], set[Subscription]] = {}
+        self.counts: dict[str, int] = {"published": 0, "delivered": 0, "dropped": 0, "coalesced": 0}
+
+    def subscribe(self, client: Client, message: Mapping[str, Any], check_run: Callable[[str], str]) -> Subscription:
+        """Register a ``subscribe`` message's subscription, buffering live records until its history is in.
+
+        ``check_run`` validates the run id (raising :class:`FeedError`); raises
+        :class:`FeedError` for any other malformed field or a reused ``sub`` id.
+        """
+        sub_id = message.get("sub")
+        if not isinstance(sub_id, str) or not 0 < len(sub_id) <= MAX_SUB_ID_CHARS:
+            raise FeedError(f"sub must be a non-empty string of at most {MAX_SUB_ID_CHARS} characters")
+        if sub_id in client.subs:
+            raise FeedError(f"sub {sub_id!r} is already subscribed; unsubscribe it first")
+        run = message.get("run")
+        if not isinstance(run, str):
+            raise FeedError("run must be a run id")
+        run = check_run(run)
+        stream = message.get("stream")
+        if stream not in STREAMS:
+            raise FeedError(f"stream must be one of {', '.join(STREAMS)}")
+        filters = parse_filters(stream, message.get("filters"))
+        cursor = Cursor.decode(message.get("cursor"))
+        sub = Subscription(client, sub_id, run, stream, filters, cursor)
+        client.subs[sub_id] = sub
+        self._index.setdefault((run, stream), set()).add(sub)
+        return sub
+
+    def unsubscribe(self, client: Client, sub_id: str) -> bool:
+        """Forget one subscription; whether it existed."""
+        sub = client.subs.pop(sub_id, None)
+        if sub is None:
+            return False
+        self._forget(sub)
+        return True
+
+    def drop_client(self, client: Client) -> None:
+        """Forget every subscription of a closed connection."""
+        for sub in list(client.subs.values()):
+            self._forget(sub)
+        client.subs.clear()
+
+    def _forget(self, sub: Sub) -> None:
+        sub.ended = True
+        subs = self._index.get((sub.run, sub.stream))
+        if subs is not None:
+            subs.discard(sub)
+            if not subs:
+                del self._index[(sub.run, sub.stream)]
+
+    def seed(self, sub: Subscription, recent: Iterable[Rec]) -> None:
+        """Put records the live source saw before the subscription (its recent window) in the buffer."""
+        if not sub.live:
+            sub.buffer[:0] = [r for r in recent if sub.match(r)]
+
+    def complete_history(self, sub: Subscription, history: list[Rec], window_start: Key | None,
+                         window_ts_us: int | None = None) -> None:
+        """Queue ``history``, then buffered records it lacks, and go live.
+
+        ``history`` is in time order.  ``window_start``/``window_ts_us``: when
+        the history was cut by its limit, the oldest record it kept; buffered
+        records older than it lie outside the window asked for and are skipped.
+        """
+        if sub.ended:
+            return
+        have = {r.key for r in history}
+        fresh = [r for r in history if not sub.start_cursor.seen(r.key)]
+        extra: list[Rec] = []
+        for rec in sub.buffer:
+            if rec.key in have or sub.start_cursor.seen(rec.key):
+                continue
+            if window_start is not None and window_ts_us is not None and \
+                    (rec.ts_us, rec.key) < (window_ts_us, window_start):
+                continue
+            have.add(rec.key)
+            extra.append(rec)
+        sub.buffer = []
+        sub.live = True
+        sub.frames.extend(_frames(sub, "history", fresh + extra, last=True))
+        self.counts["delivered"] += len(fresh) + len(extra)
+        sub.client.notify()
+
+    def publish(self, run: str, stream: str, recs: list[Rec]) -> None:
+        """Fan live records out to every subscription of ``(run, stream)``; never blocks."""
+        subs = self._index.get((run, stream))
+        self.counts["published"] += len(recs)
+        if not subs:
+            return
+        for sub in list(subs):
+            matched = [r for r in recs if sub.match(r)]
+            if not matched:
+                continue
+            if not sub.live:
+                sub.buffer.extend(matched)
+                continue
+            self._queue(sub, matched)
+
+    def _queue(self, sub: Subscription, recs: list[Rec]) -> None:
+        if sub.dropping:
+            sub.dropped += len(recs)
+            self.counts["dropped"] += len(recs)
+            return
+        limit = sub.client.max_pending_items
+        sub.pending.extend(recs)
+        if len(sub.pending) > limit and sub.coalescing:
+            newest: OrderedDict[tuple[Any, ...], Rec] = OrderedDict()
+            for rec in sub.pending:
+                k = series_key(sub.stream, rec)
+                newest.pop(k, None)
+                newest[k] = rec
+            gone = len(sub.pending) - len(newest)
+            sub.coalesced += gone
+            self.counts["coalesced"] += gone
+            sub.pending = list(newest.values())
+        if len(sub.pending) > limit:
+            over = len(sub.pending) - limit
+            del sub.pending[limit:]
+            sub.dropping = True
+            sub.dropped += over
+            self.counts["dropped"] += over
+            self._forget(sub)
+        else:
+            self.counts["delivered"] += len(recs)
+        sub.client.notify()
+
+    def end_with_marker(self, sub: Subscription) -> None:
+        """End ``sub`` once its queued frames are sent, with a ``dropped`` frame whose cursor resumes it."""
+        sub.dropping = True
+        self._forget(sub)
+        sub.client.notify()
+
+    def subscriptions(self) -> int:
+        return sum(len(s) for s in self._index.values())
+
+
+Sub = Subscription

@@ -1,0 +1,214 @@
+"""The live feed's source: the ``clean.*`` and ``alerts`` topics, read from Kafka in this process.
+
+A consumer with no group (manual assignment of every partition, starting at
+the end offsets) so it never takes partitions from the sink; live records
+reach browsers without waiting for the sink's insert.  Each decoded record
+goes to :meth:`ui.hub.Hub.publish` and to a short per-(run, stream) window of
+recent records (:class:`Recent`): a subscription starts from that window, so
+a record read here before the subscription but not yet stored by the sink is
+not missed.  The window must outlast the sink's insert delay; its bounds are
+``recent_s`` and ``recent_items``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from runstream import kafka, wire
+from runstream.errors import RunstreamError
+from runstream.timeparse import format_ns
+from runstream.topics import Topics
+from ui.history import alert_rec, json_number, log_item
+from ui.hub import Hub, Rec
+
+log = logging.getLogger("runstream.live")
+
+#: Record kind on the clean topics -> feed stream.
+STREAM_OF_KIND = {"logs": "logs", "metrics": "metrics", "resources": "resources", "runs": "status"}
+
+
+@dataclass(frozen=True)
+class LiveConfig:
+    """How long and how much of each run's recent records to keep, and how often to look for new topics."""
+
+    recent_s: float = 120.0
+    recent_items: int = 50_000
+    poll_ms: int = 50
+    rescan_s: float = 5.0
+
+
+class Recent:
+    """The newest records per (run, stream), bounded in count and age."""
+
+    def __init__(self, max_age_s: float, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.max_age_s = max_age_s
+        self.max_items = max_items
+        self.clock = clock
+        self._rings: dict[tuple[str, str], deque[tuple[float, Rec]]] = {}
+
+    def add(self, run: str, stream: str, recs: Iterable[Rec]) -> None:
+        ring = self._rings.get((run, stream))
+        if ring is None:
+            ring = self._rings[(run, stream)] = deque(maxlen=self.max_items)
+        now = self.clock()
+        ring.extend((now, r) for r in recs)
+        self._expire(ring, now)
+
+    def get(self, run: str, stream: str) -> list[Rec]:
+        """The window's records in arrival order."""
+        ring = self._rings.get((run, stream))
+        if ring is None:
+            return []
+        self._expire(ring, self.clock())
+        return [r for _, r in ring]
+
+    def _expire(self, ring: deque[tuple[float, Rec]], now: float) -> None:
+        while ring and now - ring[0][0] > self.max_age_s:
+            ring.popleft()
+
+    def prune(self) -> None:
+        """Forget runs whose window is empty."""
+        now = self.clock()
+        for key in list(self._rings):
+            self._expire(self._rings[key], now)
+            if not self._rings[key]:
+                del self._rings[key]
+
+
+def records_of(envelope: wire.Envelope) -> list[Rec]:
+    """An envelope's records as feed records (one per value for metrics and resources)."""
+    out: list[Rec] = []
+    p, seq, node, rank = envelope.producer, envelope.seq, envelope.node, envelope.rank
+    for pos, r in enumerate(envelope.records):
+        if not isinstance(r, dict):
+            continue
+        idx = r.get("i", pos)
+        ts_ns = r.get("ts_ns")
+        if not isinstance(ts_ns, int) or not isinstance(idx, int):
+            continue
+        ts_us = ts_ns // 1000
+        ts = format_ns(ts_us * 1000)
+        if envelope.kind == "logs":
+            out.append(Rec((p, seq, idx, 0), ts_us, log_item(
+                ts_us, node, rank, r.get("stream", "stdout"), r.get("level", ""), r.get("logger", ""),
+                str(r.get("line", "")))))
+        elif envelope.kind in ("metrics", "resources"):
+            values = r.get("values")
+            if not isinstance(values, dict):
+                continue
+            label = ("step", r.get("step", -1)) if envelope.kind == "metrics" else ("device", r.get("device", ""))
+            for sub, (name, value) in enumerate(values.items()):
+                if not isinstance(value, (int, float)) or isinstance(value, bool):
+                    continue
+                out.append(Rec((p, seq, idx, sub), ts_us, {
+                    "ts": ts, "name": name, label[0]: label[1], "value": json_number(float(value)),
+                    "node": node, "rank": rank}))
+        elif envelope.kind == "runs":
+            item = {"ts": ts, "event": r.get("event"), "node": node, "rank": rank}
+            for key in ("status", "exit_code", "reason", "name", "project"):
+                if r.get(key) not in (None, ""):
+                    item[key] = r[key]
+            out.append(Rec((p, seq, idx, 0), ts_us, item))
+    return out
+
+
+def alerts_of(value: bytes | None) -> tuple[str, list[Rec]]:
+    """The run id and alert records of an ``alerts`` message (an envelope or one alert map)."""
+    doc = wire.unpack(value or b"")
+    if not isinstance(doc, dict):
+        return "", []
+    run = doc.get("run") or doc.get("run_id") or ""
+    records = doc.get("records") if isinstance(doc.get("records"), list) else [doc]
+    out = []
+    for r in records:
+        if not isinstance(r, dict) or not isinstance(r.get("ts_ns"), int):
+            continue
+        out.append(alert_rec(r["ts_ns"] // 1000, str(r.get("kind", "")), str(r.get("message", "")),
+                             str(r.get("node", doc.get("node", ""))), int(r.get("rank", doc.get("rank", 0)) or 0)))
+    return str(run), out
+
+
+class LiveSource:
+    """Reads the clean topics and ``alerts`` until :meth:`stop`, publishing to a hub."""
+
+    def __init__(self, hub: Hub, bootstrap: str, topics: Topics, config: LiveConfig | None = None) -> None:
+        self.hub = hub
+        self.bootstrap = bootstrap
+        self.config = config or LiveConfig()
+        self.recent = Recent(self.config.recent_s, self.config.recent_items)
+        self._kinds = {topics.clean(k): k for k in STREAM_OF_KIND}
+        self._alerts = topics.alerts
+        self._stopping = False
+        self._running = False
+        self.counts = {"messages": 0, "records": 0, "undecodable": 0}
+
+    @property
+    def topic_names(self) -> list[str]:
+        return [*self._kinds, self._alerts]
+
+    def running(self) -> bool:
+        return self._running
+
+    async def run(self) -> None:
+        """Consume and publish until :meth:`stop`; retries while the broker is unreachable."""
+        while not self._stopping:
+            consumer = kafka.make_consumer(self.bootstrap, [], None, auto_offset_reset="latest")
+            try:
+                await consumer.start()
+                await self._consume(consumer)
+            except kafka.KafkaError as exc:
+                log.warning("Live feed lost the broker; retrying. error=%s", exc)
+                await asyncio.sleep(1.0)
+            finally:
+                self._running = False
+                await consumer.stop()
+
+    async def _consume(self, consumer: Any) -> None:
+        known: set[Any] = set()
+        await kafka.assign_partitions(consumer, self.topic_names, known, at_end=True)
+        self._running = True
+        loop = asyncio.get_running_loop()
+        rescan_at = loop.time() + self.config.rescan_s
+        while not self._stopping:
+            if not known or loop.time() >= rescan_at:
+                await kafka.assign_partitions(consumer, self.topic_names, known, at_end=False)
+                rescan_at = loop.time() + self.config.rescan_s
+                self.recent.prune()
+            if not known:
+                await asyncio.sleep(self.config.poll_ms / 1000)
+                continue
+            batch = await consumer.getmany(timeout_ms=self.config.poll_ms, max_records=5000)
+            for tp, messages in batch.items():
+                for message in messages:
+                    self._accept(tp.topic, message.value)
+                    # Let connection writers drain between messages: a large fetch must not fill
+                    # every client's queue before any of them had a chance to send.
+                    await asyncio.sleep(0)
+
+    def _accept(self, topic: str, value: bytes | None) -> None:
+        self.counts["messages"] += 1
+        try:
+            if topic == self._alerts:
+                run, recs = alerts_of(value)
+                stream = "alerts"
+            else:
+                envelope = wire.decode(value)
+                run, recs = envelope.run, records_of(envelope)
+                stream = STREAM_OF_KIND[envelope.kind] if envelope.kind in STREAM_OF_KIND else ""
+        except (RunstreamError, ValueError, TypeError):
+            self.counts["undecodable"] += 1  # the sink dead-letters it; the feed just skips it
+            return
+        if not run or not recs or not stream:
+            return
+        self.counts["records"] += len(recs)
+        self.recent.add(run, stream, recs)
+        self.hub.publish(run, stream, recs)
+
+    async def stop(self) -> None:
+        self._stopping = True
