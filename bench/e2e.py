@@ -173,7 +173,11 @@ def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[s
     load = producer(kafka, "lines", background_lines, 0, f"{tag}bg") if background_lines else None
     proc = producer(kafka, "fresh", count, 0, tag)
     assert proc.stderr is not None
-    run_id = proc.stderr.readline().split()[1]
+    run_id = ""
+    for line in proc.stderr:  # the SDK may log a note (e.g. no GPU) before the marker
+        if line.startswith("RUN_ID "):
+            run_id = line.split()[1]
+            break
     seen: dict[int, float] = {}
     deadline = time.monotonic() + count * 0.05 + 60
     cursor = None
