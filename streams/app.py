@@ -301,19 +301,32 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats) -> 
             await alerts_topic.send(key=env.run.encode(), value=_alerts_message(
                 env.run, f"streams~{kind}~{env.producer}", env.seq, env.node, env.rank, alerts))
 
+    def clean_envelopes(stream: Any) -> Any:
+        """The decoded envelopes of a clean topic; one that does not decode is counted and skipped,
+        so a poison message never stops a detector's partition."""
+
+        async def gen() -> Any:
+            async for event in stream.events():
+                try:
+                    env = wire.decode(event.value)
+                except Exception:  # noqa: BLE001 - any undecodable bytes: skip, never stop
+                    stats.discarded["detect_decode"] += 1
+                    continue
+                yield env, event.message.partition
+
+        return gen()
+
     async def on_runs(stream: Any) -> Any:
-        async for event in stream.events():
-            env = wire.decode(event.value)
-            key, part = env.run, event.message.partition
+        async for env, part in clean_envelopes(stream):
+            key = env.run
             state = load_run(key)
             detect.apply_runs(state, node=env.node, rank=env.rank, records=env.records)
             save_run(key, part, state)
             yield len(env.records)
 
     async def on_metrics(stream: Any) -> Any:
-        async for event in stream.events():
-            env = wire.decode(event.value)
-            key, part = env.run, event.message.partition
+        async for env, part in clean_envelopes(stream):
+            key = env.run
             state = load_run(key)
             series = MetricsState.from_map(_load(metrics_t, key))
             alerts = detect.apply_metrics(state, series, dconf, node=env.node, rank=env.rank, records=env.records)
@@ -323,9 +336,8 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats) -> 
             yield len(env.records)
 
     async def on_logs(stream: Any) -> Any:
-        async for event in stream.events():
-            env = wire.decode(event.value)
-            key, part = env.run, event.message.partition
+        async for env, part in clean_envelopes(stream):
+            key = env.run
             state = load_run(key)
             alerts = detect.apply_logs(state, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
                                        records=env.records)
@@ -334,9 +346,8 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats) -> 
             yield len(env.records)
 
     async def on_resources(stream: Any) -> Any:
-        async for event in stream.events():
-            env = wire.decode(event.value)
-            key, part = env.run, event.message.partition
+        async for env, part in clean_envelopes(stream):
+            key = env.run
             state = load_run(key)
             gpus = _load(gpus_t, key)
             alerts: list[dict[str, Any]] = []
