@@ -6,6 +6,7 @@ RFC 3339 UTC with :func:`format_ns`.
 
 from __future__ import annotations
 
+import functools
 import re
 import time
 from datetime import datetime, timezone
@@ -58,5 +59,10 @@ def parse_time(text: str, now_ns: int | None = None) -> int:
 def format_ns(ts_ns: int) -> str:
     """RFC 3339 UTC with microseconds, e.g. ``2026-11-23T10:00:00.123456Z``."""
     seconds, rem = divmod(ts_ns, 1_000_000_000)
-    stamp = datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{stamp}.{rem // 1000:06d}Z"
+    return f"{_second_stamp(seconds)}.{rem // 1000:06d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _second_stamp(seconds: int) -> str:
+    """``YYYY-MM-DDTHH:MM:SS`` of one UTC second (cached: records come in runs of the same second)."""
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S")

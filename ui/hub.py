@@ -434,6 +434,10 @@ class Hub:
         self.counts["delivered"] += len(fresh) + len(extra)
         sub.client.notify()
 
+    def wants(self, run: str, stream: str) -> bool:
+        """Whether any subscription watches ``(run, stream)`` (records of other runs need no decoding)."""
+        return (run, stream) in self._index
+
     def publish(self, run: str, stream: str, recs: list[Rec]) -> None:
         """Fan live records out to every subscription of ``(run, stream)``; never blocks."""
         subs = self._index.get((run, stream))

@@ -2,12 +2,16 @@
 
 A consumer with no group (manual assignment of every partition, starting at
 the end offsets) so it never takes partitions from the sink; live records
-reach browsers without waiting for the sink's insert.  Each decoded record
-goes to :meth:`ui.hub.Hub.publish` and to a short per-(run, stream) window of
-recent records (:class:`Recent`): a subscription starts from that window, so
-a record read here before the subscription but not yet stored by the sink is
-not missed.  The window must outlast the sink's insert delay; its bounds are
-``recent_s`` and ``recent_items``.
+reach browsers without waiting for the sink's insert.  A message is decoded
+only when someone watches its run: the clean topics are keyed by run id, so
+a message of a run nobody subscribed to is kept as its raw bytes in a short
+per-(run, stream) window of recent messages (:class:`Recent`) and costs no
+decoding at all.  A message of a watched run is decoded once, published to
+:meth:`ui.hub.Hub.publish` and kept decoded in the window.  A subscription
+starts from that window (decoding what is still raw), so a record read here
+before the subscription but not yet stored by the sink is not missed.  The
+window must outlast the sink's insert delay; its bounds are ``recent_s``,
+``recent_messages`` and ``recent_bytes``.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,50 +39,84 @@ STREAM_OF_KIND = {"logs": "logs", "metrics": "metrics", "resources": "resources"
 
 @dataclass(frozen=True)
 class LiveConfig:
-    """How long and how much of each run's recent records to keep, and how often to look for new topics."""
+    """How long and how much of each run's recent messages to keep, and how often to look for new topics."""
 
     recent_s: float = 120.0
-    recent_items: int = 50_000
+    recent_messages: int = 2_000
+    recent_bytes: int = 8 * 1024 * 1024
     poll_ms: int = 50
     rescan_s: float = 5.0
 
 
+class _Entry:
+    """One message in the recent window: its bytes until someone needs its records."""
+
+    __slots__ = ("at", "value", "recs")
+
+    def __init__(self, at: float, value: bytes, recs: list[Rec] | None) -> None:
+        self.at = at
+        self.value = value
+        self.recs = recs
+
+
 class Recent:
-    """The newest records per (run, stream), bounded in count and age."""
+    """The newest messages per (run, stream), bounded in count, bytes and age; decoded on demand.
 
-    def __init__(self, max_age_s: float, max_items: int, clock: Callable[[], float] = time.monotonic) -> None:
+    ``decode`` turns a message's bytes into its feed records; it runs at most
+    once per message, and only for a message someone asks for.
+    """
+
+    def __init__(self, max_age_s: float, max_messages: int, max_bytes: int,
+                 decode: Callable[[bytes], list[Rec]], clock: Callable[[], float] = time.monotonic) -> None:
         self.max_age_s = max_age_s
-        self.max_items = max_items
+        self.max_messages = max_messages
+        self.max_bytes = max_bytes
+        self.decode = decode
         self.clock = clock
-        self._rings: dict[tuple[str, str], deque[tuple[float, Rec]]] = {}
+        self._rings: dict[tuple[str, str], deque[_Entry]] = {}
+        self._bytes: dict[tuple[str, str], int] = {}
 
-    def add(self, run: str, stream: str, recs: Iterable[Rec]) -> None:
-        ring = self._rings.get((run, stream))
+    def add(self, run: str, stream: str, value: bytes, recs: list[Rec] | None = None) -> None:
+        """Keep one message (``recs``: its records when already decoded)."""
+        key = (run, stream)
+        ring = self._rings.get(key)
         if ring is None:
-            ring = self._rings[(run, stream)] = deque(maxlen=self.max_items)
+            ring = self._rings[key] = deque()
+            self._bytes[key] = 0
         now = self.clock()
-        ring.extend((now, r) for r in recs)
-        self._expire(ring, now)
+        ring.append(_Entry(now, value, recs))
+        self._bytes[key] += len(value)
+        self._expire(key, ring, now)
 
     def get(self, run: str, stream: str) -> list[Rec]:
-        """The window's records in arrival order."""
-        ring = self._rings.get((run, stream))
+        """The window's records in arrival order (decoding messages nobody asked for before)."""
+        key = (run, stream)
+        ring = self._rings.get(key)
         if ring is None:
             return []
-        self._expire(ring, self.clock())
-        return [r for _, r in ring]
+        self._expire(key, ring, self.clock())
+        out: list[Rec] = []
+        for entry in ring:
+            if entry.recs is None:
+                entry.recs = self.decode(entry.value)
+            out.extend(entry.recs)
+        return out
 
-    def _expire(self, ring: deque[tuple[float, Rec]], now: float) -> None:
-        while ring and now - ring[0][0] > self.max_age_s:
-            ring.popleft()
+    def _expire(self, key: tuple[str, str], ring: deque[_Entry], now: float) -> None:
+        size = self._bytes[key]
+        while ring and (now - ring[0].at > self.max_age_s or len(ring) > self.max_messages
+                        or size > self.max_bytes):
+            size -= len(ring.popleft().value)
+        self._bytes[key] = size
 
     def prune(self) -> None:
         """Forget runs whose window is empty."""
         now = self.clock()
         for key in list(self._rings):
-            self._expire(self._rings[key], now)
+            self._expire(key, self._rings[key], now)
             if not self._rings[key]:
                 del self._rings[key]
+                del self._bytes[key]
 
 
 def records_of(envelope: wire.Envelope) -> list[Rec]:
@@ -141,7 +179,7 @@ class LiveSource:
         self.hub = hub
         self.bootstrap = bootstrap
         self.config = config or LiveConfig()
-        self.recent = Recent(self.config.recent_s, self.config.recent_items)
+        self.recent = Recent(self.config.recent_s, self.config.recent_messages, self.config.recent_bytes, self._decode)
         self._kinds = {topics.clean(k): k for k in STREAM_OF_KIND}
         self._alerts = topics.alerts
         self._stopping = False
@@ -186,29 +224,51 @@ class LiveSource:
             batch = await consumer.getmany(timeout_ms=self.config.poll_ms, max_records=5000)
             for tp, messages in batch.items():
                 for message in messages:
-                    self._accept(tp.topic, message.value)
+                    self._accept(tp.topic, message.key, message.value)
                     # Let connection writers drain between messages: a large fetch must not fill
                     # every client's queue before any of them had a chance to send.
                     await asyncio.sleep(0)
 
-    def _accept(self, topic: str, value: bytes | None) -> None:
+    def _accept(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.counts["messages"] += 1
-        try:
-            if topic == self._alerts:
+        if topic == self._alerts:
+            try:
                 run, recs = alerts_of(value)
-                stream = "alerts"
-            else:
-                envelope = wire.decode(value)
-                run, recs = envelope.run, records_of(envelope)
-                stream = STREAM_OF_KIND[envelope.kind] if envelope.kind in STREAM_OF_KIND else ""
+            except (RunstreamError, ValueError, TypeError):
+                self.counts["undecodable"] += 1
+                return
+            self._keep(run, "alerts", value or b"", recs)
+            return
+        stream = STREAM_OF_KIND.get(self._kinds.get(topic, ""), "")
+        run = key.decode("utf-8", "replace") if key else ""
+        if not stream or not value:
+            return
+        if run and not self.hub.wants(run, stream):
+            self.recent.add(run, stream, value)  # nobody watches this run: keep the bytes, decode later
+            return
+        try:
+            envelope = wire.decode(value)
         except (RunstreamError, ValueError, TypeError):
             self.counts["undecodable"] += 1  # the sink dead-letters it; the feed just skips it
             return
-        if not run or not recs or not stream:
+        if STREAM_OF_KIND.get(envelope.kind) != stream:
+            return
+        self._keep(envelope.run, stream, value, records_of(envelope))
+
+    def _keep(self, run: str, stream: str, value: bytes, recs: list[Rec]) -> None:
+        if not run or not recs:
             return
         self.counts["records"] += len(recs)
-        self.recent.add(run, stream, recs)
+        self.recent.add(run, stream, value, recs)
         self.hub.publish(run, stream, recs)
+
+    def _decode(self, value: bytes) -> list[Rec]:
+        """A kept message's records (none when it does not decode)."""
+        try:
+            return records_of(wire.decode(value))
+        except (RunstreamError, ValueError, TypeError):
+            self.counts["undecodable"] += 1
+            return []
 
     async def stop(self) -> None:
         self._stopping = True
