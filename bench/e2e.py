@@ -3,13 +3,19 @@
 Starts ``runstream up`` on free ports and measures, on this machine:
 
 * log lines/s from the SDK (``print`` captured) until queryable through the API;
+  each line is a numbered marker followed by a line of the real training logs
+  in ``../shared/data/real-logs/`` (``--synthetic``: one made-up progress line);
 * metric points/s from ``run.log`` until queryable;
 * freshness: one line printed every 50 ms; the time until a search through
   the API returns it (p50, p99), while another process writes background load.
 
 Prints a table and writes bench/results/e2e.json.
 
-    python bench/e2e.py [--lines 300000] [--steps 30000] [--metrics-per-step 10]
+    python bench/e2e.py [--lines 300000] [--steps 30000] [--metrics-per-step 10] [--trace]
+
+``--trace`` prints, every half second, how many log messages (batches) each
+stage has taken: written to the raw topic, forwarded by the stream worker to
+the clean topic, committed by the sink (stored). It shows which stage lags.
 """
 
 from __future__ import annotations
@@ -41,8 +47,15 @@ run = runstream.init(project="bench", name=f"{mode}-{tag}", config={"n": n})
 print("RUN_ID", run.id, file=sys.__stderr__, flush=True)
 t0 = time.time_ns()
 if mode == "lines":
-    for i in range(n):
-        print(f"{tag} bench line {i} loss=0.{i % 9973:04d} lr=3e-4 tokens/s=123456")
+    corpus = os.environ.get("RS_BENCH_CORPUS")
+    texts = open(corpus, encoding="utf-8").read().split("\n") if corpus else []
+    if texts:
+        k = len(texts)
+        for i in range(n):
+            print(f"{tag} bench line {i} {texts[i % k]}")
+    else:
+        for i in range(n):
+            print(f"{tag} bench line {i} loss=0.{i % 9973:04d} lr=3e-4 tokens/s=123456")
 elif mode == "metrics":
     names = [f"m{j}" for j in range(width)]
     for step in range(n):
@@ -91,8 +104,31 @@ def start_up(data_dir: Path) -> tuple[subprocess.Popen[str], Api, str]:
     return proc, Api(url, token), kafka
 
 
+REAL_LOGS = ROOT.parent / "shared" / "data" / "real-logs"
+CORPUS: Path | None = None  # set by main(): the lines a "lines" producer prints after its marker
+
+
+def real_corpus(out: Path) -> Path | None:
+    """One file of the real training logs' lines, one per line (carriage returns and tabs made spaces).
+
+    Every printed line must stay one stored line so the benchmark can count
+    them, so a tqdm ``\\r`` update becomes a space instead of a redraw.
+    """
+    if not REAL_LOGS.is_dir():
+        return None
+    lines: list[str] = []
+    for path in sorted(REAL_LOGS.iterdir()):
+        if path.suffix in (".log", ".out", ".txt"):
+            text = path.read_text(encoding="utf-8", errors="replace")
+            lines += [ln.replace("\r", " ").replace("\t", " ")[:2000] for ln in text.split("\n") if ln.strip()]
+    out.write_text("\n".join(lines), encoding="utf-8")
+    return out
+
+
 def producer(kafka: str, mode: str, n: int, width: int, tag: str) -> subprocess.Popen[str]:
     env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
+    if CORPUS is not None:
+        env["RS_BENCH_CORPUS"] = str(CORPUS)
     return subprocess.Popen([sys.executable, "-c", PRODUCER, mode, str(n), str(width), tag], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
 
@@ -134,7 +170,8 @@ def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     seconds = end - start_ns / 1e9
     stored = count_lines(api, run_id)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
-    return {"what": "log lines", "records": n, "stored": stored, "seconds": seconds, "per_s": n / seconds,
+    return {"what": "log lines", "corpus": "synthetic" if CORPUS is None else "real-logs", "records": n,
+            "stored": stored, "seconds": seconds, "per_s": n / seconds,
             "emit_s": emit_s}
 
 
@@ -205,6 +242,51 @@ def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[s
             "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}
 
 
+class Tracer:
+    """Samples each stage's progress on the log topics in a thread (for ``--trace``)."""
+
+    def __init__(self, kafka: str) -> None:
+        from runstream.topics import DEFAULT_APP_ID, Topics
+
+        self.kafka, self.app_id, self.topics = kafka, DEFAULT_APP_ID, Topics()
+        self.rows: list[tuple[float, int, int, int, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        from runstream import kafka
+
+        raw, clean = self.topics.raw("logs"), self.topics.clean("logs")
+        t0 = time.monotonic()
+        while not self._stop.wait(0.5):
+            try:
+                ends = asyncio.run(kafka.end_offsets(self.kafka, [raw, clean]))
+                raw_end = sum(v for tp, v in ends.items() if tp.topic == raw)
+                clean_end = sum(v for tp, v in ends.items() if tp.topic == clean)
+                streams_lag = asyncio.run(kafka.group_lag(self.kafka, self.app_id, [raw]))
+                sink_lag = asyncio.run(kafka.group_lag(self.kafka, "runstream-sink", [clean]))
+            except Exception as exc:  # a trace sample is best effort
+                print(f"trace: {exc}", file=sys.stderr)
+                continue
+            self.rows.append((time.monotonic() - t0, raw_end, raw_end - streams_lag, clean_end,
+                              clean_end - sink_lag))
+
+    def print(self) -> None:
+        print(f"{'t s':>6} {'raw written':>12} {'streams read':>13} {'clean written':>14} {'sink stored':>12}"
+              "   (log messages)")
+        for t, raw, read, clean, stored in self.rows:
+            print(f"{t:6.1f} {raw:12,} {read:13,} {clean:14,} {stored:12,}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--lines", type=int, default=300_000)
@@ -212,16 +294,29 @@ def main() -> None:
     parser.add_argument("--metrics-per-step", type=int, default=10)
     parser.add_argument("--fresh", type=int, default=200)
     parser.add_argument("--background-lines", type=int, default=100_000)
+    parser.add_argument("--trace", action="store_true", help="print each stage's progress every 0.5 s")
+    parser.add_argument("--synthetic", action="store_true",
+                        help="print one made-up progress line (every line a metric-extraction candidate) "
+                             "instead of the real training logs' lines")
     args = parser.parse_args()
+    global CORPUS
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
+        CORPUS = None if args.synthetic else real_corpus(Path(tmp) / "corpus.txt")
         proc, api, kafka = start_up(Path(tmp))
+        tracer = Tracer(kafka) if args.trace else None
+        if tracer:
+            tracer.start()
         try:
             results = [throughput_lines(api, kafka, args.lines),
                        throughput_metrics(api, kafka, args.steps, args.metrics_per_step)]
             fresh = freshness(api, kafka, args.fresh, args.background_lines)
         finally:
+            if tracer:
+                tracer.stop()
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
+    if tracer:
+        tracer.print()
     print(f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}"
           f" {'trainer emit s':>15}")
     for r in results:
