@@ -46,17 +46,19 @@ POINTS = (1000, 3, 10_000)
 LOG_LIMIT = (500, 1, 10_000)
 DLQ_LIMIT = (100, 1, 10_000)
 MAX_RANK = 2**31 - 1
+#: The run page's deep-linkable tabs: ``/runs/{id}/{tab}``.
+RUN_TABS = ("logs", "metrics", "resources", "evaluation")
 
 Call = Callable[..., Awaitable[Any]]
+#: ``(run_id, name, points) -> {"name", "steps": [[step, ts], ...]}`` (``ui.history.History.step_times``).
+StepTimes = Callable[[str, str, int], dict[str, Any]]
 HealthCheck = Callable[[], Awaitable[Mapping[str, Any]]]
 
 
 class QueryLayer(Protocol):
     """The read side of the store the API answers from (``sinks.queries.Queries``)."""
 
-    def list_runs(
-        self, project: str | None = None, status: str | None = None
-    ) -> list[dict[str, Any]]: ...
+    def list_runs(self, project: str | None = None, status: str | None = None) -> list[dict[str, Any]]: ...
 
     def get_run(self, run_id: str) -> dict[str, Any] | None: ...
 
@@ -124,8 +126,14 @@ class _Handlers:
     """The API endpoints; each reads its parameters, runs one query, answers JSON."""
 
     def __init__(
-        self, queries: QueryLayer, call: Call, health: HealthCheck, health_timeout_s: float
+        self,
+        queries: QueryLayer,
+        call: Call,
+        health: HealthCheck,
+        health_timeout_s: float,
+        step_times: StepTimes | None = None,
     ) -> None:
+        self.step_times_of = step_times
         self.queries = queries
         self.call = call
         self.health_check = health
@@ -133,9 +141,7 @@ class _Handlers:
 
     async def health(self, request: Request) -> Response:
         try:
-            report = dict(
-                await asyncio.wait_for(self.health_check(), timeout=self.health_timeout_s)
-            )
+            report = dict(await asyncio.wait_for(self.health_check(), timeout=self.health_timeout_s))
         except asyncio.TimeoutError:
             report = {"ok": False, "error": f"health check took over {self.health_timeout_s} s"}
         except Exception as exc:  # the answer reports the failure instead of a bare 500
@@ -146,9 +152,7 @@ class _Handlers:
         return JSON(report, status_code=200 if ok else 503)
 
     async def runs(self, request: Request) -> Response:
-        params = Params(
-            request.query_params.multi_items(), {"project", "status", "name", "tag", "sort", "order"}
-        )
+        params = Params(request.query_params.multi_items(), {"project", "status", "name", "tag", "sort", "order"})
         project = params.text("project", max_chars=4096)
         status = params.choice("status", STATUSES)
         extra = {
@@ -170,15 +174,14 @@ class _Handlers:
         return JSON(found)
 
     async def metrics(self, request: Request) -> Response:
-        params = Params(
-            request.query_params.multi_items(), {"name", "points", "since", "until"}
-        )
+        params = Params(request.query_params.multi_items(), {"name", "points", "since", "until"})
         run_id = check_run_id(request.path_params["run_id"])
         name = params.text("name", max_chars=1024)
         if name is None:
             if any(params.text(p) for p in ("points", "since", "until")):
-                raise QueryError("name is required: which metric? (omit every parameter "
-                                 "to list the run's metric names)")
+                raise QueryError(
+                    "name is required: which metric? (omit every parameter to list the run's metric names)"
+                )
             names = await self.call(self.queries.metric_names, run_id)
             if not names and not await self._run_exists(run_id):
                 return _no_run(run_id)
@@ -187,18 +190,37 @@ class _Handlers:
         points = params.integer("points", default=default, low=low, high=high)
         since, until = params.time_range()
         series = await self.call(
-            self.queries.metric_series, run_id, name,
-            points=points, since_ns=since, until_ns=until,
+            self.queries.metric_series,
+            run_id,
+            name,
+            points=points,
+            since_ns=since,
+            until_ns=until,
         )
         if not series.get("points") and not await self._run_exists(run_id):
             return _no_run(run_id)
         return JSON(series)
 
+    async def metric_steps(self, request: Request) -> Response:
+        """When each step of a metric was logged: what the page's time axis and zoom map steps with."""
+        params = Params(request.query_params.multi_items(), {"name", "points"})
+        run_id = check_run_id(request.path_params["run_id"])
+        name = params.text("name", max_chars=1024)
+        if name is None:
+            raise QueryError("name is required: which metric?")
+        default, low, high = POINTS
+        points = params.integer("points", default=default, low=low, high=high)
+        if self.step_times_of is None:
+            return error_response(404, "this server does not map steps to times")
+        found = await self.call(self.step_times_of, run_id, name, points)
+        if not found["steps"] and not await self._run_exists(run_id):
+            return _no_run(run_id)
+        return JSON(found)
+
     async def logs(self, request: Request) -> Response:
         params = Params(
             request.query_params.multi_items(),
-            {"q", "regex", "level", "node", "rank", "stream", "since", "until",
-             "limit", "cursor", "order", "tag"},
+            {"q", "regex", "level", "node", "rank", "stream", "since", "until", "limit", "cursor", "order", "tag"},
         )
         run_id = check_run_id(request.path_params["run_id"])
         default, low, high = LOG_LIMIT
@@ -240,9 +262,7 @@ class _Handlers:
         default, low, high = POINTS
         points = params.integer("points", default=default, low=low, high=high)
         since, until = params.time_range()
-        found = await self.call(
-            self.queries.resource_series, run_id, points=points, since_ns=since, until_ns=until
-        )
+        found = await self.call(self.queries.resource_series, run_id, points=points, since_ns=since, until_ns=until)
         if not found["series"] and not await self._run_exists(run_id):
             return _no_run(run_id)
         return JSON(found)
@@ -303,7 +323,9 @@ class _Handlers:
         if at is None:
             raise QueryError("at is required: the id of a line from a search answer")
         found = await self.call(
-            self.queries.log_context, run_id, at,
+            self.queries.log_context,
+            run_id,
+            at,
             before=params.integer("before", default=20, low=0, high=500),
             after=params.integer("after", default=20, low=0, high=500),
             node=params.text("node", max_chars=256),
@@ -316,8 +338,22 @@ class _Handlers:
     async def project_logs(self, request: Request) -> Response:
         params = Params(
             request.query_params.multi_items(),
-            {"q", "regex", "level", "node", "rank", "stream", "tag", "since", "until",
-             "project", "runs", "limit", "cursor", "order"},
+            {
+                "q",
+                "regex",
+                "level",
+                "node",
+                "rank",
+                "stream",
+                "tag",
+                "since",
+                "until",
+                "project",
+                "runs",
+                "limit",
+                "cursor",
+                "order",
+            },
         )
         since, until = params.time_range()
         filters = self._log_filters(params)
@@ -331,7 +367,9 @@ class _Handlers:
                 limit=params.integer("limit", default=default, low=low, high=high),
                 cursor=params.text("cursor"),
                 order=params.choice("order", ("asc", "desc")) or "desc",
-                since_ns=since, until_ns=until, **filters,
+                since_ns=since,
+                until_ns=until,
+                **filters,
             )
         except QueryLimitExceeded:
             raise
@@ -352,7 +390,8 @@ class _Handlers:
             [check_run_id(r) for r in runs.split(",")],
             name,
             points=params.integer("points", default=default, low=low, high=high),
-            since_ns=since, until_ns=until,
+            since_ns=since,
+            until_ns=until,
         )
         return JSON(found)
 
@@ -420,8 +459,7 @@ class _InternalErrors:
         try:
             await self.app(scope, receive, watch)
         except Exception as exc:
-            log.error("Request failed. path=%s error=%s", scope["path"],
-                      type(exc).__name__, exc_info=exc)
+            log.error("Request failed. path=%s error=%s", scope["path"], type(exc).__name__, exc_info=exc)
             if started:
                 raise
             response = error_response(500, "internal error; the server log has the details")
@@ -449,6 +487,7 @@ def create_app(
     allowed_hosts: Collection[str] = LOCAL_HOSTS,
     health_timeout_s: float = 5.0,
     feed: Any = None,
+    step_times: StepTimes | None = None,
 ) -> Starlette:
     """The API and pages answering from ``queries`` through ``call``.
 
@@ -456,7 +495,8 @@ def create_app(
     ``health()`` returns a report such as ``{"ingest": {"ok": True, ...},
     "queries": {"ok": True}}`` (see :func:`health_ok`); ``allowed_hosts`` are
     the Host header values accepted (``"name"`` for any port, ``"name:port"``;
-    see :func:`ui.auth.default_allowed_hosts`).  Raises
+    see :func:`ui.auth.default_allowed_hosts`); ``step_times`` answers
+    ``/api/runs/{id}/metrics/steps`` (404 without it).  Raises
     :class:`~runstream.errors.ConfigError` for an empty token or host list.
     """
     if not token:
@@ -465,9 +505,11 @@ def create_app(
         raise ConfigError("at least one allowed host is needed")
     static = Path(static_dir)
     index = static / "index.html"
-    api = _Handlers(queries, call, health, health_timeout_s)
+    api = _Handlers(queries, call, health, health_timeout_s, step_times)
 
     async def page(request: Request) -> Response:
+        if request.path_params.get("tab", "logs") not in RUN_TABS:
+            raise HTTPException(404, "no such page")
         return FileResponse(index, media_type="text/html; charset=utf-8")
 
     routes = [
@@ -475,6 +517,7 @@ def create_app(
         Route("/api/runs", api.runs),
         Route("/api/runs/{run_id}", api.run),
         Route("/api/runs/{run_id}/metrics", api.metrics),
+        Route("/api/runs/{run_id}/metrics/steps", api.metric_steps),
         Route("/api/runs/{run_id}/logs", api.logs),
         Route("/api/dlq", api.dead_letters),
         Route("/api/runs/{run_id}/resources", api.resources),
@@ -486,7 +529,8 @@ def create_app(
         Route("/api/metrics", api.compare_metrics),
         Route("/", page),
         Route("/runs/{run_id}", page),
-        Route("/runs/{run_id}/logs", page),
+        Route("/compare", page),
+        Route("/runs/{run_id}/{tab:str}", page),
         Mount("/static", StaticFiles(directory=static), name="static"),
     ]
     routes[-1:-1] = _feed_and_vendor_routes(feed)

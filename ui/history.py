@@ -29,8 +29,9 @@ class RowStore(Protocol):
 
     database: str
 
-    def query_rows(self, sql: str, params: dict[str, Any] | None = None,
-                   settings: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+    def query_rows(
+        self, sql: str, params: dict[str, Any] | None = None, settings: dict[str, Any] | None = None
+    ) -> list[tuple[Any, ...]]: ...
 
 
 def json_number(x: float) -> float | str:
@@ -46,15 +47,25 @@ def like_pattern(text: str) -> str:
 
 
 def log_item(ts_us: int, node: str, rank: int, stream: str, level: str, logger: str, line: str) -> dict[str, Any]:
-    return {"ts": format_ns(ts_us * 1000), "node": node, "rank": rank, "stream": stream, "level": level,
-            "logger": logger, "line": line}
+    return {
+        "ts": format_ns(ts_us * 1000),
+        "node": node,
+        "rank": rank,
+        "stream": stream,
+        "level": level,
+        "logger": logger,
+        "line": line,
+    }
 
 
 def alert_rec(ts_us: int, kind: str, message: str, node: str, rank: int) -> Rec:
     """An alert as a feed record; alerts have no producer, so their identity is their time and content."""
     digest = zlib.crc32(f"{kind}\x00{node}\x00{rank}\x00{message}".encode())
-    return Rec(("~alerts", ts_us, digest, 0), ts_us,
-               {"ts": format_ns(ts_us * 1000), "kind": kind, "message": message, "node": node, "rank": rank})
+    return Rec(
+        ("~alerts", ts_us, digest, 0),
+        ts_us,
+        {"ts": format_ns(ts_us * 1000), "kind": kind, "message": message, "node": node, "rank": rank},
+    )
 
 
 class History:
@@ -80,22 +91,27 @@ class History:
             return self._alerts(run, f, since_us)
         raise ValueError(f"no stored history for stream {stream!r}")
 
-    def _page(self, table: str, columns: str, cond: list[str], params: dict[str, Any],
-              since_us: int | None, limit: int) -> tuple[list[tuple[Any, ...]], bool]:
+    def _page(
+        self, table: str, columns: str, cond: list[str], params: dict[str, Any], since_us: int | None, limit: int
+    ) -> tuple[list[tuple[Any, ...]], bool]:
         order = "ts, producer, seq, idx" + (", sub" if table != self._t[tables.LOGS] else "")
         if since_us is None:
             params["limit"] = limit
             desc = ", ".join(f"{c.strip()} DESC" for c in order.split(","))
             rows = self.store.query_rows(
                 f"SELECT {columns} FROM {table} WHERE {' AND '.join(cond)} ORDER BY {desc} LIMIT {{limit:UInt32}}",
-                params, self.settings)
+                params,
+                self.settings,
+            )
             rows.reverse()
             return rows, len(rows) >= limit
         cond.append("ts >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")
         params.update(since=since_us, limit=MAX_RESUME_ROWS + 1)
         rows = self.store.query_rows(
             f"SELECT {columns} FROM {table} WHERE {' AND '.join(cond)} ORDER BY {order} LIMIT {{limit:UInt32}}",
-            params, self.settings)
+            params,
+            self.settings,
+        )
         return rows[:MAX_RESUME_ROWS], len(rows) > MAX_RESUME_ROWS
 
     def _logs(self, run: str, f: Filters, since_us: int | None) -> tuple[list[Rec], bool]:
@@ -121,7 +137,11 @@ class History:
         rows, more = self._page(
             self._t[tables.LOGS],
             "toUnixTimestamp64Micro(ts), node, rank, stream, level, logger, line, producer, seq, idx",
-            cond, params, since_us, f.limit)
+            cond,
+            params,
+            since_us,
+            f.limit,
+        )
         return [Rec((r[7], r[8], r[9], 0), r[0], log_item(*r[:7])) for r in rows], more
 
     def _values(self, run: str, stream: str, f: Filters, since_us: int | None) -> tuple[list[Rec], bool]:
@@ -137,14 +157,48 @@ class History:
         _where_node_rank(cond, params, f)
         table = self._t[tables.METRICS if stream == "metrics" else tables.RESOURCES]
         rows, more = self._page(
-            table, f"toUnixTimestamp64Micro(ts), name, {label}, value, node, rank, producer, seq, idx, sub",
-            cond, params, since_us, f.limit)
+            table,
+            f"toUnixTimestamp64Micro(ts), name, {label}, value, node, rank, producer, seq, idx, sub",
+            cond,
+            params,
+            since_us,
+            f.limit,
+        )
         return [
-            Rec((r[6], r[7], r[8], r[9]), r[0],
-                {"ts": format_ns(r[0] * 1000), "name": r[1], label: r[2], "value": json_number(r[3]),
-                 "node": r[4], "rank": r[5]})
+            Rec(
+                (r[6], r[7], r[8], r[9]),
+                r[0],
+                {
+                    "ts": format_ns(r[0] * 1000),
+                    "name": r[1],
+                    label: r[2],
+                    "value": json_number(r[3]),
+                    "node": r[4],
+                    "rank": r[5],
+                },
+            )
             for r in rows
         ], more
+
+    def step_times(self, run: str, name: str, points: int = 1000) -> dict[str, Any]:
+        """``{"name", "steps": [[step, ts], ...]}``: when each step range of a metric was first logged.
+
+        At most ``points`` rows (the step span cut into equal buckets, each giving
+        its lowest step and that bucket's earliest time), in step order.  The
+        page maps steps to wall-clock time with it (time axis, zoom, click to
+        logs); metric answers themselves carry steps only.
+        """
+        points = max(2, min(int(points), 10_000))
+        rows = self.store.query_rows(
+            "WITH (SELECT (min(step), max(step) - min(step) + 1) FROM "
+            f"{self._t[tables.METRICS]} WHERE run_id = {{run:String}} AND name = {{name:String}}) AS st "
+            "SELECT min(step) AS s, toUnixTimestamp64Micro(min(ts)) "
+            f"FROM {self._t[tables.METRICS]} WHERE run_id = {{run:String}} AND name = {{name:String}} "
+            "GROUP BY intDiv((toInt128(step) - st.1) * {points:UInt32}, st.2) ORDER BY s",
+            {"run": run, "name": name, "points": points},
+            self.settings,
+        )
+        return {"name": name, "steps": [[int(step), format_ns(ts_us * 1000)] for step, ts_us in rows]}
 
     def _alerts(self, run: str, f: Filters, since_us: int | None) -> tuple[list[Rec], bool]:
         cond = ["run_id = {run:String}"]
@@ -155,7 +209,9 @@ class History:
         rows = self.store.query_rows(
             "SELECT toUnixTimestamp64Micro(ts), kind, message, node, rank FROM "
             f"{self._t[tables.ALERTS]} WHERE {' AND '.join(cond)} ORDER BY ts DESC LIMIT {{limit:UInt32}}",
-            params, self.settings)
+            params,
+            self.settings,
+        )
         rows.reverse()
         more = len(rows) >= params["limit"] if since_us is None else len(rows) > MAX_RESUME_ROWS
         return [alert_rec(*r) for r in rows[:MAX_RESUME_ROWS]], more

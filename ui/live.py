@@ -46,6 +46,10 @@ class LiveConfig:
     recent_bytes: int = 8 * 1024 * 1024
     poll_ms: int = 50
     rescan_s: float = 5.0
+    #: How long one fetch may wait at the broker for data.  Kept short: Tansu answers a fetch
+    #: only when this wait ends, not when data arrives, so aiokafka's 500 ms default put up to
+    #: half a second between a record reaching the clean topic and the browser (bench/ui_fresh.py).
+    fetch_max_wait_ms: int = 10
 
 
 class _Entry:
@@ -66,8 +70,14 @@ class Recent:
     once per message, and only for a message someone asks for.
     """
 
-    def __init__(self, max_age_s: float, max_messages: int, max_bytes: int,
-                 decode: Callable[[bytes], list[Rec]], clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        max_age_s: float,
+        max_messages: int,
+        max_bytes: int,
+        decode: Callable[[bytes], list[Rec]],
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_age_s = max_age_s
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -104,8 +114,7 @@ class Recent:
 
     def _expire(self, key: tuple[str, str], ring: deque[_Entry], now: float) -> None:
         size = self._bytes[key]
-        while ring and (now - ring[0].at > self.max_age_s or len(ring) > self.max_messages
-                        or size > self.max_bytes):
+        while ring and (now - ring[0].at > self.max_age_s or len(ring) > self.max_messages or size > self.max_bytes):
             size -= len(ring.popleft().value)
         self._bytes[key] = size
 
@@ -133,9 +142,21 @@ def records_of(envelope: wire.Envelope) -> list[Rec]:
         ts_us = ts_ns // 1000
         ts = format_ns(ts_us * 1000)
         if envelope.kind == "logs":
-            out.append(Rec((p, seq, idx, 0), ts_us, log_item(
-                ts_us, node, rank, r.get("stream", "stdout"), r.get("level", ""), r.get("logger", ""),
-                str(r.get("line", "")))))
+            out.append(
+                Rec(
+                    (p, seq, idx, 0),
+                    ts_us,
+                    log_item(
+                        ts_us,
+                        node,
+                        rank,
+                        r.get("stream", "stdout"),
+                        r.get("level", ""),
+                        r.get("logger", ""),
+                        str(r.get("line", "")),
+                    ),
+                )
+            )
         elif envelope.kind in ("metrics", "resources"):
             values = r.get("values")
             if not isinstance(values, dict):
@@ -144,9 +165,20 @@ def records_of(envelope: wire.Envelope) -> list[Rec]:
             for sub, (name, value) in enumerate(values.items()):
                 if not isinstance(value, (int, float)) or isinstance(value, bool):
                     continue
-                out.append(Rec((p, seq, idx, sub), ts_us, {
-                    "ts": ts, "name": name, label[0]: label[1], "value": json_number(float(value)),
-                    "node": node, "rank": rank}))
+                out.append(
+                    Rec(
+                        (p, seq, idx, sub),
+                        ts_us,
+                        {
+                            "ts": ts,
+                            "name": name,
+                            label[0]: label[1],
+                            "value": json_number(float(value)),
+                            "node": node,
+                            "rank": rank,
+                        },
+                    )
+                )
         elif envelope.kind == "runs":
             item = {"ts": ts, "event": r.get("event"), "node": node, "rank": rank}
             for key in ("status", "exit_code", "reason", "name", "project"):
@@ -167,8 +199,15 @@ def alerts_of(value: bytes | None) -> tuple[str, list[Rec]]:
     for r in records:
         if not isinstance(r, dict) or not isinstance(r.get("ts_ns"), int):
             continue
-        out.append(alert_rec(r["ts_ns"] // 1000, str(r.get("kind", "")), str(r.get("message", "")),
-                             str(r.get("node", doc.get("node", ""))), int(r.get("rank", doc.get("rank", 0)) or 0)))
+        out.append(
+            alert_rec(
+                r["ts_ns"] // 1000,
+                str(r.get("kind", "")),
+                str(r.get("message", "")),
+                str(r.get("node", doc.get("node", ""))),
+                int(r.get("rank", doc.get("rank", 0)) or 0),
+            )
+        )
     return str(run), out
 
 
@@ -196,7 +235,9 @@ class LiveSource:
     async def run(self) -> None:
         """Consume and publish until :meth:`stop`; retries while the broker is unreachable."""
         while not self._stopping:
-            consumer = kafka.make_consumer(self.bootstrap, [], None, auto_offset_reset="latest")
+            consumer = kafka.make_consumer(
+                self.bootstrap, [], None, auto_offset_reset="latest", fetch_max_wait_ms=self.config.fetch_max_wait_ms
+            )
             try:
                 await consumer.start()
                 await self._consume(consumer)

@@ -48,8 +48,15 @@ class _Server(uvicorn.Server):
         yield
 
 
-async def serve(settings: Settings, host: str, port: int, token: str, ready_file: Path | None,
-                with_sink: bool = True, feed_max_pending_items: int = 10_000) -> int:
+async def serve(
+    settings: Settings,
+    host: str,
+    port: int,
+    token: str,
+    ready_file: Path | None,
+    with_sink: bool = True,
+    feed_max_pending_items: int = 10_000,
+) -> int:
     """Run the sink (unless ``with_sink`` is false) and the API until a stop signal.
 
     Returns the process exit code: 0 when everything received was stored.
@@ -63,17 +70,46 @@ async def serve(settings: Settings, host: str, port: int, token: str, ready_file
         if not with_sink:
             return {"ok": bool(ok_queries), "queries": ok_queries}
         ok_ingest = writer.healthy()
-        return {"ok": bool(ok_queries and ok_ingest), "queries": ok_queries, "ingest": ok_ingest,
-                "sink": writer.stats()}
+        return {
+            "ok": bool(ok_queries and ok_ingest),
+            "queries": ok_queries,
+            "ingest": ok_ingest,
+            "sink": writer.stats(),
+        }
 
     hub = Hub()
     live = LiveSource(hub, settings.kafka, settings.topics)
-    feed = Feed(hub, live, History(store, queries.limits.settings()), queries.get_run, store.call,
-                max_message_bytes=MAX_WS_MESSAGE_BYTES, max_pending_items=feed_max_pending_items)
-    app = create_app(queries, store.call, token=token, health=health, allowed_hosts=_allowed_hosts(host, port),
-                     feed=feed)
-    server = _Server(uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off",
-                                    access_log=False, ws="websockets-sansio", ws_max_size=MAX_WS_MESSAGE_BYTES))
+    history = History(store, queries.limits.settings())
+    feed = Feed(
+        hub,
+        live,
+        history,
+        queries.get_run,
+        store.call,
+        max_message_bytes=MAX_WS_MESSAGE_BYTES,
+        max_pending_items=feed_max_pending_items,
+    )
+    app = create_app(
+        queries,
+        store.call,
+        token=token,
+        health=health,
+        allowed_hosts=_allowed_hosts(host, port),
+        feed=feed,
+        step_times=history.step_times,
+    )
+    server = _Server(
+        uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="off",
+            access_log=False,
+            ws="websockets-sansio",
+            ws_max_size=MAX_WS_MESSAGE_BYTES,
+        )
+    )
     loop = asyncio.get_running_loop()
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -142,22 +178,40 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8080)
     parser.add_argument("--ready-file", type=Path)
-    parser.add_argument("--no-sink", action="store_true",
-                        help="serve the API only (distributed mode, where `python -m sinks` writes)")
-    parser.add_argument("--feed-max-pending-items", type=int, default=10_000,
-                        help="live records queued per websocket subscription before it is coalesced or "
-                        "dropped (default 10000)")
+    parser.add_argument(
+        "--no-sink", action="store_true", help="serve the API only (distributed mode, where `python -m sinks` writes)"
+    )
+    parser.add_argument(
+        "--feed-max-pending-items",
+        type=int,
+        default=10_000,
+        help="live records queued per websocket subscription before it is coalesced or dropped (default 10000)",
+    )
     args = parser.parse_args(argv)
     settings = settings_mod.load(
-        {"kafka": args.kafka, "clickhouse": args.clickhouse, "data_dir": args.data_dir,
-         "topic_prefix": args.topic_prefix}
+        {
+            "kafka": args.kafka,
+            "clickhouse": args.clickhouse,
+            "data_dir": args.data_dir,
+            "topic_prefix": args.topic_prefix,
+        }
     )
     if not settings.token:
         sys.exit("ui.serve: RUNSTREAM_TOKEN must be set (runstream up sets it)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
-    sys.exit(asyncio.run(serve(settings, args.host, args.port, settings.token, args.ready_file,
-                                    with_sink=not args.no_sink,
-                                    feed_max_pending_items=args.feed_max_pending_items)))
+    sys.exit(
+        asyncio.run(
+            serve(
+                settings,
+                args.host,
+                args.port,
+                settings.token,
+                args.ready_file,
+                with_sink=not args.no_sink,
+                feed_max_pending_items=args.feed_max_pending_items,
+            )
+        )
+    )
 
 
 if __name__ == "__main__":

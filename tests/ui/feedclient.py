@@ -34,14 +34,26 @@ class Emitter:
     async def __aexit__(self, *exc: object) -> None:
         await self._producer.stop()
 
-    async def send(self, kind: str, records: list[dict[str, Any]]) -> None:
+    async def send(self, kind: str, records: list[dict[str, Any]], topic: str | None = None) -> None:
+        """One envelope of ``records`` on the clean topic of ``kind`` (or on ``topic``)."""
         for i, r in enumerate(records):
             r.setdefault("i", i)
             r.setdefault("ts_ns", time.time_ns())
-        env = wire.Envelope(kind=kind, producer=self.producer_id, seq=self.seq, run=self.run, node=self.node,
-                            rank=self.rank, sent_ns=time.time_ns(), records=records, ingest_ns=time.time_ns())
+        env = wire.Envelope(
+            kind=kind,
+            producer=self.producer_id,
+            seq=self.seq,
+            run=self.run,
+            node=self.node,
+            rank=self.rank,
+            sent_ns=time.time_ns(),
+            records=records,
+            ingest_ns=time.time_ns(),
+        )
         self.seq += 1
-        await self._producer.send_and_wait(self.server.topics.clean(kind), wire.encode(env), key=self.run.encode())
+        await self._producer.send_and_wait(
+            topic or self.server.topics.clean(kind), wire.encode(env), key=self.run.encode()
+        )
 
     async def lines(self, lines: list[str], level: str = "INFO", stream: str = "stdout") -> None:
         await self.send("logs", [{"line": line, "level": level, "stream": stream} for line in lines])
@@ -62,8 +74,9 @@ async def subscribe(ws: Any, run: str, stream: str = "logs", sub: str = "s1", **
     await ws.send(json.dumps({"op": "subscribe", "sub": sub, "run": run, "stream": stream, **extra}))
 
 
-async def collect(ws: Any, until: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 20.0
-                  ) -> list[dict[str, Any]]:
+async def collect(
+    ws: Any, until: Callable[[list[dict[str, Any]]], bool], timeout_s: float = 20.0
+) -> list[dict[str, Any]]:
     """Frames received until ``until(frames)`` holds; raises TimeoutError after ``timeout_s`` (scaled)."""
     frames: list[dict[str, Any]] = []
     try:

@@ -6,36 +6,20 @@ Skipped unless Playwright is importable and a Chromium binary is found
 
 from __future__ import annotations
 
-import os
-import shutil
 import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from tests.ui.conftest import TOKEN, XSS_LINE, XSS_NAME, Seeded, make_app
+from tests.ui.browser import launch, needs_chromium, signed_in_page
+from tests.ui.conftest import XSS_LINE, XSS_NAME, Seeded, make_app
 
-sync_api = pytest.importorskip("playwright.sync_api")
-
-_CANDIDATES = ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium")
-
-
-def _chromium() -> str | None:
-    wanted = os.environ.get("RUNSTREAM_CHROMIUM")
-    if wanted:
-        return wanted
-    found = [c for c in _CANDIDATES if Path(c).exists()]
-    return found[0] if found else shutil.which("chromium")
-
-
-CHROMIUM = _chromium()
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary found")
+pytestmark = needs_chromium
 
 
 def _free_port() -> int:
@@ -67,27 +51,13 @@ def base_url(queries_app_parts: tuple) -> Iterator[str]:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module."""
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    yield from launch()
 
 
 @pytest.fixture
 def page(browser: Any, base_url: str) -> Iterator[Any]:
-    """A signed-in page; fails the test on any script error or CSP violation."""
-    context = browser.new_context()
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda msg: problems.append(msg.text)
-            if "Content Security Policy" in msg.text else None)
-    page.goto(f"{base_url}/?token={TOKEN}")
-    page.wait_for_selector("table.runs")
-    yield page
-    context.close()
-    assert problems == []
+    with signed_in_page(browser, base_url, "table.runs") as opened:
+        yield opened
 
 
 def test_sign_in_drops_the_token_from_the_address(page: Any, base_url: str) -> None:

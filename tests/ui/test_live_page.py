@@ -13,13 +13,13 @@ from typing import Any
 import pytest
 
 from tests.conftest import scaled
+from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
 from tests.ui.conftest import TOKEN, XSS_LINE, XSS_NAME, Server, run_async
 from tests.ui.feedclient import Emitter
-from tests.ui.test_browser import CHROMIUM, sync_api
 
 expect = sync_api.expect
 
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no Chromium binary found")
+pytestmark = needs_chromium
 
 
 def emit(server: Server, run: str, kind: str, records: list[dict[str, Any]]) -> None:
@@ -53,26 +53,13 @@ def wait_until(check: Any, what: str, timeout_s: float = 20) -> None:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """One headless Chromium for the module."""
-    with sync_api.sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield launched
-        launched.close()
+    yield from launch()
 
 
 @pytest.fixture
 def page(browser: Any, server: Server) -> Iterator[Any]:
-    """A signed-in page; fails the test on any script error or CSP violation."""
-    context = browser.new_context(viewport={"width": 1400, "height": 1000})
-    page = context.new_page()
-    problems: list[str] = []
-    page.on("pageerror", lambda exc: problems.append(f"page error: {exc}"))
-    page.on("console", lambda msg: problems.append(msg.text) if "Content Security Policy" in msg.text else None)
-    page.goto(f"{server.url}/?token={TOKEN}")
-    page.wait_for_selector("main")
-    yield page
-    context.close()
-    assert problems == []
+    with signed_in_page(browser, server.url, "main", viewport={"width": 1400, "height": 1000}) as opened:
+        yield opened
 
 
 def open_run(page: Any, server: Server, run: str) -> None:

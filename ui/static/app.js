@@ -2,19 +2,23 @@
 //
 // Every string that comes from the API is put on the page as text
 // (textContent / createTextNode); no file of this page parses data as HTML.
-// Routes: "/" the run list, "/runs/ID" a run, "/runs/ID/logs?q=..." a run
-// with its log search filled in.
+// Routes: "/" the run list, "/compare?runs=A,B" runs overlaid, "/runs/ID" a run
+// (overview, metrics, logs), "/runs/ID/logs?q=..." the same with its log search
+// filled in, "/runs/ID/resources" and "/runs/ID/evaluation" its other tabs.
 
 import { api, errorBox } from "./api.js";
 import { chartCard, chartOptions } from "./charts.js";
+import { compareView } from "./compare.js";
 import {
-  STATUSES, append, clear, fmtClock, fmtDuration, fmtNum, fmtTime, fmtValue, h, link, statusBadge,
+  append, clear, fmtBytes, fmtDuration, fmtPct, fmtTime, fmtValue, h, link, statusBadge,
 } from "./dom.js";
+import { evalsView } from "./evals.js";
 import { subscribe } from "./feed.js";
 import { logPanel } from "./logs.js";
+import { resourcesView } from "./resources.js";
+import { listView } from "./runlist.js";
 
-const LIST_REFRESH_MS = 15000;
-const SUMMARY_COLUMNS = 4;
+const TABS = [["", "overview"], ["logs", "logs"], ["resources", "resources"], ["evaluation", "evaluation"]];
 
 // ---------------------------------------------------------------- routing
 
@@ -39,9 +43,12 @@ function route() {
   clear(crumbs);
   const path = location.pathname;
   const params = new URLSearchParams(location.search);
-  const match = /^\/runs\/([^/]+)(\/logs)?\/?$/.exec(path);
+  const match = /^\/runs\/([^/]+)(?:\/(logs|metrics|resources|evaluation))?\/?$/.exec(path);
+  const ctx = { main, crumbs, navigate, onLeave };
   if (path === "/" || path === "") {
-    listView(params);
+    listView(params, ctx);
+  } else if (path === "/compare") {
+    compareView(params, ctx);
   } else if (match) {
     let runId;
     try {
@@ -49,7 +56,7 @@ function route() {
     } catch (err) {
       runId = match[1];
     }
-    runView(runId, Boolean(match[2]), params);
+    runView(runId, match[2] || "", params);
   } else {
     document.title = "runstream";
     append(main, [h("p", { class: "error" }, "No such page. "), link("/", "All runs")]);
@@ -66,120 +73,112 @@ document.addEventListener("click", (event) => {
 });
 window.addEventListener("popstate", route);
 
-// ---------------------------------------------------------------- run list
-
-function listView(params) {
-  document.title = "runs · runstream";
-  append(crumbs, ["runs"]);
-  const project = h("input", { type: "search", placeholder: "project", value: params.get("project") || "" });
-  const status = h("select", {}, h("option", { value: "" }, "any status"),
-    STATUSES.map((s) => h("option", { value: s }, s)));
-  status.value = STATUSES.includes(params.get("status")) ? params.get("status") : "";
-  const form = h("form", { class: "filters" }, project, status, h("button", { type: "submit" }, "filter"));
-  const note = h("span", { class: "muted" });
-  const holder = h("div", { class: "table-wrap" }, h("p", { class: "muted" }, "Loading runs…"));
-  append(main, [h("section", { class: "bar" }, form, note), holder]);
-
-  form.addEventListener("submit", (event) => {
-    event.preventDefault();
-    const q = new URLSearchParams();
-    if (project.value.trim()) q.set("project", project.value.trim());
-    if (status.value) q.set("status", status.value);
-    navigate(q.toString() ? `/?${q}` : "/", true);
-  });
-
-  async function load() {
-    try {
-      const body = await api("/api/runs", { project: params.get("project"), status: status.value });
-      clear(holder).appendChild(runTable(body.runs || []));
-      note.textContent = `${(body.runs || []).length} runs · updated ${fmtClock(new Date())}`;
-    } catch (err) {
-      clear(holder).appendChild(errorBox(err));
-    }
-  }
-  load();
-  const timer = setInterval(() => {
-    if (!document.hidden) load();
-  }, LIST_REFRESH_MS);
-  onLeave(() => clearInterval(timer));
-}
-
-// The most common metric names over the listed runs become summary columns.
-function summaryColumns(runs) {
-  const counts = new Map();
-  for (const run of runs) {
-    for (const name of Object.keys(run.summary || {})) counts.set(name, (counts.get(name) || 0) + 1);
-  }
-  return [...counts.entries()]
-    .sort((a, b) => b[1] - a[1] || (a[0] < b[0] ? -1 : 1))
-    .slice(0, SUMMARY_COLUMNS)
-    .map(([name]) => name);
-}
-
-function runTable(runs) {
-  if (!runs.length) return h("p", { class: "muted" }, "No runs yet. Start one with `runstream run -- CMD` or runstream.init() in your script.");
-  const metrics = summaryColumns(runs);
-  const head = h("tr", {}, ["status", "name", "project", "started", "duration"].map((c) => h("th", {}, c)),
-    metrics.map((m) => h("th", { class: "num", title: "last (min – max)" }, m)));
-  const rows = runs.map((run) => {
-    const summary = run.summary || {};
-    return h("tr", {},
-      h("td", {}, statusBadge(run.status)),
-      h("td", { class: "name" }, link(`/runs/${encodeURIComponent(run.id)}`, run.name || run.id)),
-      h("td", {}, run.project || ""),
-      h("td", { class: "time" }, fmtTime(run.started_at)),
-      h("td", { class: "num" }, fmtDuration(run.duration_s)),
-      metrics.map((m) => {
-        const s = summary[m];
-        if (!s) return h("td", { class: "num muted" }, "—");
-        return h("td", { class: "num" }, fmtNum(s.last),
-          h("span", { class: "range" }, `${fmtNum(s.min)} – ${fmtNum(s.max)}`));
-      }));
-  });
-  return h("table", { class: "runs" }, h("thead", {}, head), h("tbody", {}, rows));
-}
-
 // ---------------------------------------------------------------- run page
 
-function runView(runId, focusLogs, params) {
+function runView(runId, tab, params) {
   document.title = `${runId} · runstream`;
   append(crumbs, [link("/", "runs"), " / ", h("span", {}, runId)]);
-  const overview = h("section", { class: "overview" }, h("p", { class: "muted" }, "Loading run…"));
-  const charts = h("section", { class: "metrics" });
-  const logs = h("section", { class: "logs", id: "logs" });
-  append(main, [overview, h("h2", {}, "metrics"), charts, h("h2", {}, "logs"), logs]);
-
+  const title = h("h1", {}, statusBadge("unknown"), " ", runId);
+  const base = `/runs/${encodeURIComponent(runId)}`;
+  const shownTab = tab === "metrics" ? "" : tab;
+  const tabs = h("nav", { class: "tabs" }, TABS.map(([path, label]) => {
+    const a = link(path ? `${base}/${path}` : base, label);
+    if (path === shownTab) a.className = "active";
+    return a;
+  }));
+  append(main, [title, tabs]);
+  const overview = h("section", { class: "overview" });
   api(`/api/runs/${encodeURIComponent(runId)}`).then((run) => {
     document.title = `${run.name || run.id} · runstream`;
-    clear(overview).appendChild(runOverview(run));
-  }, (err) => clear(overview).appendChild(errorBox(err)));
+    clear(title).append(statusBadge(run.status), " ", run.name || run.id);
+    if (overview.isConnected) clear(overview).appendChild(runOverview(run));
+    // The overview above the logs just grew: keep a /logs deep link showing the logs.
+    const logs = document.getElementById("logs");
+    if (tab === "logs" && logs) logs.scrollIntoView();
+  }, (err) => {
+    if (err.status === 404) clear(overview).appendChild(h("p", { class: "muted" }, "Nothing of this run is stored yet; what it sends appears here live."));
+    else clear(overview).appendChild(errorBox(err));
+  });
 
+  if (tab === "resources") {
+    const holder = h("section", { class: "resources" });
+    main.appendChild(holder);
+    resourcesView(runId, holder, onLeave);
+    return;
+  }
+  if (tab === "evaluation") {
+    const holder = h("section", { class: "evaluation" });
+    main.appendChild(holder);
+    evalsView(runId, holder);
+    return;
+  }
+  overview.appendChild(h("p", { class: "muted" }, "Loading run…"));
+  const charts = h("section", { class: "metrics", id: "metrics" });
+  const logs = h("section", { class: "logs", id: "logs" });
+  append(main, [overview, h("h2", {}, "metrics"), charts, h("h2", {}, "logs"), logs]);
   metricCharts(runId, charts);
   onLeave(logPanel(runId, logs, params));
-  if (focusLogs) logs.scrollIntoView();
+  if (tab === "logs") logs.scrollIntoView();
+  else if (tab === "metrics") charts.scrollIntoView();
 }
 
 function runOverview(run) {
+  const exit = run.exit_code === null || run.exit_code === undefined ? null
+    : `${run.exit_code}${run.reason ? ` (${run.reason})` : ""}`;
   const facts = [
     ["id", run.id], ["project", run.project], ["started", fmtTime(run.started_at)],
     ["ended", fmtTime(run.ended_at)], ["duration", fmtDuration(run.duration_s)],
     ["last seen", run.last_seen], ["world size", run.world_size],
-    ["exit code", run.exit_code], ["reason", run.reason],
+    ["exit", exit], ["reason", exit ? null : run.reason],
     ["tags", (run.tags || []).join(", ")], ["command", (run.argv || []).join(" ")],
   ];
-  // Fields shown above, or elsewhere on the page (summary and metrics are the charts).
+  // Fields shown above or in their own panel (summary and metrics are the charts).
   const shown = new Set(["id", "project", "name", "status", "started_at", "ended_at", "duration_s",
     "last_seen", "world_size", "exit_code", "reason", "tags", "argv", "config", "nodes",
-    "summary", "metrics"]);
+    "summary", "metrics", "resource_summary", "resources", "alerts", "evals"]);
   const extras = Object.keys(run).filter((k) => !shown.has(k) && !isEmpty(run[k]));
+  const alerts = run.alerts || [];
   return h("div", {},
-    h("h1", {}, statusBadge(run.status), " ", run.name || run.id),
     h("dl", { class: "facts" }, facts.filter(([, v]) => !isEmpty(v))
-      .map(([k, v]) => [h("dt", {}, k), h("dd", {}, fmtValue(v))])),
+      .map(([k, v]) => [h("dt", {}, k), h("dd", { class: k === "exit" && run.exit_code ? "bad" : null }, fmtValue(v))])),
     h("div", { class: "panels" },
+      h("div", { class: "panel alerts" }, h("h3", {}, `alerts (${alerts.length})`), alertList(alerts)),
+      h("div", { class: "panel resource-summary" }, h("h3", {}, "resources"), resourceSummary(run)),
       h("div", { class: "panel" }, h("h3", {}, "config"), keyValues(run.config)),
-      h("div", { class: "panel" }, h("h3", {}, "nodes"), anyTable(run.nodes)),
+      h("div", { class: "panel nodes" }, h("h3", {}, `nodes and ranks (${(run.nodes || []).length})`), nodeTable(run.nodes || [])),
       extras.map((k) => h("div", { class: "panel" }, h("h3", {}, k), anyTable(run[k])))));
+}
+
+function alertList(alerts) {
+  if (!alerts.length) return h("p", { class: "muted" }, "none");
+  return h("ul", { class: "alert-list" }, alerts.map((a) => h("li", { class: `alert severity-${String(a.severity || "").toLowerCase()}` },
+    h("span", { class: "badge" }, String(a.kind || "alert")), " ",
+    h("span", { class: "ts" }, fmtTime(a.ts)), " ",
+    h("span", { class: "where" }, a.node ? `${a.node}${a.rank === null || a.rank === undefined ? "" : `:${a.rank}`}` : ""), " ",
+    h("span", { class: "message" }, String(a.message || "")))));
+}
+
+function resourceSummary(run) {
+  const rs = run.resource_summary || {};
+  const devices = rs.devices || [];
+  if (!devices.length) return h("p", { class: "muted" }, "no samples");
+  return h("div", {},
+    rs.gpu_util_avg === null || rs.gpu_util_avg === undefined ? null
+      : h("p", { class: "muted" }, `GPU utilisation avg ${fmtPct(rs.gpu_util_avg)}, max ${fmtPct(rs.gpu_util_max)}; `
+        + `GPU memory peak ${fmtBytes(rs.gpu_mem_peak_bytes)}`),
+    h("table", { class: "kv" },
+      h("thead", {}, h("tr", {}, ["node", "device", "util avg", "util max", "memory peak"].map((c) => h("th", {}, c)))),
+      h("tbody", {}, devices.map((d) => h("tr", {}, h("td", {}, String(d.node || "")), h("td", {}, String(d.device)),
+        h("td", {}, fmtPct(d.util_avg)), h("td", {}, fmtPct(d.util_max)), h("td", {}, fmtBytes(d.mem_peak_bytes)))))),
+    link(`/runs/${encodeURIComponent(run.id)}/resources`, "resource charts →"));
+}
+
+function nodeTable(nodes) {
+  if (!nodes.length) return h("p", { class: "muted" }, "—");
+  return h("table", { class: "kv" },
+    h("thead", {}, h("tr", {}, ["node", "rank", "host", "pid", "last seen"].map((c) => h("th", {}, c)))),
+    h("tbody", {}, nodes.map((n) => h("tr", {}, h("td", {}, String(n.node ?? "")), h("td", {}, String(n.rank ?? "")),
+      h("td", {}, String(n.host ?? "")), h("td", {}, String(n.pid ?? "")), h("td", {}, fmtTime(n.last_seen))))));
 }
 
 function isEmpty(value) {
@@ -214,8 +213,12 @@ function anyTable(value) {
 async function metricCharts(runId, holder) {
   const smoothing = h("input", { type: "range", min: "0", max: "0.99", step: "0.01", value: "0", class: "smoothing" });
   const log = h("input", { type: "checkbox", id: "logscale" });
-  const tools = h("div", { class: "chart-tools" }, "smoothing", smoothing,
-    h("label", { for: "logscale", class: "toggle" }, log, " log scale"), h("span", { class: "live-note" }));
+  const axis = h("select", { class: "x-axis", title: "x axis" }, h("option", { value: "step" }, "x: step"),
+    h("option", { value: "time" }, "x: time"));
+  axis.value = chartOptions.x;
+  const tools = h("div", { class: "chart-tools" }, axis, "smoothing", smoothing,
+    h("label", { for: "logscale", class: "toggle" }, log, " log scale"),
+    h("span", { class: "live-note" }, "drag to zoom (full resolution), click a point for its logs"));
   const grid = h("div", { class: "charts" });
   append(holder, [tools, grid]);
   const cards = new Map();
@@ -232,7 +235,7 @@ async function metricCharts(runId, holder) {
   function card(name) {
     let found = cards.get(name);
     if (!found) {
-      found = chartCard(runId, name, onLeave);
+      found = chartCard(runId, name, onLeave, openLogs);
       cards.set(name, found);
       const names = [...cards.keys()].sort();
       const next = names[names.indexOf(name) + 1];
@@ -241,20 +244,26 @@ async function metricCharts(runId, holder) {
     }
     return found;
   }
+  function openLogs(ms) {
+    const q = new URLSearchParams({ since: new Date(ms - 30000).toISOString(), until: new Date(ms + 30000).toISOString() });
+    navigate(`/runs/${encodeURIComponent(runId)}/logs?${q}`, false);
+  }
   const redraw = () => {
     chartOptions.smoothing = Number(smoothing.value);
     chartOptions.log = log.checked;
+    chartOptions.x = axis.value;
     for (const c of cards.values()) c.redraw();
   };
   smoothing.addEventListener("change", redraw);
   log.addEventListener("change", redraw);
+  axis.addEventListener("change", redraw);
 
   // Subscribe first, so no point logged while the charts load is missed; live points append.
   let historyDone = false;
   onLeave(subscribe(runId, "metrics", { limit: 0 }, {
     onFrame(frame) {
       if (frame.type === "history") { historyDone = historyDone || Boolean(frame.last); return; }
-      for (const item of frame.items) card(item.name).addPoint(item.step, item.value);
+      for (const item of frame.items) card(item.name).addPoint(item.step, item.value, item.ts);
       const empty = grid.querySelector(".empty");
       if (empty) empty.remove();
     },

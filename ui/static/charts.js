@@ -6,7 +6,8 @@ import { api, errorBox } from "./api.js";
 import { drawChart } from "./chart.js";
 import { fmtAxis, fmtNum, h } from "./dom.js";
 
-export const chartOptions = { smoothing: 0, log: false };
+// x: "step" or "time" (wall clock, mapped from steps through /metrics/steps).
+export const chartOptions = { smoothing: 0, log: false, x: "step" };
 
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
@@ -31,13 +32,17 @@ function finite(v, log) {
   return log && v <= 0 ? null : v;
 }
 
-export function chartCard(runId, name, onLeave) {
+// openLogs(ms): called with the wall-clock time of a clicked point.
+export function chartCard(runId, name, onLeave, openLogs) {
   const holder = h("div", { class: "plot" });
   const info = h("span", { class: "muted" });
+  const reset = h("button", { type: "button", class: "reset-zoom", hidden: true }, "reset zoom");
   const readout = h("div", { class: "readout muted" }, " ");
   const card = h("figure", { class: "card", "data-metric": name },
-    h("figcaption", {}, h("span", { class: "metric" }, name), info), holder, readout);
+    h("figcaption", {}, h("span", { class: "metric" }, name), info, reset), holder, readout);
   let points = null;
+  let zoomed = null; // {lo, hi, points}: full-resolution points of a zoomed step range
+  let stepMap = null; // [[step, ms]] ascending, or [] where the server cannot map steps
   let total = 0;
   let downsampled = false;
   let plot = null;
@@ -46,7 +51,9 @@ export function chartCard(runId, name, onLeave) {
 
   function caption() {
     const last = points.length ? points[points.length - 1][1] : null;
-    info.textContent = ` last ${fmtNum(last)} · ${total} points` + (downsampled ? ` (showing ${points.length})` : "");
+    info.textContent = ` last ${fmtNum(last)} · ${total} points` + (downsampled ? ` (showing ${points.length})` : "")
+      + (zoomed ? ` · steps ${zoomed.lo}–${zoomed.hi}: ${zoomed.points.length} points` : "");
+    reset.hidden = !zoomed;
   }
 
   function draw() {
@@ -64,11 +71,13 @@ export function chartCard(runId, name, onLeave) {
       drawChart(canvas, points);
       return;
     }
-    const xs = points.map((p) => p[0]);
-    const ys = points.map((p) => finite(p[1], chartOptions.log));
+    const shown = zoomed ? zoomed.points : points;
+    const byTime = chartOptions.x === "time" && stepMap && stepMap.length > 0;
+    const xs = shown.map((p) => (byTime ? timeOf(p[0]) / 1000 : p[0]));
+    const ys = shown.map((p) => finite(p[1], chartOptions.log));
     const smoothed = smooth(ys, chartOptions.smoothing);
     const data = smoothed ? [xs, ys, smoothed] : [xs, ys];
-    const shape = `${Boolean(smoothed)}/${chartOptions.log}`;
+    const shape = `${Boolean(smoothed)}/${chartOptions.log}/${byTime}`;
     if (plot && plot.shape === shape) {
       plot.setData(data);
       return;
@@ -82,22 +91,90 @@ export function chartCard(runId, name, onLeave) {
     if (smoothed) series.push({ label: "smoothed", stroke: accent, width: 1.5 });
     plot = new window.uPlot({
       width: Math.max(200, holder.clientWidth || 380), height: 160, legend: { show: false },
-      cursor: { drag: { x: true, y: false } },
-      scales: { x: { time: false }, y: { distr: chartOptions.log ? 3 : 1 } },
-      axes: [{ ...axis }, { ...axis, size: 56, values: (u, vals) => vals.map(fmtAxis) }],
+      cursor: { drag: { x: true, y: false, setScale: false } },
+      scales: { x: { time: byTime }, y: { distr: chartOptions.log ? 3 : 1 } },
+      axes: [{ ...axis, ...(byTime ? {} : { values: (u, vals) => vals.map(fmtAxis) }) },
+        { ...axis, size: 56, values: (u, vals) => vals.map(fmtAxis) }],
       series,
       hooks: {
         setCursor: [(u) => {
           const i = u.cursor.idx;
-          readout.textContent = i === null || i === undefined ? " " : `step ${xs[i]}: ${fmtNum(points[i][1])}`;
+          readout.textContent = i === null || i === undefined ? " "
+            : `step ${shown[i][0]}${byTime ? ` (${new Date(xs[i] * 1000).toLocaleTimeString()})` : ""}: ${fmtNum(shown[i][1])}`
+              + " · click: logs at that time, drag: zoom";
+        }],
+        setSelect: [(u) => {
+          if (u.select.width < 3) return;
+          const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
+          u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+          const current = zoomed ? zoomed.points : points;
+          const inRange = current.filter((p, k) => xs[k] >= a && xs[k] <= b);
+          if (inRange.length) zoomTo(inRange[0][0], inRange[inRange.length - 1][0]);
         }],
       },
     }, data, holder);
     plot.shape = shape;
+    plot.over.addEventListener("click", () => {
+      const i = plot.cursor.idx;
+      const current = zoomed ? zoomed.points : points;
+      if (i === null || i === undefined || !current[i] || !openLogs) return;
+      steps().then(() => {
+        const ms = timeOf(current[i][0]);
+        if (ms !== null) openLogs(ms);
+      });
+    });
   }
 
+  // Wall-clock ms of a step, interpolated in the step -> time map; null without one.
+  function timeOf(step) {
+    if (!stepMap || !stepMap.length) return null;
+    let lo = 0, hi = stepMap.length - 1;
+    if (step <= stepMap[0][0]) return stepMap[0][1];
+    if (step >= stepMap[hi][0]) return stepMap[hi][1];
+    while (hi - lo > 1) {
+      const mid = (lo + hi) >> 1;
+      if (stepMap[mid][0] <= step) lo = mid; else hi = mid;
+    }
+    const [s0, t0] = stepMap[lo], [s1, t1] = stepMap[hi];
+    return t0 + ((t1 - t0) * (step - s0)) / (s1 - s0 || 1);
+  }
+
+  async function steps() {
+    if (stepMap) return stepMap;
+    try {
+      const body = await api(`/api/runs/${encodeURIComponent(runId)}/metrics/steps`, { name, points: 2000 });
+      stepMap = (body.steps || []).map(([step, ts]) => [step, Date.parse(ts)]);
+    } catch (err) {
+      stepMap = [];
+    }
+    return stepMap;
+  }
+
+  // Re-query the stored points of steps lo..hi at full resolution (as many as the chart has pixels).
+  async function zoomTo(lo, hi) {
+    await steps();
+    const from = timeOf(lo), to = timeOf(hi);
+    const width = Math.max(3, Math.min(10000, Math.round((holder.clientWidth || 400) * (window.devicePixelRatio || 1))));
+    let body = null;
+    if (from !== null && to !== null) {
+      try {
+        // A second of slack each side: the map interpolates inside its buckets.
+        body = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`, {
+          name, points: width, since: new Date(from - 1000).toISOString(), until: new Date(to + 1000).toISOString(),
+        });
+      } catch (err) {
+        body = null;
+      }
+    }
+    const source = body ? body.points || [] : points;
+    zoomed = { lo, hi, points: source.filter((p) => p[0] >= lo && p[0] <= hi) };
+    draw();
+  }
+  reset.addEventListener("click", () => { zoomed = null; draw(); });
+
   // A live point: appended in step order; a point at a step already drawn replaces it.
-  card.addPoint = function (step, value) {
+  card.addPoint = function (step, value, ts) {
+    if (stepMap && stepMap.length && ts && step > stepMap[stepMap.length - 1][0]) stepMap.push([step, Date.parse(ts)]);
     if (!points) {
       early.push([step, value]);
       return;
@@ -112,7 +189,11 @@ export function chartCard(runId, name, onLeave) {
     draw();
   };
 
-  card.redraw = () => { if (plot) { plot.destroy(); plot = null; } draw(); };
+  card.redraw = async () => {
+    if (chartOptions.x === "time") await steps();
+    if (plot) { plot.destroy(); plot = null; }
+    draw();
+  };
 
   card.load = async function () {
     const width = Math.max(3, Math.min(10000, Math.round((holder.clientWidth || 400) * (window.devicePixelRatio || 1))));
@@ -130,6 +211,7 @@ export function chartCard(runId, name, onLeave) {
     points = series.points || [];
     total = series.total ?? points.length;
     downsampled = Boolean(series.downsampled);
+    if (chartOptions.x === "time") await steps();
     draw();
     for (const [step, value] of early.splice(0)) card.addPoint(step, value);
   };

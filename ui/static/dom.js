@@ -95,3 +95,16 @@ export function statusBadge(status) {
   const known = STATUSES.includes(status) ? status : "unknown";
   return h("span", { class: `badge status-${known}` }, status || "unknown");
 }
+
+// Bytes in binary units (GiB for GPU memory, as nvidia-smi shows it).
+export function fmtBytes(value) {
+  if (typeof value !== "number" || !Number.isFinite(value)) return value === null || value === undefined ? "—" : String(value);
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let v = Math.abs(value), u = 0;
+  while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
+  return `${value < 0 ? "-" : ""}${v >= 100 || u === 0 ? Math.round(v) : v.toFixed(1)} ${units[u]}`;
+}
+
+export function fmtPct(value) {
+  return typeof value === "number" && Number.isFinite(value) ? `${value.toFixed(value >= 10 ? 0 : 1)} %` : "—";
+}

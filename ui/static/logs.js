@@ -18,6 +18,9 @@ const ROW_PX = 17;
 const OVERSCAN_ROWS = 120;
 //: Lines kept in memory by the live tail; the oldest go first.
 const MAX_TAIL_LINES = 200000;
+const HISTOGRAM_BUCKETS = 80;
+//: Download fetches at most this many matching lines from the API (pages of 10000).
+const MAX_DOWNLOAD_LINES = 500000;
 
 // A scrolling list of log lines that creates DOM rows only for what is on screen (plus a margin).
 class LogView {
@@ -89,24 +92,30 @@ export function logPanel(runId, holder, params) {
     SINCE_PRESETS.map(([value, label]) => h("option", { value }, label)));
   const custom = h("input", { type: "text", class: "custom", placeholder: "since: 2h, 2026-11-23T10:00:00Z",
     hidden: true });
+  const until = h("input", { type: "text", class: "until", placeholder: "until (empty: now)", hidden: true,
+    value: params.get("until") || "" });
   const wanted = params.has("since") ? params.get("since") : (params.get("q") ? "0" : "");
-  if (!SINCE_PRESETS.some(([value]) => value === wanted)) {
+  if (!SINCE_PRESETS.some(([value]) => value === wanted) || params.get("until")) {
     since.value = "custom";
     custom.hidden = false;
     custom.value = wanted;
   } else {
     since.value = wanted;
   }
-  since.addEventListener("change", () => { custom.hidden = since.value !== "custom"; });
+  until.hidden = custom.hidden;
+  since.addEventListener("change", () => { custom.hidden = until.hidden = since.value !== "custom"; });
   const form = h("form", { class: "filters" }, q,
-    h("label", { for: "regex", class: "toggle" }, regex, " regex"), level, node, rank, since, custom,
+    h("label", { for: "regex", class: "toggle" }, regex, " regex"), level, node, rank, since, custom, until,
     h("button", { type: "submit" }, "search"));
   const pause = h("button", { type: "button", class: "pause" }, "pause");
   const download = h("button", { type: "button", class: "download" }, "download");
   const status = h("span", { class: "muted status" });
   const view = new LogView();
   const more = h("button", { type: "button", class: "more", hidden: true }, "load more");
-  append(holder, [h("div", { class: "bar" }, form, pause, download, status), view.el, more]);
+  const histogram = h("div", { class: "histogram", title: "matching lines over time; click a bar to search it" });
+  const histNote = h("span", { class: "muted hist-note" });
+  append(holder, [h("div", { class: "bar" }, form, pause, download, status),
+    h("div", { class: "hist-wrap" }, histNote, histogram), view.el, more]);
 
   let cursor = null;
   let generation = 0;
@@ -126,6 +135,43 @@ export function logPanel(runId, holder, params) {
 
   function sinceValue() {
     return since.value === "custom" ? custom.value.trim() : since.value;
+  }
+
+  function untilValue() {
+    return since.value === "custom" ? until.value.trim() || null : null;
+  }
+
+  // Matching lines per time bucket over the chosen range (the whole run for the live tail).
+  async function loadHistogram() {
+    const mine = generation;
+    const s = sinceValue();
+    let body;
+    try {
+      body = await api(`/api/runs/${encodeURIComponent(runId)}/logs/histogram`, {
+        ...filters(), since: s && s !== "0" ? s : null, until: untilValue(), buckets: HISTOGRAM_BUCKETS,
+      });
+    } catch (err) {
+      if (mine === generation) { clear(histogram); histNote.textContent = err.status === 404 ? "" : `histogram: ${err.message}`; }
+      return;
+    }
+    if (mine !== generation) return;
+    const buckets = body.buckets || [];
+    const top = Math.max(1, ...buckets.map((b) => b.count));
+    histNote.textContent = `${body.total} matching lines` + (buckets.length
+      ? ` · ${fmtClock(buckets[0].ts)} – ${fmtClock(Date.parse(buckets[buckets.length - 1].ts) + body.width_s * 1000)}` : "");
+    clear(histogram).append(...buckets.map((b) => {
+      const bar = h("div", { class: "hbar", "data-count": String(b.count), title: `${fmtClock(b.ts)}: ${b.count}` },
+        h("div", { class: "fill" }));
+      bar.firstChild.style.height = `${Math.round((100 * b.count) / top)}%`;
+      bar.addEventListener("click", () => {
+        since.value = "custom";
+        custom.hidden = until.hidden = false;
+        custom.value = b.ts;
+        until.value = new Date(Date.parse(b.ts) + body.width_s * 1000).toISOString();
+        form.requestSubmit();
+      });
+      return bar;
+    }));
   }
 
   function stopTail() {
@@ -188,7 +234,7 @@ export function logPanel(runId, holder, params) {
     let body;
     try {
       body = await api(`/api/runs/${encodeURIComponent(runId)}/logs`, {
-        ...f, since: s && s !== "0" ? s : null, limit: LOG_PAGE, cursor,
+        ...f, since: s && s !== "0" ? s : null, until: untilValue(), limit: LOG_PAGE, cursor,
       });
     } catch (err) {
       if (mine !== generation) return;
@@ -213,6 +259,7 @@ export function logPanel(runId, holder, params) {
     view.regex = regex.checked ? q.value.trim() || null : null;
     if (sinceValue() === "") tail();
     else search(true);
+    loadHistogram();
   }
 
   form.addEventListener("submit", (event) => {
@@ -224,6 +271,7 @@ export function logPanel(runId, holder, params) {
     if (node.value.trim()) page.set("node", node.value.trim());
     if (rank.value !== "") page.set("rank", rank.value);
     if (sinceValue() !== "" && !(sinceValue() === "0" && q.value.trim())) page.set("since", sinceValue());
+    if (untilValue()) page.set("until", untilValue());
     history.replaceState(null, "", `/runs/${encodeURIComponent(runId)}/logs${page.toString() ? `?${page}` : ""}`);
     run();
   });
@@ -242,8 +290,32 @@ export function logPanel(runId, holder, params) {
       pause.textContent = "follow";
     }
   }, { passive: true });
-  download.addEventListener("click", () => {
-    const text = view.lines.map((l) => `${l.ts}\t${l.node || ""}\t${l.rank ?? ""}\t${l.level || ""}\t${l.line}`).join("\n");
+  // The live tail saves what it holds; a search saves every matching line, fetched page by page.
+  download.addEventListener("click", async () => {
+    let lines = view.lines;
+    const s = sinceValue();
+    if (s !== "") {
+      lines = [];
+      let next = null;
+      download.disabled = true;
+      try {
+        do {
+          status.textContent = `downloading… ${lines.length} lines`;
+          const body = await api(`/api/runs/${encodeURIComponent(runId)}/logs`, {
+            ...filters(), since: s !== "0" ? s : null, until: untilValue(), limit: 10000, cursor: next,
+          });
+          lines = lines.concat(body.lines || []);
+          next = (body.lines || []).length ? body.next_cursor : null;
+        } while (next && lines.length < MAX_DOWNLOAD_LINES);
+      } catch (err) {
+        status.textContent = `download failed: ${err.message}`;
+        download.disabled = false;
+        return;
+      }
+      download.disabled = false;
+      status.textContent = `${lines.length} lines downloaded`;
+    }
+    const text = lines.map((l) => `${l.ts}\t${l.node || ""}\t${l.rank ?? ""}\t${l.level || ""}\t${l.line}`).join("\n");
     const link = h("a", { href: URL.createObjectURL(new Blob([text + "\n"], { type: "text/plain" })),
       download: `${runId}-logs.txt` });
     link.click();

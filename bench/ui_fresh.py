@@ -1,0 +1,378 @@
+"""Live-page freshness benchmark: trainer ``print``/``run.log`` -> broker -> streams -> feed -> browser DOM.
+
+Starts ``runstream up`` on free ports (as bench/e2e.py does) and measures, on this machine:
+
+* browser: the run page open in headless Chromium (Playwright); a trainer
+  prints one line and logs one metric point every ``--interval-ms``; a
+  MutationObserver in the page records ``Date.now()`` when each line (its
+  emit time is embedded in the text) reaches the live tail, and when the
+  chart caption shows each point; freshness = DOM time - emit time;
+* fan-out: ``--clients`` websocket clients subscribed to one run's logs, each
+  timing every line it receives (per-client p50/p99; missing lines and
+  ``dropped`` frames are counted);
+
+both while another trainer prints ``--background-rate`` lines/s into its own
+run.  The browser, the clients and the server share this machine's cores, so
+the figures include their competition.  Prints a table and writes
+bench/results/ui_fresh.json.  A benchmark, not a test: nothing is asserted.
+
+    python bench/ui_fresh.py [--count 200] [--interval-ms 50] [--clients 100] [--background-rate 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from e2e import ROOT, start_up  # noqa: E402 - the sibling benchmark's `runstream up` launcher
+
+TARGET_P50_MS = 250
+TARGET_P99_MS = 1000
+
+#: The trainer under measurement: waits for the go file, then one line and one point per interval.
+TRAINER = r"""
+import os, sys, time, runstream
+n, interval_s, tag, go = int(sys.argv[1]), float(sys.argv[2]), sys.argv[3], sys.argv[4]
+run = runstream.init(project="bench-ui", name=f"fresh-{tag}")
+print("RUN_ID", run.id, file=sys.__stderr__, flush=True)
+while not os.path.exists(go):
+    time.sleep(0.01)
+for i in range(n):
+    print(f"{tag} fresh {i} {time.time_ns()}")
+    t = time.time_ns()
+    run.log({"fresh": i}, step=i)
+    print("M", i, t, file=sys.__stderr__, flush=True)
+    time.sleep(interval_s)
+run.finish()
+print("DONE", file=sys.__stderr__, flush=True)
+"""
+
+#: Background load: ``rate`` lines/s in batches of 1/20 s until the stop file exists.
+LOAD = r"""
+import os, sys, time, runstream
+rate, stop = int(sys.argv[1]), sys.argv[2]
+run = runstream.init(project="bench-ui", name="background")
+i, tick = 0, 0.05
+next_t = time.monotonic()
+while not os.path.exists(stop):
+    for _ in range(max(1, int(rate * tick))):
+        print(f"background line {i} loss=0.{i % 9973:04d} lr=3e-4 tokens/s=123456")
+        i += 1
+    next_t += tick
+    time.sleep(max(0.0, next_t - time.monotonic()))
+run.finish()
+print("LINES", i, file=sys.__stderr__, flush=True)
+"""
+
+#: Installed in the page: records when each fresh line and each chart value first appears.
+OBSERVER = r"""
+(tag) => {
+  window.__lines = {};
+  window.__points = {};
+  const line = new RegExp("^" + tag + " fresh (\\d+) (\\d+)$");
+  const caption = /last (\d+) ·/;
+  const scan = () => {
+    const now = Date.now();
+    for (const el of document.querySelectorAll(".logview .text")) {
+      const m = line.exec(el.textContent);
+      if (m && !(m[1] in window.__lines)) window.__lines[m[1]] = [now, m[2]];
+    }
+    const cap = document.querySelector("figure.card[data-metric='fresh'] figcaption");
+    const m = cap && caption.exec(cap.textContent);
+    if (m && !(m[1] in window.__points)) window.__points[m[1]] = now;
+  };
+  new MutationObserver(scan).observe(document.body, { childList: true, subtree: true, characterData: true });
+  scan();
+}
+"""
+
+_CHROMIUM = ("/usr/lib/chromium/chromium-headless-shell", "/usr/lib/chromium/chromium", "/usr/bin/chromium")
+
+
+def chromium() -> str:
+    found = os.environ.get("RUNSTREAM_CHROMIUM") or next((c for c in _CHROMIUM if Path(c).exists()), None)
+    if not found:
+        found = shutil.which("chromium")
+    if not found:
+        raise SystemExit("no Chromium found (set RUNSTREAM_CHROMIUM)")
+    return found
+
+
+def pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(len(ordered) * q))]
+
+
+def summary(latencies_ms: list[float], expected: int) -> dict[str, Any]:
+    return {
+        "samples": len(latencies_ms),
+        "expected": expected,
+        "p50_ms": statistics.median(latencies_ms) if latencies_ms else None,
+        "p99_ms": pct(latencies_ms, 0.99),
+        "max_ms": max(latencies_ms) if latencies_ms else None,
+    }
+
+
+class Trainer:
+    """The measured trainer process: started at once, emitting only after :meth:`go`."""
+
+    def __init__(self, kafka: str, count: int, interval_s: float, work: Path) -> None:
+        self.tag = f"F{uuid.uuid4().hex[:8]}"
+        self.go_file = work / f"go-{self.tag}"
+        env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", TRAINER, str(count), str(interval_s), self.tag, str(self.go_file)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        self.metric_emit_ns: dict[int, int] = {}
+        assert self.proc.stderr is not None
+        self.run_id = ""
+        for line in self.proc.stderr:  # the SDK may write a note (no GPU) before the marker
+            if line.startswith("RUN_ID "):
+                self.run_id = line.split()[1]
+                break
+        if not self.run_id:
+            raise SystemExit("the trainer did not start")
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "M":
+                self.metric_emit_ns[int(parts[1])] = int(parts[2])
+
+    def go(self) -> None:
+        self.go_file.touch()
+
+    def wait(self) -> None:
+        self.proc.wait(120)
+        self._reader.join(10)
+
+
+def browser_phase(url: str, token: str, kafka: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """Freshness to the run page's DOM: log lines in the tail, points in the chart caption."""
+    from playwright.sync_api import sync_playwright
+
+    trainer = Trainer(kafka, args.count, args.interval_ms / 1000, work)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.goto(f"{url}/?token={token}")
+        page.goto(f"{url}/runs/{trainer.run_id}")
+        page.wait_for_selector(".bar .status:text('live')", timeout=60_000)
+        page.evaluate(OBSERVER, trainer.tag)
+        trainer.go()
+        deadline = time.monotonic() + args.count * args.interval_ms / 1000 + 60
+        while time.monotonic() < deadline:
+            got = page.evaluate("[Object.keys(window.__lines).length, Object.keys(window.__points).length]")
+            if got[0] >= args.count and got[1] >= 1 and trainer.proc.poll() is not None:
+                break
+            time.sleep(0.5)
+        time.sleep(1.0)  # the last chart values
+        lines, points = page.evaluate("[window.__lines, window.__points]")
+        browser.close()
+    trainer.wait()
+    line_ms = [seen - int(emit_ns) / 1e6 for seen, emit_ns in lines.values()]
+    point_ms = [
+        seen - trainer.metric_emit_ns[int(i)] / 1e6 for i, seen in points.items() if int(i) in trainer.metric_emit_ns
+    ]
+    # The caption shows the newest value only: a point replaced before a repaint is never seen,
+    # so the point figures cover the values that were shown.
+    return {"lines": summary(line_ms, args.count), "points": summary(point_ms, args.count)}
+
+
+async def _client(
+    ws_url: str,
+    token: str,
+    run_id: str,
+    tag: str,
+    ready: asyncio.Event,
+    subscribed: list[int],
+    out: dict[str, Any],
+    count: int,
+    timeout_s: float,
+) -> None:
+    from websockets.asyncio.client import connect
+
+    pattern = re.compile(rf"^{tag} fresh (\d+) (\d+)$")
+    seen: dict[int, float] = {}
+    dropped = 0
+    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
+        await ws.send(
+            json.dumps({"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs", "filters": {"limit": 1}})
+        )
+        subscribed[0] += 1
+        if subscribed[0] == subscribed[1]:
+            ready.set()
+        deadline = time.monotonic() + timeout_s
+        while len(seen) < count and time.monotonic() < deadline:
+            try:
+                raw = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+            except TimeoutError:
+                break
+            now = time.time_ns()
+            frame = json.loads(raw)
+            if frame.get("type") == "dropped":
+                dropped += 1
+                await ws.send(
+                    json.dumps(
+                        {"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs", "cursor": frame.get("cursor")}
+                    )
+                )
+            for item in frame.get("items") or ():
+                m = pattern.match(item.get("line", ""))
+                if m:
+                    seen.setdefault(int(m.group(1)), (now - int(m.group(2))) / 1e6)
+    out["seen"] = seen
+    out["dropped"] = dropped
+
+
+def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    """``--clients`` websocket clients on one run: per-client freshness, missing lines, dropped frames."""
+    trainer = Trainer(kafka, args.count, args.interval_ms / 1000, work)
+    ws_url = url.replace("http://", "ws://") + "/ws"
+
+    async def go() -> list[dict[str, Any]]:
+        ready = asyncio.Event()
+        subscribed = [0, args.clients]
+        outs: list[dict[str, Any]] = [{} for _ in range(args.clients)]
+        timeout_s = args.count * args.interval_ms / 1000 + 60
+        tasks = [
+            asyncio.create_task(
+                _client(ws_url, token, trainer.run_id, trainer.tag, ready, subscribed, outs[i], args.count, timeout_s)
+            )
+            for i in range(args.clients)
+        ]
+        await asyncio.wait_for(ready.wait(), 60)
+        await asyncio.sleep(1.0)  # every subscription's history answered
+        trainer.go()
+        await asyncio.gather(*tasks)
+        return outs
+
+    outs = asyncio.run(go())
+    trainer.wait()
+    per_client = [sorted(o["seen"].values()) for o in outs]
+    every = [v for c in per_client for v in c]
+    return {
+        "clients": args.clients,
+        "all": summary(every, args.count * args.clients),
+        "client_p50_ms": {
+            "best": min(statistics.median(c) for c in per_client if c),
+            "worst": max(statistics.median(c) for c in per_client if c),
+        },
+        "client_p99_ms": {
+            "best": min(pct(c, 0.99) or 0 for c in per_client if c),
+            "worst": max(pct(c, 0.99) or 0 for c in per_client if c),
+        },
+        "missing_lines": sum(args.count - len(o["seen"]) for o in outs),
+        "clients_complete": sum(len(o["seen"]) == args.count for o in outs),
+        "dropped_frames": sum(o["dropped"] for o in outs),
+    }
+
+
+def background(kafka: str, rate: int, work: Path) -> tuple[subprocess.Popen[str], Path]:
+    stop = work / "stop-load"
+    env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", LOAD, str(rate), str(stop)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    return proc, stop
+
+
+def fmt(value: float | None) -> str:
+    return "—" if value is None else f"{value:.0f}"
+
+
+def report(result: dict[str, Any]) -> None:
+    b, f = result["browser"], result["fanout"]
+    print(f"{'live page freshness (ms), under background load':52} {'p50':>6} {'p99':>6} {'max':>6} {'seen':>11}")
+    for label, s in (
+        ("print -> line in the browser's tail", b["lines"]),
+        ("run.log -> value in the browser's chart", b["points"]),
+        (f"print -> {f['clients']} websocket clients (all lines)", f["all"]),
+    ):
+        print(
+            f"{label:52} {fmt(s['p50_ms']):>6} {fmt(s['p99_ms']):>6} {fmt(s['max_ms']):>6} "
+            f"{s['samples']:>5}/{s['expected']:<5}"
+        )
+    print(
+        f"per-client p50 best/worst {f['client_p50_ms']['best']:.0f}/{f['client_p50_ms']['worst']:.0f} ms, "
+        f"p99 best/worst {f['client_p99_ms']['best']:.0f}/{f['client_p99_ms']['worst']:.0f} ms; "
+        f"{f['clients_complete']}/{f['clients']} clients got every line, {f['missing_lines']} missing, "
+        f"{f['dropped_frames']} dropped frames"
+    )
+    print(
+        f"background load {result['background']['rate_per_s']} lines/s "
+        f"({result['background']['lines']} lines); targets p50 < {TARGET_P50_MS} ms, p99 < {TARGET_P99_MS} ms"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--count", type=int, default=200, help="lines (and points) the measured trainer emits")
+    parser.add_argument("--interval-ms", type=float, default=50)
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--background-rate", type=int, default=2000, help="background lines/s (0: none)")
+    parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ui_fresh.json")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="rs-uibench-") as tmp:
+        work = Path(tmp)
+        proc, api, kafka = start_up(work / "data")
+        load = stop = None
+        try:
+            if args.background_rate:
+                load, stop = background(kafka, args.background_rate, work)
+                time.sleep(2.0)  # the load is flowing before anything is measured
+            browser = browser_phase(api.url, api.token, kafka, args, work)
+            fanout = fanout_phase(api.url, api.token, kafka, args, work)
+        finally:
+            lines = 0
+            if load is not None and stop is not None:
+                stop.touch()
+                _, err = load.communicate(timeout=120)
+                lines = int(next((ln.split()[1] for ln in err.splitlines() if ln.startswith("LINES ")), 0))
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(300)
+    result = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {"count": args.count, "interval_ms": args.interval_ms, "clients": args.clients},
+        "background": {"rate_per_s": args.background_rate, "lines": lines},
+        "browser": browser,
+        "fanout": fanout,
+        "targets_ms": {"p50": TARGET_P50_MS, "p99": TARGET_P99_MS},
+    }
+    report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2))
+    print(f"wrote {args.out.relative_to(ROOT) if args.out.is_relative_to(ROOT) else args.out}")
+
+
+if __name__ == "__main__":
+    main()
