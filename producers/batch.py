@@ -10,9 +10,11 @@ A record that MessagePack cannot carry (an exotic object, an integer beyond
 64 bits) is first made wire-safe with :func:`producers.records.to_wire_safe`;
 if even that fails it is refused and counted, never sent half-encoded.
 
-Secrets are redacted here (:data:`producers.records.REDACT`: log lines, a
-run's name, tags, config and argv), on the sender thread, before anything is
-encoded; :attr:`Batcher.redacted` counts the spans replaced, per kind.
+Secrets are redacted here, on the sender thread, before anything is
+encoded: log lines a batch at a time by a :class:`producers.redact.LineRedactor`
+(which also redacts PEM blocks printed line by line), a run's name, tags,
+config and argv by :data:`producers.records.REDACT`;
+:attr:`Batcher.redacted` counts the spans replaced, per kind.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from producers.records import REDACT, TO_RECORD, to_wire_safe
+from producers.records import REDACT, TO_RECORDS, to_wire_safe
+from producers.redact import LineRedactor
 from runstream.wire import Envelope, encode, pack
 
 
@@ -68,24 +71,37 @@ class Batcher:
         self.producer, self.run, self.node, self.rank = producer, run, node, rank
         self.redact = redact
         #: Secret spans replaced so far, per record kind.
-        self.redacted: dict[str, int] = dict.fromkeys(TO_RECORD, 0)
+        self.redacted: dict[str, int] = dict.fromkeys(TO_RECORDS, 0)
         self.max_records = max(1, max_records)
         self.max_bytes = max_bytes
         self.clock = clock
         #: The ``seq`` of the next envelope.
         self.seq = 0
+        self._lines = LineRedactor()
 
     def build(self, kind: str, start: int, items: Sequence[Any]) -> Built:
         """Envelopes for ``items`` of ``kind``, taken from buffer position ``start`` on."""
-        to_record = TO_RECORD[kind]
+        to_records = TO_RECORDS[kind]
         redact = REDACT.get(kind) if self.redact else None
         built = Built()
         for off in range(0, len(items), self.max_records):
-            records: list[Any] = [to_record(x) for x in items[off : off + self.max_records]]
-            if redact is not None:
+            records: list[Any] = to_records(items[off : off + self.max_records])
+            if kind == "logs" and self.redact:
+                self._redact_lines(records)
+            elif redact is not None:
                 self._redact(kind, redact, records)
             self._emit(kind, start + off, records, built, repaired=False)
         return built
+
+    def _redact_lines(self, records: list[dict[str, Any]]) -> None:
+        try:
+            changes, found = self._lines.redact([r["line"] for r in records], [r["stream"] for r in records])
+        except Exception:  # noqa: BLE001 - a redaction bug must not stop the sender
+            return
+        for i, line in changes.items():
+            records[i]["line"] = line
+        if found:
+            self.redacted["logs"] += found
 
     def _redact(self, kind: str, redact: Callable[[dict[str, Any]], int], records: list[Any]) -> None:
         found = 0
@@ -110,9 +126,7 @@ class Batcher:
             records=records,
         )
 
-    def _emit(
-        self, kind: str, pos: int, records: list[Any], built: Built, *, repaired: bool
-    ) -> None:
+    def _emit(self, kind: str, pos: int, records: list[Any], built: Built, *, repaired: bool) -> None:
         # ``records`` maps 1:1 to positions; a refused record is a None placeholder.
         kept = records if not repaired else [r for r in records if r is not None]
         if not kept:

@@ -51,6 +51,7 @@ OnDrop = Callable[[int], None]
 
 _time_ns = time.time_ns
 
+
 class _ThreadState(threading.local):
     #: Nesting depth of :func:`quiet` in this thread; a class default keeps the hot-path read cheap
     #: (``getattr(local, name, 0)`` on an unset name raises and swallows AttributeError every call).
@@ -234,8 +235,40 @@ class StreamTee:
         #: Lines whose ending write found the queue full (reported by :meth:`take_dropped`).
         self._dropped_lines = 0
         self._binary: _BinaryTee | None = None
-        #: False once uninstalled: the tee then only passes writes through.
-        self.active = True
+        self._active = True
+        # The hot path as a closure over locals (no attribute look-ups per write); an
+        # instance attribute, so it shadows the method below, which says the same.
+        self.write = self._make_write()  # type: ignore[method-assign]
+
+    @property
+    def active(self) -> bool:
+        """False once uninstalled: the tee then only passes writes through."""
+        return self._active
+
+    @active.setter
+    def active(self, value: bool) -> None:
+        self._active = value
+        self.write = self._make_write() if value else self._original.write  # type: ignore[method-assign]
+
+    def _make_write(self) -> Callable[[str], int]:
+        write_through = self._original.write
+        pending = self._pending
+        append = pending.append
+        max_pending = self._max_pending
+        tls = _tls
+        now = _time_ns
+        drop = self._drop
+
+        def write(text: str) -> int:
+            n = write_through(text)
+            if not tls.quiet:
+                if len(pending) < max_pending:
+                    append((now(), text))
+                else:
+                    drop(text)
+            return n  # type: ignore[no-any-return]
+
+        return write
 
     @property
     def original(self) -> TextIO:
@@ -304,9 +337,11 @@ class StreamTee:
         if not writes:
             return
         try:
-            if not all(type(text) is str for _, text in writes):
+            try:
+                done = self._lines.feed_timed(writes)
+            except TypeError:  # a write of something not str (feed_timed's join refused it first)
                 writes = [(ts, text if type(text) is str else str(text)) for ts, text in writes]
-            done = self._lines.feed_timed(writes)
+                done = self._lines.feed_timed(writes)
             if self._emit_many is not None:
                 self._emit_many([(ts, line, stream, "", "") for ts, line in done])
             else:
@@ -376,8 +411,9 @@ class Capture:
                 current = getattr(sys, name)
                 if current is None:
                     continue
-                tee = StreamTee(current, name, self._emit, self.max_line_chars, self.max_pending_writes,
-                                self._emit_many)
+                tee = StreamTee(
+                    current, name, self._emit, self.max_line_chars, self.max_pending_writes, self._emit_many
+                )
                 self._tees[name] = tee
                 setattr(sys, name, tee)
         if logs:

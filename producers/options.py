@@ -55,12 +55,20 @@ class Options:
     spool_after_s: float = 5.0
     #: Disk spool bound, per data directory and broker; beyond it envelopes are dropped.
     spool_max_bytes: int = 1 << 30
+    #: Redact secrets in log lines and run metadata before they leave the host
+    #: (:mod:`producers.redact`); turn off only where nothing secret can be printed.
+    redact: bool = True
     #: Write to the disk spool at all (when false, what cannot be sent is counted lost).
     spool: bool = True
     #: Sample host and GPU resources (``resources`` records) from a background thread.
     sample: bool = True
     #: Interval between resource samples (the first is taken at ``init``).
     sample_interval_s: float = 1.0
+    #: Sample the node-wide values (GPUs, host CPU, memory, disk, network): true, false,
+    #: or None for "only on local rank 0" (``LOCAL_RANK``), so that a node's GPUs are
+    #: read once, not once per rank.  Every rank reports its own process tree and
+    #: torch memory either way.
+    sample_node_wide: bool | None = None
     #: Root of the process tree whose RSS, CPU and GPU memory are sampled (None: this process).
     sample_root_pid: int | None = None
     #: How long ``init`` waits for the sampler's static facts (GPU names, driver) to put

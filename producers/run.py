@@ -8,7 +8,8 @@ What a run does for the process that starts it:
 * captures stdout, stderr and ``logging`` as ``logs`` records
   (:mod:`producers.capture`; ``capture=False`` turns that off);
 * samples host, process-tree and GPU resources as ``resources`` records
-  every ``options.sample_interval_s`` on a daemon thread
+  every ``options.sample_interval_s`` on a daemon thread (the GPUs and
+  host-wide values on local rank 0 only, see ``Options.sample_node_wide``)
   (:mod:`producers.sampler`; ``Options(sample=False)`` turns that off).  The
   static facts (host, GPU names and UUIDs, driver versions) go into the
   ``start`` record's ``config`` under the key ``_system`` (unless the user's
@@ -176,6 +177,7 @@ class Run:
                 rank=ident.rank,
                 max_records=opts.batch_max_records,
                 max_bytes=opts.max_envelope_bytes,
+                redact=opts.redact,
             ),
             settings=settings,
             options=opts,
@@ -211,17 +213,19 @@ class Run:
         self._capture: Capture | None = None
         # Under `runstream run` (producers.launch) the terminal already carries every line.
         if capture and settings_mod.environ_snapshot(("RUNSTREAM_CAPTURE",)).get("RUNSTREAM_CAPTURE") != "0":
-            cap = Capture(self._put_log, max_line_chars=opts.max_line_chars,
-                          max_pending_writes=2 * bounds["logs"],
-                          on_drop=lambda n: buffer.count("dropped", "logs", n), emit_many=self._put_logs)
+            cap = Capture(
+                self._put_log,
+                max_line_chars=opts.max_line_chars,
+                max_pending_writes=2 * bounds["logs"],
+                on_drop=lambda n: buffer.count("dropped", "logs", n),
+                emit_many=self._put_logs,
+            )
             try:
                 cap.install()
                 self._capture = cap
                 buffer.before_logs = cap.pump
             except RuntimeError:
-                log.warning(
-                    "Console capture is off: another run captures this process. run=%s", self.id
-                )
+                log.warning("Console capture is off: another run captures this process. run=%s", self.id)
         self._install_hooks()
         if ident.warning:
             log.warning("%s run=%s rank=%d", ident.warning, self.id, ident.rank)
@@ -297,9 +301,7 @@ class Run:
                     return
             clean, bad = coerce_values(values)
             for name in bad:
-                self._warn_once(
-                    f"name:{name}", f"run.log value is not a number; left out. name={name}"
-                )
+                self._warn_once(f"name:{name}", f"run.log value is not a number; left out. name={name}")
             if not clean:
                 self._buffer.count("invalid", "metrics")
                 return
@@ -329,9 +331,7 @@ class Run:
 
     # ---------------------------------------------------------- evaluation
 
-    def log_confusion_matrix(
-        self, y_true: Any, y_pred: Any, labels: Any, name: str = "confusion_matrix"
-    ) -> bool:
+    def log_confusion_matrix(self, y_true: Any, y_pred: Any, labels: Any, name: str = "confusion_matrix") -> bool:
         """Log the confusion matrix (and per-label P/R/F1) of ``y_pred`` against ``y_true``.
 
         Shapes and limits: :mod:`producers.evals`.  Raises ``ValueError`` for bad
@@ -374,7 +374,10 @@ class Run:
         from producers.nvml import NvmlBackend
 
         opts = self.options
-        sampler = Sampler(root_pid=opts.sample_root_pid, gpu=NvmlBackend())
+        node_wide = opts.sample_node_wide
+        if node_wide is None:
+            node_wide = self.identity.local_rank == 0
+        sampler = Sampler(root_pid=opts.sample_root_pid, gpu=NvmlBackend(), node_wide=node_wide)
         thread = SamplerThread(sampler, lambda r: self._buffer.put("resources", r), opts.sample_interval_s)
         thread.start()
         return thread
@@ -406,9 +409,7 @@ class Run:
             return self._ok
         return self._sender.flush(timeout_s)
 
-    def finish(
-        self, status: str = "finished", exit_code: int | None = None, reason: str = ""
-    ) -> bool:
+    def finish(self, status: str = "finished", exit_code: int | None = None, reason: str = "") -> bool:
         """End the run: stop capturing, send ``finish``, flush, stop the sender.
 
         Idempotent (later calls return the first one's result).  Blocks up
@@ -469,10 +470,7 @@ class Run:
         self.finish(status, exit_code=code, reason=reason)
 
     def __repr__(self) -> str:
-        return (
-            f"Run(id={self.id!r}, project={self.project!r}, name={self.name!r}, "
-            f"status={self.status!r})"
-        )
+        return f"Run(id={self.id!r}, project={self.project!r}, name={self.name!r}, status={self.status!r})"
 
     # --------------------------------------------------------------- hooks
 
@@ -507,9 +505,7 @@ class Run:
                     )
                     self._sigterm_installed = False
 
-    def _excepthook(
-        self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None
-    ) -> None:
+    def _excepthook(self, exc_type: type[BaseException], exc: BaseException, tb: TracebackType | None) -> None:
         if not self._finished:
             emit_traceback(self._put_log, exc_type, exc, tb)
         with quiet():

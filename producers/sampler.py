@@ -29,6 +29,15 @@ Values (names carry their unit; every value is a finite float, or NaN):
     here).  A torch device whose UUID matches no NVML device is reported as
     ``cudaN`` (its CUDA index).
 
+Several ranks on one node: only one of them should read the node-wide
+values (GPU groups, host CPU, memory, disk and network), or every chart
+shows the same GPUs once per rank.  A sampler made with ``node_wide=False``
+(:attr:`producers.options.Options.sample_node_wide`; by default every rank
+but local rank 0) reports only what is its own: ``proc_rss_bytes``,
+``proc_cpu_pct`` and ``proc_count`` of its process tree on ``host``, and
+torch's allocator stats of its GPUs (NVML is still opened, once, to name
+those GPUs by UUID; no GPU is read).
+
 No NVML, no driver or no GPU: one warning at start (logger
 ``runstream.sdk``), then host samples only.  A GPU reading the device does
 not support is switched off for that device at the first refusal and never
@@ -88,10 +97,14 @@ class HostProbe:
         self._proc_last_s: float | None = None
         self.tree_pids: set[int] = set()
 
-    def read(self, now_s: float) -> dict[str, float]:
-        """One host reading; ``now_s`` is a monotonic clock for the rates. Never raises."""
+    def read(self, now_s: float, node_wide: bool = True) -> dict[str, float]:
+        """One host reading; ``now_s`` is a monotonic clock for the rates. Never raises.
+
+        Without ``node_wide``, only the process tree's readings.
+        """
         values: dict[str, float] = {}
-        for part in (self._cpu, self._memory, self._tree, self._io):
+        parts = (self._cpu, self._memory, self._tree, self._io) if node_wide else (self._tree,)
+        for part in parts:
             try:
                 part(values, now_s)
             except Exception:  # noqa: BLE001, S112 - a reading the host cannot give is left out
@@ -210,9 +223,12 @@ class Sampler:
         gpu: GpuBackend | None = None,
         clock_ns: Callable[[], int] = time.time_ns,
         monotonic_s: Callable[[], float] = time.monotonic,
+        node_wide: bool = True,
     ) -> None:
         self.host = HostProbe(os.getpid() if root_pid is None else root_pid)
         self.gpu = gpu
+        #: Read the GPUs and the host-wide values (see the module docstring).
+        self.node_wide = node_wide
         self._clock_ns = clock_ns
         self._monotonic_s = monotonic_s
         self._gpu_count = 0
@@ -253,12 +269,12 @@ class Sampler:
     def sample(self) -> list[Record]:
         """One record per device, ``host`` first. Blocks on /proc and driver reads; never raises."""
         ts_ns = self._clock_ns()
-        host = self.host.read(self._monotonic_s())
+        host = self.host.read(self._monotonic_s(), self.node_wide)
         records: list[Record] = []
         if host:
             records.append({"ts_ns": ts_ns, "device": "host", "values": host})
         by_device: dict[str, dict[str, float]] = {}
-        if self.gpu is not None:
+        if self.gpu is not None and self.node_wide:
             for i in range(self._gpu_count):
                 values = self._gpu_values(i)
                 if values:
@@ -295,8 +311,7 @@ class Sampler:
             except GpuError as exc:
                 self.gpu_errors += 1
                 if self.gpu_errors == 1:
-                    log.warning("A GPU reading failed; retrying at the next sample. device=gpu%d error=%s",
-                                index, exc)
+                    log.warning("A GPU reading failed; retrying at the next sample. device=gpu%d error=%s", index, exc)
         return values
 
     def _torch_values(self) -> dict[str, dict[str, float]]:

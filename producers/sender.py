@@ -59,6 +59,8 @@ def is_retriable(exc: BaseException) -> bool:
     """Whether sending again can succeed (connection trouble, timeouts, leader moves)."""
     if isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError, asyncio.CancelledError)):
         return True
+    if isinstance(exc, kafka.ConnectionLost):
+        return True  # not retried inside aiokafka on purpose: we send it again, with a new producer
     if isinstance(exc, kafka.KafkaError):
         # aiokafka marks its KafkaTimeoutError (no metadata, delivery timed out)
         # as not retriable, but for a producer waiting out an outage it is.
@@ -131,9 +133,7 @@ class Sender:
 
     def start(self) -> None:
         """Start the thread (returns once its loop runs, or after 5 s)."""
-        self._thread = threading.Thread(
-            target=self._thread_main, name="runstream-sender", daemon=True
-        )
+        self._thread = threading.Thread(target=self._thread_main, name="runstream-sender", daemon=True)
         self._thread.start()
         self._started.wait(5.0)
 
@@ -166,12 +166,7 @@ class Sender:
         with self._cond:
             while True:
                 resolved = all(self._done_upto[k] >= target[k] for k in RAW_KINDS)
-                holes = [
-                    why
-                    for k in RAW_KINDS
-                    for start, (_, why) in self._holes[k].items()
-                    if start < target[k]
-                ]
+                holes = [why for k in RAW_KINDS for start, (_, why) in self._holes[k].items() if start < target[k]]
                 if resolved and not holes:
                     return True
                 if resolved and any(why != "spooled" for why in holes):
@@ -206,9 +201,7 @@ class Sender:
         out["redacted"] = dict(self.batcher.redacted)
         out["state"] = {
             "connected": self._producer is not None and self._outage_since is None,
-            "outage_s": 0.0
-            if self._outage_since is None
-            else time.monotonic() - self._outage_since,
+            "outage_s": 0.0 if self._outage_since is None else time.monotonic() - self._outage_since,
             "outbox": len(self._outbox),
             "in_flight": len(self._inflight),
         }
@@ -232,15 +225,12 @@ class Sender:
             request_timeout_ms=self.options.request_timeout_ms,
             max_batch_size=1 << 20,
             retry_backoff_ms=200,
+            fail_on_disconnect=True,
         )
 
     def _thread_main(self) -> None:
         self._quiet.thread_id = threading.get_ident()
-        names = [
-            n
-            for n in logging.Logger.manager.loggerDict
-            if n == "aiokafka" or n.startswith("aiokafka.")
-        ]
+        names = [n for n in logging.Logger.manager.loggerDict if n == "aiokafka" or n.startswith("aiokafka.")]
         for name in names:
             logging.getLogger(name).addFilter(self._quiet)
         loop = asyncio.new_event_loop()
@@ -359,9 +349,7 @@ class Sender:
         while self._outbox and loop.time() >= self._next_attempt:
             batch = self._outbox[0]
             try:
-                fut = await self._producer.send(
-                    self.topics.raw(batch.kind), batch.value, key=self.key
-                )
+                fut = await self._producer.send(self.topics.raw(batch.kind), batch.value, key=self.key)
             except Exception as exc:  # noqa: BLE001
                 if is_retriable(exc):
                     self._note_outage(exc)
@@ -373,11 +361,12 @@ class Sender:
             batch.attempts += 1
             self._inflight[batch.seq] = batch
             self.buffer.count("sent", batch.kind, batch.records)
-            fut.add_done_callback(functools.partial(self._on_done, batch))
+            fut.add_done_callback(functools.partial(self._on_done, batch, batch.attempts))
 
-    def _on_done(self, batch: Batch, fut: asyncio.Future[Any]) -> None:
-        if self._inflight.pop(batch.seq, None) is None:
-            return  # already spooled at shutdown
+    def _on_done(self, batch: Batch, attempt: int, fut: asyncio.Future[Any]) -> None:
+        if batch.attempts != attempt or self._inflight.get(batch.seq) is not batch:
+            return  # an earlier attempt's late answer, or already spooled at shutdown
+        del self._inflight[batch.seq]
         exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
         if exc is None:
             self._unacked -= batch.count
@@ -387,11 +376,34 @@ class Sender:
             return
         known = is_retriable(exc)
         if known or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
-            seqs = [b.seq for b in self._outbox]
-            self._outbox.insert(bisect.bisect(seqs, batch.seq), batch)
+            self._requeue(batch)
             self._note_outage(exc)
+            if isinstance(exc, kafka.ConnectionLost):
+                self._drop_producer()
         else:
             self._give_up(batch, exc)
+
+    def _requeue(self, batch: Batch) -> None:
+        seqs = [b.seq for b in self._outbox]
+        self._outbox.insert(bisect.bisect(seqs, batch.seq), batch)
+
+    def _drop_producer(self) -> None:
+        """Forget the producer after a lost connection; the next cycle connects a new one.
+
+        The broker on the other side may have restarted with none of its
+        topics: a new producer reads metadata afresh and waits for the topic
+        to exist, where the old one would send on its stale metadata (see
+        :func:`runstream.kafka._fail_on_disconnect`).  Its batches still in
+        flight go back to the outbox; a late answer for one of them is ignored
+        (at worst the batch is stored twice, once by identity).
+        """
+        producer, self._producer = self._producer, None
+        if producer is None:
+            return
+        for batch in sorted(self._inflight.values(), key=lambda b: b.seq):
+            self._requeue(batch)
+        self._inflight.clear()
+        asyncio.get_running_loop().create_task(self._stop_producer(producer, 1.0))
 
     def _give_up(self, batch: Batch, exc: BaseException) -> None:
         self._unacked -= batch.count
@@ -575,9 +587,7 @@ async def sync(settings: Settings, timeout_s: float, spool_max_bytes: int = 1 <<
     stays in the spool.
     """
     spool = DiskSpool.for_settings(settings, spool_max_bytes)
-    producer = kafka.make_producer(
-        settings.kafka, client_id="runstream-sync", request_timeout_ms=int(timeout_s * 1000)
-    )
+    producer = kafka.make_producer(settings.kafka, client_id="runstream-sync", request_timeout_ms=int(timeout_s * 1000))
     await asyncio.wait_for(producer.start(), timeout=timeout_s)
     try:
         return await asyncio.wait_for(replay(producer, spool), timeout=timeout_s)

@@ -13,10 +13,17 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaConnectionError, KafkaError, KafkaTimeoutError, TopicAlreadyExistsError
+from aiokafka.errors import (
+    KafkaConnectionError,
+    KafkaError,
+    KafkaTimeoutError,
+    NodeNotReadyError,
+    TopicAlreadyExistsError,
+)
 
 __all__ = [
     "AIOKafkaConsumer",
+    "ConnectionLost",
     "AIOKafkaProducer",
     "ConsumerRebalanceListener",
     "KafkaConnectionError",
@@ -33,8 +40,51 @@ __all__ = [
 ]
 
 
-def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
-    """A producer with acks from the leader and batching suited to envelopes."""
+class ConnectionLost(KafkaError):
+    """A producer lost (or could not open) its connection to a broker; the batch was not retried.
+
+    Raised into the send futures of a producer made with
+    ``make_producer(..., fail_on_disconnect=True)``.  Not retriable *inside*
+    aiokafka (so its sender gives the batch back at once instead of resending
+    it on the next connection with its old metadata), but retriable for the
+    caller, who should drop the producer and send again with a new one.
+    """
+
+    retriable = False
+    invalid_metadata = True
+
+
+def _fail_on_disconnect(producer: AIOKafkaProducer) -> None:
+    """Make ``producer`` fail its batches on a lost connection instead of retrying them itself.
+
+    Why: aiokafka re-enqueues a batch after ``NodeNotReadyError`` without
+    refreshing metadata, so once a restarted broker listens again the batch
+    goes out with the metadata of the broker that died.  A broker that lost
+    its topics (Tansu keeps them in memory) should refuse a produce to a topic
+    it does not know, but Tansu 0.6 acknowledges it, with offsets, and the
+    records are then on no topic a consumer can read: acknowledged and lost.
+    Only this producer's client is changed (an instance attribute).
+    """
+    client = producer.client
+    send = client.send
+
+    async def send_or_fail(node_id: Any, request: Any, **kwargs: Any) -> Any:
+        try:
+            return await send(node_id, request, **kwargs)
+        except (NodeNotReadyError, KafkaConnectionError) as exc:
+            raise ConnectionLost(f"connection to node {node_id} lost: {type(exc).__name__}") from exc
+
+    client.send = send_or_fail  # type: ignore[method-assign]
+
+
+def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options: Any) -> AIOKafkaProducer:
+    """A producer with acks from the leader and batching suited to envelopes.
+
+    With ``fail_on_disconnect``, a batch whose connection is lost fails with
+    :class:`ConnectionLost` instead of being retried by aiokafka (see
+    :func:`_fail_on_disconnect`); the caller then sends it again with a new
+    producer, whose metadata comes from the broker as it is now.
+    """
     opts: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
         "acks": 1,
@@ -43,7 +93,10 @@ def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
         "request_timeout_ms": 15_000,
     }
     opts.update(options)
-    return AIOKafkaProducer(**opts)
+    producer = AIOKafkaProducer(**opts)
+    if fail_on_disconnect:
+        _fail_on_disconnect(producer)
+    return producer
 
 
 def make_consumer(
@@ -117,14 +170,10 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        parts = [
-            TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-        ]
+        parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not parts:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
-            parts = [
-                TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())
-            ]
+            parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         return dict(await consumer.end_offsets(parts)) if parts else {}
     finally:
         await consumer.stop()

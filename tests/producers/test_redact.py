@@ -11,7 +11,15 @@ from sdk_support import read_envelopes, run_script, scaled, valid_records
 
 from producers.batch import Batcher
 from producers.records import redact_run, start_record
-from producers.redact import TRIGGERS, candidate, redact_argv, redact_text, redact_value
+from producers.redact import (
+    LineRedactor,
+    _redact_full,
+    candidate,
+    candidate_lines,
+    redact_argv,
+    redact_text,
+    redact_value,
+)
 from runstream.topics import Topics
 from runstream.wire import decode
 
@@ -32,10 +40,7 @@ JWT = (
     + "eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkphbmUifQ."
     + "SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c"
 )
-PEM = (
-    "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAz5x1Qm8\nq7Lw3Zk9Rt2Vb\n"
-    + "-----END RSA PRIVATE KEY-----"
-)
+PEM = "-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEAz5x1Qm8\nq7Lw3Zk9Rt2Vb\n" + "-----END RSA PRIVATE KEY-----"
 
 SECRETS: list[tuple[str, str, str]] = [
     # (line, the secret that must disappear, the kind in its marker)
@@ -109,10 +114,33 @@ def test_url_password_keeps_user_and_host() -> None:
     assert out == "fetching https://alice:[REDACTED:url_password]@example.org/x"
 
 
-@pytest.mark.parametrize("trigger", TRIGGERS)
-def test_every_trigger_passes_the_prefilter(trigger: str) -> None:
-    """The prefilter lets through every trigger of every shape, in any case."""
-    assert candidate(f"x {trigger} y") and candidate(f"x {trigger.upper()} y")
+def _variants(line: str) -> list[str]:
+    return [line, line.upper(), line.lower(), f"prefix {line} suffix", f"'{line}'"]
+
+
+def test_prefilter_passes_every_line_that_full_redaction_changes(real_logs_dir: Path) -> None:
+    """Whatever the shapes and key=value rules would change, the prefilter lets through (any case)."""
+    lines = [v for line, _, _ in SECRETS for v in _variants(line)]
+    lines += [v for line in NEAR_MISSES for v in _variants(line)]
+    lines += [
+        line
+        for path in sorted(real_logs_dir.iterdir())
+        if path.suffix not in (".tsv", ".md")
+        for line in path.read_text(errors="replace").split("\n")[:3000]
+    ]
+    missed = [line for line in lines if _redact_full(line)[1] and not candidate(line)]
+    assert missed == []
+    assert sum(_redact_full(line)[1] > 0 for line in lines) >= len(SECRETS)
+
+
+def test_batch_prefilter_finds_the_same_lines_as_the_line_prefilter() -> None:
+    """``candidate_lines`` on a batch marks every line ``candidate`` passes, and no clean line."""
+    lines = [line for pair in zip(NEAR_MISSES, [s[0] for s in SECRETS], strict=False) for line in pair]
+    lines += ["step 1 loss 0.5", "", "ümlaut İstanbul key=Hunter22", "x" * 10_000]
+    marked = candidate_lines(lines)
+    assert set(marked) >= {i for i, line in enumerate(lines) if candidate(line)}
+    assert all(candidate(lines[i]) or candidate(lines[i - 1] + "\n" + lines[i]) for i in marked)
+    assert candidate_lines(["step 1 loss 0.5 tokens/s=123456 max_tokens=2048"] * 100) == []
 
 
 def test_clean_line_is_not_a_candidate(real_logs_dir: Path) -> None:
@@ -206,6 +234,76 @@ def test_batcher_without_redaction_sends_lines_as_they_are() -> None:
     batcher = Batcher(producer="p", run="r", node="n", rank=0, redact=False)
     (batch,) = batcher.build("logs", 0, [(1, f"x {HF}", "stdout", "", "")]).batches
     assert decode(batch.value).records[0]["line"] == f"x {HF}"
+
+
+PEM_LINES = PEM.split("\n")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        PEM_LINES,
+        ["-----BEGIN OPENSSH PRIVATE KEY-----", "b3BlbnNzaC1rZXktdjEAAAAA", "-----END OPENSSH PRIVATE KEY-----"],
+        [
+            "-----BEGIN ENCRYPTED PRIVATE KEY-----",
+            "Proc-Type: 4,ENCRYPTED",
+            "DEK-Info: AES-128-CBC,0A1B",
+            "",
+            "MIIFHDBOBgkqhkiG9w0BBQ0wQTApBgkq",
+            "-----END ENCRYPTED PRIVATE KEY-----",
+        ],
+    ],
+    ids=["rsa", "openssh", "encrypted"],
+)
+def test_pem_block_printed_line_by_line_is_redacted_whole(body: list[str]) -> None:
+    """A private key printed one line per record: BEGIN, body and END lines all become markers."""
+    lines = ["loading key", *body, "key loaded, step 1"]
+    changes, n = LineRedactor().redact(lines, ["stdout"] * len(lines))
+    assert sorted(changes) == list(range(1, len(body) + 1))
+    assert all(line == "[REDACTED:private_key]" for line in changes.values())
+    assert n == 1
+
+
+def test_pem_block_split_across_batches_and_interleaved_with_stderr() -> None:
+    """The open block carries over to the next batch; another stream's lines in between are kept."""
+    red = LineRedactor()
+    first, _ = red.redact([PEM_LINES[0], PEM_LINES[1], "warning: slow"], ["stdout", "stdout", "stderr"])
+    assert sorted(first) == [0, 1]
+    second, _ = red.redact([PEM_LINES[2], PEM_LINES[3], "epoch 1 done"], ["stdout"] * 3)
+    assert second == {0: "[REDACTED:private_key]", 1: "[REDACTED:private_key]"}
+
+
+def test_pem_block_without_end_stops_at_the_first_line_that_is_no_key() -> None:
+    """A BEGIN line with no END: body lines go, the first ordinary line after them is kept."""
+    lines = ["-----BEGIN PRIVATE KEY-----", "MIIEvQIBADANBgkqhkiG9w0B", "epoch 1 loss=0.5", "MIIEvQ"]
+    changes, _ = LineRedactor().redact(lines, ["stdout"] * 4)
+    assert sorted(changes) == [0, 1]
+
+
+def test_certificate_and_near_misses_open_no_block() -> None:
+    """A public certificate or a lone END line redacts nothing and opens no block."""
+    lines = [
+        "-----BEGIN CERTIFICATE-----",
+        "MIIDdzCCAl+gAwIBAgIE",
+        "-----END CERTIFICATE-----",
+        "-----END RSA PRIVATE KEY-----",
+        "MIIEowIBAAKCAQEAz5x1Qm8",
+    ]
+    assert LineRedactor().redact(lines, ["stdout"] * 5) == ({}, 0)
+
+
+def test_batcher_redacts_a_pem_block_across_envelopes() -> None:
+    """Log items built into two envelopes: the key's body never leaves in either."""
+    batcher = Batcher(producer="p", run="r", node="n", rank=0)
+    items = [(i, line, "stdout", "", "") for i, line in enumerate(PEM_LINES)]
+    sent = [
+        r["line"]
+        for part in (items[:2], items[2:])
+        for batch in batcher.build("logs", 0, part).batches
+        for r in decode(batch.value).records
+    ]
+    assert sent == ["[REDACTED:private_key]"] * len(PEM_LINES)
+    assert batcher.redacted["logs"] == 1
 
 
 TRAINER = r"""

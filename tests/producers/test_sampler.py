@@ -108,9 +108,7 @@ def child_tree() -> Iterator[tuple[subprocess.Popen[str], int]]:
         "sys.stdin.read()\n"
         "g.kill(); g.wait()\n"
     )
-    proc = subprocess.Popen(
-        [sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
-    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None and proc.stdin is not None
     try:
         grandchild = int(proc.stdout.readline())
@@ -236,6 +234,72 @@ def test_torch_allocator_stats_land_on_the_matching_gpu() -> None:
     assert "torch_allocated_bytes" not in devices["gpu0"]
 
 
+def _fake_torch() -> types.ModuleType:
+    cuda = types.SimpleNamespace(
+        is_initialized=lambda: True,
+        device_count=lambda: 1,
+        get_device_properties=lambda i: types.SimpleNamespace(uuid="bbbb"),
+        memory_allocated=lambda i: 100,
+        memory_reserved=lambda i: 200,
+        max_memory_allocated=lambda i: 300,
+    )
+    fake = types.ModuleType("torch")
+    fake.cuda = cuda  # type: ignore[attr-defined]
+    return fake
+
+
+def test_rank_without_node_wide_sampling_reports_only_its_own_usage(monkeypatch: pytest.MonkeyPatch) -> None:
+    """node_wide=False: no GPU or host-wide readings, but this process tree's RSS and its torch memory."""
+    gpu = FakeGpu()
+    sampler = Sampler(gpu=gpu, node_wide=False)
+    sampler.open()
+    monkeypatch.setitem(sys.modules, "torch", _fake_torch())
+    sampler.sample()
+    devices = by_device(sampler.sample())
+    assert set(devices) == {"host", "gpu1"}
+    assert {"proc_rss_bytes", "proc_count"} <= set(devices["host"]) <= {"proc_rss_bytes", "proc_count", "proc_cpu_pct"}
+    assert devices["host"]["proc_rss_bytes"] > 0
+    assert devices["gpu1"] == {
+        "torch_allocated_bytes": 100.0,
+        "torch_reserved_bytes": 200.0,
+        "torch_max_allocated_bytes": 300.0,
+    }
+
+
+def test_node_wide_sampler_reads_gpus_and_the_host() -> None:
+    """node_wide=True (local rank 0's default): GPU groups and host CPU/memory are read."""
+    sampler = Sampler(gpu=FakeGpu(), node_wide=True)
+    sampler.open()
+    sampler.sample()
+    devices = by_device(sampler.sample())
+    assert {"gpu0", "gpu1"} <= set(devices)
+    assert {"mem_used_bytes", "mem_total_bytes", "proc_rss_bytes"} <= set(devices["host"])
+    assert devices["gpu0"]["util_pct"] == READINGS["utilization"]["util_pct"]
+
+
+@pytest.mark.parametrize(
+    ("local_rank", "option", "node_wide"),
+    [("0", None, True), ("1", None, False), ("3", True, True), ("0", False, False)],
+)
+def test_only_local_rank_zero_samples_the_node_by_default(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_rank: str, option: bool | None, node_wide: bool
+) -> None:
+    """LOCAL_RANK picks the node-wide sampler (rank 0) unless Options.sample_node_wide says otherwise."""
+    monkeypatch.setenv("LOCAL_RANK", local_rank)
+    settings = settings_mod.load({"kafka": "127.0.0.1:9", "data_dir": str(tmp_path)}, environ={})
+    run = runstream.init(
+        project="ranks",
+        settings=settings,
+        capture=False,
+        options=Options(sample_node_wide=option, spool=False, finish_timeout_s=0.05),
+    )
+    try:
+        assert run._sampler is not None  # noqa: SLF001
+        assert run._sampler.sampler.node_wide is node_wide  # noqa: SLF001
+    finally:
+        run.finish()
+
+
 def test_sampler_never_imports_torch() -> None:
     """Sampling in a process that has not imported torch leaves torch unimported."""
     code = (
@@ -323,9 +387,7 @@ def test_run_sends_resource_samples_to_the_broker(sdk_broker: str, sdk_topics: T
     settings = settings_mod.load(
         {"kafka": sdk_broker, "topic_prefix": sdk_topics.prefix, "data_dir": str(tmp_path)}, environ={}
     )
-    run = runstream.init(
-        project="sample", settings=settings, capture=False, options=Options(sample_interval_s=0.1)
-    )
+    run = runstream.init(project="sample", settings=settings, capture=False, options=Options(sample_interval_s=0.1))
     try:
         deadline = time.monotonic() + scaled(20)
         while run.stats()["sampler"]["samples"] < 4 and time.monotonic() < deadline:
@@ -361,4 +423,3 @@ def test_sampling_off_sends_no_resources(tmp_path: Path) -> None:
         assert run.stats()["enqueued"]["resources"] == 0 and "sampler" not in run.stats()
     finally:
         run.finish()
-
