@@ -13,7 +13,6 @@ Answers are JSON-ready: times RFC 3339 UTC, NaN/±Inf as ``"NaN"``,
 from __future__ import annotations
 
 import json
-import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,14 +25,12 @@ from runstream.timeparse import format_ns
 from sinks.cursor import decode_cursor, encode_cursor
 from sinks.log_views import LogViews, log_line
 from sinks.logfilter import like_pattern, log_filter, time_range
+from sinks.metric_views import METRIC_ROLLUP, ROLLUP_STEPS, MetricViews, add_bucket, json_number
 from sinks.run_views import RunViews, sort_runs
 from sinks.status import RankRow, derive_status, outcome
 from sinks.store import Store
 
 METRIC_SUMMARY = tables.METRIC_SUMMARY
-#: Per-block min/max of every series (migration 003), blocks of ROLLUP_STEPS steps.
-METRIC_ROLLUP = "metric_rollup"
-ROLLUP_STEPS = 256
 MAX_LOG_LIMIT = 10_000
 MAX_DLQ_LIMIT = 10_000
 MIN_POINTS = 3
@@ -62,14 +59,7 @@ class QueryLimits:
         }
 
 
-def json_number(x: float | None) -> float | str | None:
-    """A float as JSON allows it: NaN and ±Inf become ``"NaN"``, ``"Infinity"``, ``"-Infinity"``."""
-    if x is None or math.isfinite(x):
-        return x
-    return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
-
-
-class Queries(LogViews, RunViews):
+class Queries(LogViews, RunViews, MetricViews):
     """Read-only queries over one store (synchronous; blocks on the store's thread)."""
 
     def __init__(self, store: Store, limits: QueryLimits | None = None, crashed_after_s: float = 60.0) -> None:
@@ -335,46 +325,21 @@ class Queries(LogViews, RunViews):
         is cut into at most ``points // 2`` buckets (``points // 3`` when the
         series has NaN) and each bucket gives its lowest and its highest point
         (±Inf included) and its first NaN, so no extreme is lost and the answer
-        has at most ``points`` points.  A whole-run chart whose buckets would
-        each span at least one rollup block (:data:`ROLLUP_STEPS` steps) reads
-        ``metric_rollup`` and makes each bucket of whole blocks; otherwise (a
-        time range, a short or zoomed-in series) the raw points are bucketed.
+        has at most ``points`` points.  A chart whose buckets would each span at
+        least one rollup block (:data:`ROLLUP_STEPS` steps) reads
+        ``metric_rollup`` and makes each bucket of whole blocks (with a time
+        range, the blocks it cuts through are read point by point); otherwise
+        (a short or zoomed-in series) the raw points are bucketed.
         Raises :class:`QueryError` unless ``3 <= points <= 100000``.
         """
         points = _bounded(points, MIN_POINTS, min(MAX_POINTS, self.limits.max_result_rows), "points")
         if since_ns is None and until_ns is None:
             coarse = self._rollup_series(run_id, name, points)
-            if coarse is not None:
-                return coarse
+        else:
+            coarse = self._ranged_rollup_series(run_id, name, points, since_ns, until_ns)
+        if coarse is not None:
+            return coarse
         return self._raw_series(run_id, name, points, since_ns, until_ns)
-
-    def _rollup_series(self, run_id: str, name: str, points: int) -> dict[str, Any] | None:
-        """The series from ``metric_rollup``, or ``None`` when its blocks are too coarse for ``points``."""
-        params: dict[str, Any] = {"run": run_id, "name": name, "points": points}
-        rollup = self._t[METRIC_ROLLUP]
-        series = "run_id = {run:String} AND name = {name:String}"
-        # One query: the block range and NaN presence size the buckets (scalar subquery
-        # over the rollup); the total is counted in the raw table (a primary-key range,
-        # two small columns), so a block stored twice could never inflate it.
-        rows = self._rows(
-            f"WITH (SELECT (min(block), max(block), sum(nans) > 0) FROM {rollup} WHERE {series}) AS st, "
-            "toInt64(if(st.3, intDiv({points:UInt32}, 3), intDiv({points:UInt32}, 2))) AS buckets, "
-            "st.2 - st.1 + 1 AS blocks, "
-            f"(SELECT count() FROM {self._t[tables.METRICS]} WHERE {series}) AS total "
-            "SELECT total, blocks, buckets, intDiv(block - st.1, intDiv(blocks + buckets - 1, buckets)) AS b, "
-            "minIfMerge(low), maxIfMerge(high), minIfMerge(nan_step), sum(finite), sum(nans) "
-            f"FROM {rollup} WHERE {series} GROUP BY b ORDER BY b",
-            params,
-        )
-        if not rows:
-            return None
-        total, blocks, buckets = rows[0][:3]
-        if total <= points or blocks < buckets:
-            return None  # short, or too few blocks for the resolution asked: bucket raw points
-        out: list[list[Any]] = []
-        for *_, (v_lo, s_lo), (v_hi, s_hi), s_nan, n_finite, n_nan in rows:
-            _add_bucket(out, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan)
-        return {"name": name, "points": out, "total": int(total), "downsampled": True}
 
     def _raw_series(
         self, run_id: str, name: str, points: int, since_ns: int | None, until_ns: int | None
@@ -412,7 +377,7 @@ class Queries(LogViews, RunViews):
         if not downsampled:
             out = [[s_lo, json_number(v_lo)] for _, _, s_lo, v_lo, *_ in rows]
         for _, _, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan in rows if downsampled else ():
-            _add_bucket(out, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan)
+            add_bucket(out, s_lo, v_lo, s_hi, v_hi, s_nan, n_finite, n_nan)
         return {"name": name, "points": out, "total": total, "downsampled": downsampled}
 
     # -- logs ------------------------------------------------------------
@@ -533,19 +498,6 @@ def _bounded(value: int, low: int, high: int | None, what: str = "value") -> int
     return value
 
 
-def _add_bucket(
-    out: list[list[Any]], s_lo: int, v_lo: float, s_hi: int, v_hi: float, s_nan: int, n_finite: int, n_nan: int
-) -> None:
-    """Append one bucket's low, high and first NaN to ``out`` in step order, each point once."""
-    picked = [(s_lo, v_lo), (s_hi, v_hi)] if n_finite else []
-    if n_nan:
-        picked.append((s_nan, math.nan))
-    for step, value in sorted(picked, key=lambda p: p[0]):
-        pair = [step, json_number(value)]
-        if pair not in out[-3:]:  # a bucket's min and max may be one point
-            out.append(pair)
-
-
 def _series_filter(run_id: str, name: str, since_ns: int | None, until_ns: int | None) -> tuple[str, dict[str, Any]]:
     cond = ["run_id = {run:String}", "name = {name:String}"]
     params: dict[str, Any] = {"run": run_id, "name": name}
@@ -569,6 +521,7 @@ def _reason(message: str) -> str:
 
 
 __all__ = [
+    "ROLLUP_STEPS",
     "QueryLimits",
     "Queries",
     "decode_cursor",

@@ -1,8 +1,10 @@
 """Clean envelopes to table columns: pure, no I/O.
 
-A :class:`ColumnBuffer` accumulates rows for every table as column lists and
-hands each table over as an Arrow table (the fastest insert path into
-ClickHouse).  Times become integer microseconds; ``config`` and evaluation
+A :class:`ColumnBuffer` accumulates rows for every table as columns
+(:mod:`sinks.columns`: whole-envelope Arrow arrays, runs of one value, lists)
+and hands each table over as an Arrow table (the fastest insert path into
+ClickHouse).  Log envelopes take the column-wise path; a record it cannot
+take sends its envelope through the per-record path below.  Times become integer microseconds; ``config`` and evaluation
 ``data`` become JSON text in which NaN and ±Inf are the strings ``"NaN"``,
 ``"Infinity"`` and ``"-Infinity"``, so stored JSON is always valid.
 
@@ -16,14 +18,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Mapping
-from itertools import repeat
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import pyarrow as pa
 
 from runstream import deadletter, tables
 from runstream.wire import Envelope
+from sinks.columns import TS_NS, Column, Piece, Run, log_columns, piece_len, text_bytes
 from sinks.schemas import SCHEMAS
 
 _I32 = (-(2**31), 2**31 - 1)
@@ -102,6 +104,12 @@ def _strs(value: Any, what: str) -> list[str]:
 
 def _ts_us(record: Mapping[str, Any]) -> int:
     return _int(record.get("ts_ns"), (_TS_US[0] * 1000, _I64[1]), "ts_ns") // 1000
+
+
+def _opt(record: Mapping[str, Any], key: str, default: Any) -> Any:
+    """``record[key]``, or ``default`` when it is absent or None (msgpack nil)."""
+    value = record.get(key)
+    return default if value is None else value
 
 
 def _rec(record: Any) -> Mapping[str, Any]:
@@ -193,13 +201,13 @@ def _log_rows(r: Mapping[str, Any], base: _Base) -> list[tuple[Any, ...]]:
     return [
         (
             _ts_us(r),
-            _str(r.get("stream", "stdout"), "stream"),
-            _str(r.get("level", ""), "level"),
-            _str(r.get("logger", ""), "logger"),
+            _str(_opt(r, "stream", "stdout"), "stream"),
+            _str(_opt(r, "level", ""), "level"),
+            _str(_opt(r, "logger", ""), "logger"),
             _str(r.get("line"), "line"),
             _strs(r.get("tags"), "tags"),
             _str(r.get("group") or "", "group"),
-            _int(r.get("orig_bytes", 0), _U32, "orig_bytes"),
+            _int(_opt(r, "orig_bytes", 0), _U32, "orig_bytes"),
             _index(r),
             base[0] if rank is None else _int(rank, _I32, "rank"),
             base[1] if node is None else _str(node, "node"),
@@ -259,85 +267,7 @@ def _within(values: list[int], bounds: tuple[int, int]) -> bool:
     return not values or (bounds[0] <= min(values) and max(values) <= bounds[1])
 
 
-_TS_NS = (_TS_US[0] * 1000, _I64[1])
-
-
-_NO_TAGS: list[str] = []
-
-
-def _field(records: list[dict[str, Any]], key: str, default: Any) -> tuple[list[Any], bool]:
-    """``[r.get(key, default) ...]`` and whether ``key`` was absent from every record.
-
-    Same values as the comprehension, computed with C-level ``map`` in the
-    common cases (the key in every record, or in none), which is what keeps
-    the sink's row building near a million rows per second.
-    """
-    values = list(map(dict.get, records, repeat(key)))
-    if values.count(None):
-        if not any(map(dict.__contains__, records, repeat(key))):
-            return [default] * len(records), True
-        return [r.get(key, default) for r in records], False
-    return values, False
-
-
-def _overrides(records: list[Any], base: _Base) -> tuple[list[Any], list[Any]] | None:
-    """Per-record rank and node (the envelope's where a record names none), or None if malformed."""
-    n = len(records)
-    ranks, _ = _field(records, "rank", None)
-    nodes, _ = _field(records, "node", None)
-    if ranks.count(None) == n:
-        ranks = [base[0]] * n
-    else:
-        ranks = [base[0] if v is None else v for v in ranks]
-        if not (_all(ranks, int) and _within(ranks, _I32)):
-            return None
-    if nodes.count(None) == n:
-        nodes = [base[1]] * n
-    else:
-        nodes = [base[1] if v is None else v for v in nodes]
-        if not _all(nodes, str):
-            return None
-    return ranks, nodes
-
-
-def _fast_logs(records: list[Any], base: _Base) -> list[list[Any]] | None:
-    if not _all(records, dict):
-        return None
-    ts, no_ts = _field(records, "ts_ns", None)
-    line, no_line = _field(records, "line", None)
-    idx, no_idx = _field(records, "i", None)
-    if no_ts or no_line or no_idx:
-        return None  # a record without one of them is refused by the slow path
-    stream, _ = _field(records, "stream", "stdout")
-    level, _ = _field(records, "level", "")
-    logger, _ = _field(records, "logger", "")
-    orig, _ = _field(records, "orig_bytes", 0)
-    tags, no_tags = _field(records, "tags", _NO_TAGS)
-    if not no_tags:
-        tags = [t or _NO_TAGS for t in tags]
-    group, no_group = _field(records, "group", "")
-    if not no_group:
-        group = [g or "" for g in group]
-    ok = (
-        _all(ts, int)
-        and _within(ts, _TS_NS)
-        and _all(idx, int)
-        and _within(idx, _U32)
-        and _all(orig, int)
-        and _within(orig, _U32)
-        and _all(line, str)
-        and _all(stream, str)
-        and _all(level, str)
-        and _all(logger, str)
-        and _all(group, str)
-        and (no_tags or all(t is _NO_TAGS or (type(t) is list and _all(t, str)) for t in tags))
-    )
-    if not ok:
-        return None
-    who = _overrides(records, base)
-    if who is None:
-        return None
-    return [[t // 1000 for t in ts], stream, level, logger, line, tags, group, orig, idx, *who]
+_TS_NS = TS_NS
 
 
 def _fast_values(records: list[Any], label: str) -> list[list[Any]] | None:
@@ -400,8 +330,8 @@ def _fast_metrics(records: list[Any], base: _Base) -> list[list[Any]] | None:
     return [names, steps, us, values, source, idx, sub]
 
 
-_FAST: dict[str, Callable[[list[Any], _Base], list[list[Any]] | None]] = {
-    "logs": _fast_logs,
+_FAST: dict[str, Callable[[list[Any], _Base], Sequence[Piece] | None]] = {
+    "logs": lambda records, base: log_columns(records, base[0], base[1]),
     "metrics": _fast_metrics,
     "resources": lambda records, base: _fast_values(records, "device"),
 }
@@ -452,35 +382,16 @@ _KINDS: dict[str, tuple[str, tuple[str, ...], _RowFn]] = {
 
 #: Rough bytes per row beyond its long text, for the flush-by-size threshold.
 _ROW_OVERHEAD = 64
-
-
-def _arrow_column(values: list[Any], kind: pa.DataType) -> pa.Array:
-    """``pa.array(values, type=kind)``, made without a Python loop when every value is one object.
-
-    Most log columns are one value for a whole batch (run, stream, level,
-    logger, group, no tags): repeating a scalar costs ~0.3 ms per 100k rows where
-    converting the list costs ~4 ms.  ``list.count`` compares by identity first,
-    so the check is cheap; equal values that are distinct objects just take the
-    general path.
-    """
-    n = len(values)
-    if not n or values.count(values[0]) != n or values[0] is None:
-        return pa.array(values, type=kind)
-    first = values[0]
-    if pa.types.is_list(kind):
-        if first:
-            return pa.array(values, type=kind)
-        # n empty lists: offsets all 0 (pa.repeat is slow for list scalars).
-        return pa.ListArray.from_arrays(pa.repeat(pa.scalar(0, pa.int32()), n + 1), pa.array([], kind.value_type))
-    return pa.repeat(pa.scalar(first, type=kind), n)
+#: The long text column of a table, counted for the flush-by-size threshold.
+_TEXT_COLUMN = {tables.LOGS: "line", tables.RUN_EVENTS: "config", tables.EVALS: "data"}
 
 
 class ColumnBuffer:
-    """Rows for every table, as column lists, until :meth:`to_arrow` and :meth:`clear`."""
+    """Rows for every table, as columns (:class:`sinks.columns.Column`), until :meth:`to_arrow` and :meth:`clear`."""
 
     def __init__(self) -> None:
-        self._columns: dict[str, dict[str, list[Any]]] = {
-            table: {name: [] for name in schema.names} for table, schema in SCHEMAS.items()
+        self._columns: dict[str, dict[str, Column]] = {
+            table: {f.name: Column(f.type) for f in schema} for table, schema in SCHEMAS.items()
         }
         self._rows: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self.nbytes = 0
@@ -547,15 +458,15 @@ class ColumnBuffer:
             return 0
         fast = _FAST.get(env.kind)
         base = (rank, env.node)
-        columns = fast(env.records, base) if fast is not None else None
+        columns: Sequence[Piece] | None = fast(env.records, base) if fast is not None else None
         if columns is None:
             columns = self._slow_rows(env, table, row_fn, base, stamp, topic, partition, offset, seq)
-        n = len(columns[0]) if columns else 0
+        n = piece_len(columns[0]) if columns else 0
         if not n:
             return 0
         cols = self._columns[table]
-        for name, values in zip(varying, columns, strict=True):
-            cols[name].extend(values)
+        for name, piece in zip(varying, columns, strict=True):
+            cols[name].add(piece)
         for name, value in (
             ("run_id", env.run),
             ("node", env.node),
@@ -565,13 +476,12 @@ class ColumnBuffer:
             ("ingest_ts", ingest),
         ):
             if name in cols and name not in varying:
-                cols[name].extend([value] * n)
+                cols[name].add(Run(value, n))
         self._rows[table] += n
         size = _ROW_OVERHEAD * n + len(env.run) + len(env.producer)
-        if table == tables.LOGS:
-            size += sum(len(line) for line in cols["line"][-n:])
-        elif table in (tables.RUN_EVENTS, tables.EVALS):
-            size += sum(len(text) for text in cols["config" if table == tables.RUN_EVENTS else "data"][-n:])
+        text = _TEXT_COLUMN.get(table)
+        if text is not None:
+            size += text_bytes(columns[varying.index(text)])
         self.nbytes += size
         return n
 
@@ -673,12 +583,12 @@ class ColumnBuffer:
         """The rows buffered for ``table`` as an Arrow table with the table's column types."""
         schema = SCHEMAS[table]
         cols = self._columns[table]
-        return pa.Table.from_arrays([_arrow_column(cols[f.name], f.type) for f in schema], schema=schema)
+        return pa.Table.from_arrays([cols[f.name].to_arrow() for f in schema], schema=schema)
 
     def clear(self) -> None:
         """Forget every buffered row."""
         for cols in self._columns.values():
-            for values in cols.values():
-                values.clear()
+            for column in cols.values():
+                column.clear()
         self._rows = dict.fromkeys(SCHEMAS, 0)
         self.nbytes = 0

@@ -40,18 +40,23 @@ TRANSIENT_CODES = frozenset({3, 32, 159, 202, 203, 209, 210, 241, 242, 252, 319,
 
 #: Settings applied to every insert: a batch that spans many days is fine (it only
 #: makes more parts), and a repeated deduplication token makes the insert a no-op.
+#: Asynchronous inserts are off whatever the server's profile says: the sink batches
+#: itself, commits offsets only after a synchronous insert returned, and its tokens
+#: are those of plain inserts.
 INSERT_SETTINGS: dict[str, Any] = {
     "throw_on_max_partitions_per_insert_block": 0,
     "insert_deduplicate": 1,
+    "async_insert": 0,
 }
 
-#: Per-table additions to INSERT_SETTINGS.  The logs' full-text index is built when
-#: parts merge, not on insert: the sink's small parts are merged within seconds and
-#: every merge rebuilds the index anyway, so building it on insert doubled the CPU
-#: of a log insert for nothing (bench/storage.py: ~265k -> ~440k rows per CPU-second).
-#: Until its first merge a part is searched without the index (same answers, a scan).
+#: Per-table additions to INSERT_SETTINGS.  The logs' skip indexes (full text, tags
+#: bloom filter) are built when parts merge, not on insert: the sink's small parts are
+#: merged within seconds and every merge rebuilds the indexes anyway, so building them
+#: on insert cost CPU for nothing (bench/storage.py: the text index doubled the CPU of
+#: a log insert; the tags bloom filter took another ~15 %).  Until its first merge a
+#: part is searched without them (same answers, a scan).
 TABLE_INSERT_SETTINGS: dict[str, dict[str, Any]] = {
-    tables.LOGS: {"exclude_materialize_skip_indexes_on_insert": "text_idx"},
+    tables.LOGS: {"exclude_materialize_skip_indexes_on_insert": "text_idx,tags_idx"},
 }
 
 IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -203,9 +208,7 @@ class Store:
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
-    def _read(
-        self, sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, Any] | None
-    ) -> Any:
+    def _read(self, sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> Any:
         """One query on the store's thread, its errors classified as a read's."""
         try:
             return self._client.query(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import time
 from pathlib import Path
 
 from runstream import tables
@@ -63,3 +64,23 @@ def test_search_answers_are_the_same_before_and_after_the_index_exists(store: St
     for term in TERMS:
         expected = [line for line in lines if term.lower() in line.lower()]
         assert before[term] == expected and found(term) == expected, term
+
+
+def test_an_idle_partition_is_merged_so_its_last_parts_get_the_index(store: Store, real_logs_dir: Path) -> None:
+    """Parts the merge selector leaves alone (a big one and a small one) are merged, indexed, once idle."""
+    table = f"{store.database}.{tables.LOGS}"
+    (create,) = store.query_rows(f"SHOW CREATE TABLE {table}")[0]
+    assert "min_age_to_force_merge_on_partition_only = 1" in create
+    # The deployment waits 30 s of idleness; the test waits 1 s (same mechanism, shorter age).
+    store.command(f"ALTER TABLE {table} MODIFY SETTING min_age_to_force_merge_seconds = 1")
+    lines = _real_lines(real_logs_dir, 4000)
+    day_ns = 86_400 * 10**9
+    start_ns = BASE_NS - BASE_NS % day_ns + 3600 * 10**9  # both parts in one daily partition
+    for chunk, first_ns in ((lines[:3990], start_ns), (lines[3990:], start_ns + 10**12)):
+        buf = ColumnBuffer()
+        buf.add_envelope(envelope("logs", log_records(chunk, start_ns=first_ns)))
+        store.insert_arrow(tables.LOGS, buf.to_arrow(tables.LOGS))
+    deadline = time.monotonic() + 60
+    while len(files := _text_index_files(store)) > 1 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert len(files) == 1 and files[0]

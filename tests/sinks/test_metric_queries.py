@@ -195,3 +195,51 @@ def test_coarse_whole_run_chart_is_made_of_whole_rollup_blocks(queries: Queries,
     assert got["points"] == _block_reference(SERIES, budget)
     assert len(got["points"]) <= budget
 
+
+def _in_range(points: list[tuple[int, float]], since_ns: int | None, until_ns: int | None) -> list[tuple[int, float]]:
+    """The points of SERIES-like data (step s logged at BASE_NS + s ms) in a time range, as a scan finds them."""
+    return [
+        (s, v)
+        for s, v in points
+        if (since_ns is None or BASE_NS + s * 1_000_000 >= since_ns)
+        and (until_ns is None or BASE_NS + s * 1_000_000 <= until_ns)
+    ]
+
+
+@pytest.mark.parametrize("budget", [100, 30])
+@pytest.mark.parametrize(
+    ("since_ms", "until_ms"),
+    [(1000.3, 17777.6), (1000.3, None), (None, 17777.6), (0, 19_999)],
+    ids=["both-bounds", "since-only", "until-only", "whole-run-as-range"],
+)
+def test_time_ranged_coarse_chart_equals_a_scan_of_the_range(
+    queries: Queries, budget: int, since_ms: float | None, until_ms: float | None
+) -> None:
+    """With since/until, each bucket of whole blocks gives exactly the low, high and first NaN of its points."""
+    since_ns = None if since_ms is None else BASE_NS + int(since_ms * 1_000_000)
+    until_ns = None if until_ms is None else BASE_NS + int(until_ms * 1_000_000)
+    expected = _in_range(SERIES, since_ns, until_ns)
+    got = queries.metric_series("big", "loss", points=budget, since_ns=since_ns, until_ns=until_ns)
+    assert got["total"] == len(expected) and got["downsampled"] is True
+    assert got["points"] == _block_reference(expected, budget)
+
+
+def test_time_ranged_chart_of_steps_logged_again_later_equals_a_scan(queries: Queries) -> None:
+    """A run resumed from a checkpoint logs steps 5000.. again later: a range over the second pass is still exact."""
+    first = [(s, math.sin(s / 50)) for s in range(10_000)]
+    again = [(s, 2 + math.cos(s / 70)) for s in range(5_000, 15_000)]
+    again[1234] = (again[1234][0], -7.0)  # the resumed pass's own extreme
+    later_ns = BASE_NS + 20_000 * 1_000_000
+    buf = ColumnBuffer()
+    for offset_ns, points in ((BASE_NS, first), (later_ns, again)):
+        recs = [
+            {"ts_ns": offset_ns + i * 1_000_000, "step": s, "values": {"loss": v}} for i, (s, v) in enumerate(points)
+        ]
+        for start in range(0, len(recs), 5_000):
+            buf.add_envelope(envelope("metrics", recs[start : start + 5_000], run="resumed"))
+    queries.store.insert_arrow(tables.METRICS, buf.to_arrow(tables.METRICS))
+    since_ns = later_ns + 777 * 1_000_000 + 1
+    expected = [p for i, p in enumerate(again) if later_ns + i * 1_000_000 >= since_ns]
+    got = queries.metric_series("resumed", "loss", points=60, since_ns=since_ns)
+    assert got["total"] == len(expected)
+    assert got["points"] == _block_reference(expected, 60)

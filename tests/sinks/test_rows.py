@@ -281,7 +281,9 @@ def test_bad_log_tags_become_a_dead_letter() -> None:
 def test_metric_source_defaults_to_sdk() -> None:
     """A metric record with source 'log' keeps it; one without is stored as 'sdk'."""
     buf = ColumnBuffer()
-    recs = [{"ts_ns": BASE_NS, "step": 1, "values": {"loss": 1.0}, "source": "log"},
-            {"ts_ns": BASE_NS, "step": 2, "values": {"loss": 0.5}}]
+    recs = [
+        {"ts_ns": BASE_NS, "step": 1, "values": {"loss": 1.0}, "source": "log"},
+        {"ts_ns": BASE_NS, "step": 2, "values": {"loss": 0.5}},
+    ]
     buf.add_envelope(envelope("metrics", recs))
     assert buf.to_arrow(tables.METRICS).to_pydict()["source"] == ["log", "sdk"]
