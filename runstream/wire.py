@@ -17,6 +17,8 @@ with :class:`~runstream.errors.UnsupportedVersion`.
 Validated envelopes on the ``clean.*`` topics keep the same shape; each
 record there carries ``"i"``, its index in the producer's original batch,
 and the envelope carries ``"ingest_ns"``, when the stream processor read it.
+A clean record stamped more than ``Limits.max_future_skew_s`` after
+``ingest_ns`` also carries ``"future_ns"``, how far ahead it was (kept, flagged).
 """
 
 from __future__ import annotations

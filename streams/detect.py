@@ -13,6 +13,9 @@ a replay, or two workers seeing one record, never yields two alerts:
   ``z = 0.6745 * (x - median) / MAD``; an alert when ``z >`` ``spike_z`` and the
   window holds at least ``spike_min_points`` values (the median and MAD ignore
   the spike itself and any earlier outliers).  Key ``loss_spike/{node}/{rank}/{metric}/{step}``.
+  The window is also kept sorted, so the median is O(1) and "is the MAD
+  small enough for an alert" is two bisections (O(log n)); the exact MAD is
+  only computed for the rare value that may be a spike.
 - ``oom``, ``nccl_error``, ``nccl_timeout``, ``segfault``, ``killed``: a log line
   tagged so (:mod:`streams.signatures`).  Key ``{kind}/{group or producer/seq/i}``:
   one alert per traceback, or per line outside one.
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import math
 import statistics
+from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -71,6 +75,12 @@ class SeriesState:
 
     window: list[float] = field(default_factory=list)
     nan_reported: bool = False
+    #: ``window`` sorted (not stored: rebuilt from ``window`` when they differ in length).
+    ordered: list[float] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ordered) != len(self.window):
+            self.ordered = sorted(self.window)
 
     def to_map(self) -> dict[str, Any]:
         """Plain data for a table value (msgpack), the inverse of :meth:`from_map`."""
@@ -79,6 +89,13 @@ class SeriesState:
     @classmethod
     def from_map(cls, doc: dict[str, Any]) -> SeriesState:
         return cls(window=list(doc.get("w", ())), nan_reported=bool(doc.get("n", False)))
+
+
+def _median(ordered: list[float]) -> float:
+    """The median of a sorted, non-empty list (as :func:`statistics.median` computes it)."""
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
 
 
 def on_metric(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str, step: int,
@@ -92,24 +109,45 @@ def on_metric(state: SeriesState, conf: DetectorSettings, *, node: str, rank: in
                        f"nan_loss/{node}/{rank}/{metric}", "error", metric=metric, value=value)]
     out: list[dict[str, Any]] = []
     window = state.window
-    # At or below the median z <= 0, so the MAD (the costly part) is only computed above it.
-    if len(window) >= conf.spike_min_points and value > (med := statistics.median(window)):
-        mad = statistics.median([abs(x - med) for x in window])
-        scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
-        z = 0.6745 * (value - med) / scale
-        if z > conf.spike_z:
-            out.append(_alert(ts_ns, "loss_spike", f"{metric} jumped to {value:.6g} at step {step} "
-                              f"(median {med:.6g}, robust z {z:.1f})", node, rank,
-                              f"loss_spike/{node}/{rank}/{metric}/{step}", metric=metric, value=value))
+    ordered = state.ordered
+    if len(ordered) != len(window):  # the window was replaced or edited in place
+        ordered[:] = sorted(window)
+    n = len(window)
+    # At or below the median z <= 0, so the MAD (the costly part) is only looked at above it.
+    if n >= conf.spike_min_points and value > (med := _median(ordered)):
+        # z > spike_z needs MAD < limit; MAD >= limit when fewer than half the values lie within
+        # ``limit`` of the median (two bisections): then no alert, without computing the MAD.
+        limit = 0.6745 * (value - med) / conf.spike_z * (1 + 1e-9)
+        near = bisect_right(ordered, med + limit) - bisect_left(ordered, med - limit)
+        if near >= (n + 1) // 2:
+            mad = statistics.median([abs(x - med) for x in window])
+            scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
+            z = 0.6745 * (value - med) / scale
+            if z > conf.spike_z:
+                out.append(_alert(ts_ns, "loss_spike", f"{metric} jumped to {value:.6g} at step {step} "
+                                  f"(median {med:.6g}, robust z {z:.1f})", node, rank,
+                                  f"loss_spike/{node}/{rank}/{metric}/{step}", metric=metric, value=value))
     window.append(value)
-    if len(window) > conf.spike_window:
-        del window[: len(window) - conf.spike_window]
+    insort(ordered, value)
+    if n + 1 > conf.spike_window:
+        for old in window[: n + 1 - conf.spike_window]:
+            del ordered[bisect_left(ordered, old)]
+        del window[: n + 1 - conf.spike_window]
     return out
+
+
+#: Answers of :func:`is_loss` by name (metric names repeat on every step; bounded).
+_LOSS_NAMES: dict[str, bool] = {}
 
 
 def is_loss(metric: str) -> bool:
     """Whether a metric series is watched by the loss detectors."""
-    return "loss" in metric.lower()
+    hit = _LOSS_NAMES.get(metric)
+    if hit is None:
+        hit = "loss" in metric.lower()
+        if len(_LOSS_NAMES) < 65_536:
+            _LOSS_NAMES[metric] = hit
+    return hit
 
 
 # -- logs -----------------------------------------------------------------------------------------
@@ -172,7 +210,13 @@ def on_gpu_sample(state: GpuState, conf: DetectorSettings, *, running: bool, nod
 
 @dataclass
 class RunState:
-    """What the run-wide detectors know about one run (bounded by its ranks)."""
+    """What the run-wide detectors know about one run (bounded by its ranks).
+
+    ``status`` follows the rule the sink applies at query time (``sinks/status.py``)
+    over the ranks that sent a ``runs`` record: ``failed`` as soon as any rank
+    finished failed, else ``killed`` if any rank was killed, ``finished`` once
+    every such rank has finished, ``running`` until then.
+    """
 
     status: str = "running"
     last_heartbeat_ns: int = 0
@@ -185,18 +229,22 @@ class RunState:
     counts: dict[str, int] = field(default_factory=dict)
     nodes: list[str] = field(default_factory=list)
     ranks: list[int] = field(default_factory=list)
+    #: rank (as str) -> final status ("" while it has not finished), for every rank that sent a ``runs`` record
+    lifecycle: dict[str, str] = field(default_factory=dict)
 
     def to_map(self) -> dict[str, Any]:
         """Plain data for a table value (msgpack), the inverse of :meth:`from_map`."""
         return {"status": self.status, "hb": self.last_heartbeat_ns, "seen": self.last_seen_ns, "steps": self.steps,
-                "reported": self.reported, "counts": self.counts, "nodes": self.nodes, "ranks": self.ranks}
+                "reported": self.reported, "counts": self.counts, "nodes": self.nodes, "ranks": self.ranks,
+                "life": self.lifecycle}
 
     @classmethod
     def from_map(cls, doc: dict[str, Any]) -> RunState:
         return cls(status=str(doc.get("status", "running")), last_heartbeat_ns=int(doc.get("hb", 0)),
                    last_seen_ns=dict(doc.get("seen", {})), steps={k: list(v) for k, v in doc.get("steps", {}).items()},
                    reported=list(doc.get("reported", ())), counts=dict(doc.get("counts", {})),
-                   nodes=list(doc.get("nodes", ())), ranks=list(doc.get("ranks", ())))
+                   nodes=list(doc.get("nodes", ())), ranks=list(doc.get("ranks", ())),
+                   lifecycle=dict(doc.get("life", {})))
 
     def status_at(self, now_ns: int, conf: DetectorSettings) -> str:
         """The run's status at ``now_ns``: ``crashed`` once running without a heartbeat for ``crashed_after_s``."""
@@ -204,6 +252,17 @@ class RunState:
                 now_ns - self.last_heartbeat_ns > conf.crashed_after_s * NS:
             return "crashed"
         return self.status
+
+
+def run_status(lifecycle: dict[str, str]) -> str:
+    """A run's status from its ranks' final statuses ("" while running); see :class:`RunState`."""
+    finals = set(lifecycle.values())
+    for wanted in ("failed", "killed"):
+        if wanted in finals:
+            return wanted
+    if lifecycle and "" not in finals:
+        return "finished"
+    return "running"
 
 
 #: Most distinct nodes (and ranks) a run state remembers; beyond, new ones are not listed (still counted).
@@ -221,14 +280,17 @@ def on_seen(state: RunState, *, node: str, rank: int, ts_ns: int) -> None:
         state.last_seen_ns[who] = ts_ns
 
 
-def on_run_record(state: RunState, record: dict[str, Any]) -> None:
-    """Apply one ``runs`` record: every record is a heartbeat; ``start``/``finish`` set the status."""
+def on_run_record(state: RunState, record: dict[str, Any], rank: int = 0) -> None:
+    """Apply one ``runs`` record of ``rank``: every record is a heartbeat and makes the rank a member;
+    ``finish`` records the rank's final status (kept: a later record does not reopen it)."""
     state.last_heartbeat_ns = max(state.last_heartbeat_ns, int(record["ts_ns"]))
-    event = record.get("event")
-    if event == "start":
-        state.status = "running"
-    elif event == "finish":
-        state.status = str(record.get("status") or "finished")
+    who = str(rank)
+    life = state.lifecycle
+    if record.get("event") == "finish":
+        life[who] = str(record.get("status") or "finished")
+    elif who not in life and len(life) < MAX_MEMBERS:
+        life[who] = ""
+    state.status = run_status(life)
 
 
 def on_log_levels(state: RunState, levels: list[str]) -> None:
@@ -336,27 +398,33 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
     """Apply one clean ``metrics`` batch: stats, steps, last seen; return the loss alerts it raises."""
     out: list[dict[str, Any]] = []
     newest = 0
+    stats = metrics.stats
+    loss = metrics.loss
+    prefix = f"{node}/{rank}/"
     for rec in records:
         values = rec["values"]
         ts_ns = rec["ts_ns"]
-        newest = max(newest, ts_ns)
+        if ts_ns > newest:
+            newest = ts_ns
         step = rec.get("step", -1)
-        if len(metrics.stats) < MAX_METRICS:
-            on_metric_values(metrics.stats, values)
+        if len(stats) < MAX_METRICS:
+            on_metric_values(stats, values)
         else:
-            on_metric_values(metrics.stats, {k: v for k, v in values.items() if k in metrics.stats})
+            on_metric_values(stats, {k: v for k, v in values.items() if k in stats})
         if step >= 0:
             on_step(run, conf, node=node, rank=rank, step=step, ts_ns=ts_ns)
         for name, value in values.items():
             if not is_loss(name):
                 continue
-            sid = f"{node}/{rank}/{name}"
-            series = metrics.loss.get(sid)
+            sid = prefix + name
+            series = loss.get(sid)
             if series is None:
-                if len(metrics.loss) >= MAX_SERIES:
+                if len(loss) >= MAX_SERIES:
                     continue
-                series = metrics.loss[sid] = SeriesState()
-            out += on_metric(series, conf, node=node, rank=rank, metric=name, step=step, ts_ns=ts_ns, value=value)
+                series = loss[sid] = SeriesState()
+            found = on_metric(series, conf, node=node, rank=rank, metric=name, step=step, ts_ns=ts_ns, value=value)
+            if found:
+                out += found
     if newest:
         on_seen(run, node=node, rank=rank, ts_ns=newest)
     return out
@@ -380,5 +448,5 @@ def apply_logs(run: RunState, *, producer: str, seq: int, node: str, rank: int,
 def apply_runs(run: RunState, *, node: str, rank: int, records: list[dict[str, Any]]) -> None:
     """Apply one clean ``runs`` batch (heartbeats, start, finish)."""
     for rec in records:
-        on_run_record(run, rec)
+        on_run_record(run, rec, rank)
         on_seen(run, node=node, rank=rank, ts_ns=rec["ts_ns"])

@@ -9,17 +9,28 @@ integer metric value) or refuses it with its reason.  The checks use exact
 type tests (``type(x) is int`` also rules out ``bool``), so a ``None`` never
 hides a bad record and an answer is never different from the validator's;
 ``tests/streams/test_fastpath.py`` holds them equal on arbitrary input.
+
+The batch checkers (:func:`fast_batch`) go one step further for the usual
+batch where *every* record is plainly well-formed: the checks run over the
+whole batch at once with C-level ``map``/``set`` operations (no Python code
+per record but one small loop adding ``"i"`` and the defaults), and the
+records are normalised in place.  Any doubt (one record with an unknown key,
+a wrong type, a long line, an alias level) answers ``None`` before anything
+was changed, and the caller goes record by record.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 from runstream.events.limits import MIN_TS_NS, Limits
 from runstream.events.logs import STREAMS
 
 FastChecker = Callable[[Any, int], "dict[str, Any] | None"]
+BatchChecker = Callable[[list[Any]], "list[dict[str, Any]] | None"]
 
 #: Level spellings accepted unchanged (the canonical names and "" / None).
 _CANONICAL_LEVELS: dict[Any, str] = {
@@ -99,5 +110,126 @@ def _metrics_checker(limits: Limits) -> FastChecker:
                 if len(good_names) < max_remembered:
                     good_names.add(name)
         return {"ts_ns": ts, "step": step, "values": values, "i": index}
+
+    return check
+
+
+# -- whole batches -----------------------------------------------------------------------------------
+
+_LOG_KEYS = frozenset({"ts_ns", "line", "stream", "level", "logger"})
+_METRIC_KEYS = frozenset({"ts_ns", "step", "values"})
+_get_ts = itemgetter("ts_ns")
+_get_line = itemgetter("line")
+_get_values = itemgetter("values")
+_get = dict.get  # map(dict.get, records, repeat(key), repeat(default)): a C loop (methodcaller is 3x slower)
+_DICT = {dict}
+_INT = {int}
+_STR = {str}
+_FLOAT = {float}
+
+
+def fast_batch(kind: str, limits: Limits) -> BatchChecker | None:
+    """The whole-batch fast path for ``kind`` under ``limits``, or ``None`` when the kind has none.
+
+    The checker returns the batch's records normalised in place (each with
+    ``"i"``, equal to what the validator returns for it) when every record is
+    plainly well-formed, else ``None`` with nothing changed.
+    """
+    if kind == "logs":
+        return _logs_batch(limits)
+    if kind == "metrics":
+        return _metrics_batch(limits)
+    return None
+
+
+def _logs_batch(limits: Limits) -> BatchChecker:
+    max_chars = limits.max_line_bytes // 4  # see _logs_checker
+    max_text = limits.max_text_field_chars
+    streams = STREAMS
+    levels = _CANONICAL_LEVELS.keys()
+
+    def check(records: list[Any]) -> list[dict[str, Any]] | None:
+        if not records or set(map(type, records)) != _DICT or not set().union(*records) <= _LOG_KEYS:
+            return None
+        try:
+            stamps = list(map(_get_ts, records))
+            lines = list(map(_get_line, records))
+            seen_streams = set(map(_get, records, repeat("stream"), repeat("stdout")))
+            seen_levels = set(map(_get, records, repeat("level")))
+            loggers = set(map(_get, records, repeat("logger"), repeat("")))
+        except (KeyError, TypeError):  # a missing field; an unhashable value
+            return None
+        if set(map(type, stamps)) != _INT or min(stamps) < MIN_TS_NS:
+            return None
+        if set(map(type, lines)) != _STR or max(map(len, lines)) > max_chars or "\x00" in "".join(lines):
+            return None
+        if not seen_streams <= streams or not seen_levels <= levels:
+            return None
+        if set(map(type, loggers)) != _STR or max(map(len, loggers)) > max_text:
+            return None
+        if None in seen_levels or set(map(len, records)) != {len(_LOG_KEYS)}:
+            for index, rec in enumerate(records):
+                if rec.get("level") is None:
+                    rec["level"] = ""
+                if "stream" not in rec:
+                    rec["stream"] = "stdout"
+                if "logger" not in rec:
+                    rec["logger"] = ""
+                rec["i"] = index
+        else:
+            for index, rec in enumerate(records):
+                rec["i"] = index
+        return records
+
+    return check
+
+
+def _metrics_batch(limits: Limits) -> BatchChecker:
+    max_keys = limits.max_metric_keys_per_record
+    max_name = limits.max_metric_name_chars
+    good_names: set[str] = set()  # as in _metrics_checker: names already checked (bounded)
+    max_remembered = 4096
+
+    def check(records: list[Any]) -> list[dict[str, Any]] | None:
+        if not records or set(map(type, records)) != _DICT or not set().union(*records) <= _METRIC_KEYS:
+            return None
+        try:
+            stamps = list(map(_get_ts, records))
+            values = list(map(_get_values, records))
+        except KeyError:
+            return None
+        if set(map(type, stamps)) != _INT or min(stamps) < MIN_TS_NS:
+            return None
+        steps = list(map(_get, records, repeat("step"), repeat(-1)))
+        step_types = set(map(type, steps))
+        if step_types == _INT:
+            if min(steps) < -1:
+                return None
+        elif not step_types <= {int, type(None)} or (int in step_types and min(s for s in steps if s is not None) < -1):
+            return None
+        if set(map(type, values)) != _DICT:
+            return None
+        sizes = set(map(len, values))
+        if min(sizes) < 1 or max(sizes) > max_keys:
+            return None
+        if set(map(type, chain.from_iterable(map(dict.values, values)))) != _FLOAT:
+            return None
+        names = set(chain.from_iterable(values))
+        if set(map(type, names)) != _STR:
+            return None
+        for name in names - good_names:
+            if not name or len(name) > max_name or not name.isprintable():
+                return None
+            if len(good_names) < max_remembered:
+                good_names.add(name)
+        if type(None) in step_types or set(map(len, records)) != {len(_METRIC_KEYS)}:
+            for index, rec in enumerate(records):
+                if rec.get("step") is None:
+                    rec["step"] = -1
+                rec["i"] = index
+        else:
+            for index, rec in enumerate(records):
+                rec["i"] = index
+        return records
 
     return check

@@ -23,8 +23,10 @@ class Limits:
     max_metric_keys_per_record: int = 1_000
     max_text_field_chars: int = 4_096
     max_config_bytes: int = 1_048_576
-    #: Accepted skew of a producer clock into the future, in seconds.
-    max_future_skew_s: float = 3_600.0
+    #: Skew of a producer clock into the future beyond which a record is flagged, in seconds: a
+    #: record stamped more than this after the stream processor read it is kept (the producer's
+    #: ``ts_ns`` is what users search by) and carries ``future_ns``, how far ahead it was.
+    max_future_skew_s: float = 300.0
 
 
 DEFAULT_LIMITS = Limits()

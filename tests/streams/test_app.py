@@ -275,3 +275,86 @@ def test_stalled_alert_after_heartbeats_stop(broker: str, topic_prefix: str, tmp
     alerts = alerts_by_key(found)
     assert list(alerts) == [f"stalled/{hb}"] and alerts[f"stalled/{hb}"]["severity"] == "error"
     assert {env.run for env in found} == {"run-s"}
+
+
+async def _states(broker: str, topic: str, until: Callable[[dict[str, dict[str, Any]]], bool],
+                  timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The latest ``runs`` table value per run id read from its changelog, once ``until(states)`` or at the timeout."""
+    consumer = kafka.make_consumer(broker, [topic], None)
+    await consumer.start()
+    states: dict[str, dict[str, Any]] = {}
+    try:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline and not until(states):
+            for messages in (await consumer.getmany(timeout_ms=200)).values():
+                for msg in messages:
+                    if msg.value:
+                        states[json.loads(msg.key)] = wire.unpack(msg.value)["s"]
+    finally:
+        await consumer.stop()
+    return states
+
+
+def run_states(broker: str, app_id: str, until: Callable[[dict[str, dict[str, Any]]], bool],
+               timeout_s: float) -> dict[str, dict[str, Any]]:
+    topic = changelog_topics(app_id)[0]
+    assert topic.endswith("-runs-changelog")
+    return asyncio.run(_states(broker, topic, until, scaled(timeout_s)))
+
+
+def _lifecycle(run: str, rank: int, seq: int, event: str, ts_ns: int, **extra: Any) -> tuple[bytes, bytes]:
+    return envelope("runs", run, [{"ts_ns": ts_ns, "event": event, **extra}], producer=f"{run}-r{rank}", seq=seq,
+                    node=f"node-{rank}", rank=rank)
+
+
+def test_run_finishes_when_every_rank_finished_and_fails_with_one_rank(broker: str, topic_prefix: str,
+                                                                       tmp_path: Path) -> None:
+    """Two-rank runs: finished only after both ranks finish; one failed rank makes its run failed at once."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns()
+    with workers(broker, topics, app_id, tmp_path) as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("runs"), [
+            _lifecycle("run-a", 0, 0, "start", t0), _lifecycle("run-a", 1, 0, "start", t0),
+            _lifecycle("run-a", 0, 1, "finish", t0 + NS, status="finished", exit_code=0),
+            _lifecycle("run-b", 0, 0, "start", t0), _lifecycle("run-b", 1, 0, "start", t0),
+            _lifecycle("run-b", 1, 1, "finish", t0 + NS, status="failed", exit_code=1),
+        ])
+        first = run_states(broker, app_id, lambda s: s.get("run-a", {}).get("life") == {"0": "finished", "1": ""}
+                           and s.get("run-b", {}).get("life", {}).get("1") == "failed", 60)
+        send(broker, topics.raw("runs"), [_lifecycle("run-a", 1, 1, "finish", t0 + 2 * NS, status="finished")])
+        last = run_states(broker, app_id, lambda s: s.get("run-a", {}).get("status") == "finished", 60)
+    assert first["run-a"]["status"] == "running", first
+    assert first["run-b"]["status"] == "failed" and first["run-b"]["life"] == {"0": "", "1": "failed"}
+    assert last["run-a"]["status"] == "finished" and last["run-a"]["life"] == {"0": "finished", "1": "finished"}
+
+
+def test_gpu_idle_while_running_raises_one_alert_even_after_a_replay(broker: str, topic_prefix: str,
+                                                                      tmp_path: Path) -> None:
+    """A running run whose GPU shows 0% for over idle_after_s while steps advance gets one gpu_idle alert;
+    the same samples delivered again add none."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns() - 120 * NS
+    seconds = range(0, 100, 5)
+    steps = [{"ts_ns": t0 + s * NS, "step": s, "values": {"loss": 2.0 - s / 100}} for s in seconds]
+
+    def idle(device: str) -> list[dict[str, Any]]:
+        return [{"ts_ns": t0 + s * NS, "device": device, "values": {"util_pct": 0.0, "mem_used_mb": 512.0}}
+                for s in seconds]
+
+    samples = envelope("resources", "run-g", idle("gpu0"), producer="sampler", seq=0)
+    with workers(broker, topics, app_id, tmp_path) as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("runs"), [envelope("runs", "run-g", [{"ts_ns": t0, "event": "start"}])])
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-g", steps, producer="trainer")])
+        send(broker, topics.raw("resources"), [samples])
+        read(broker, topics.alerts, lambda f: any(a["kind"] == "gpu_idle" for a in alerts_by_key(f).values()), 60)
+        # The replay, then a second GPU's idle stretch: its alert comes after the replay was processed.
+        send(broker, topics.raw("resources"), [samples, envelope("resources", "run-g", idle("gpu1"), producer="sampler",
+                                                                 seq=1)])
+        found = read(broker, topics.alerts, lambda f: f"gpu_idle/node-a/gpu1/{t0}" in alerts_by_key(f), 60)
+    records = [rec for env in found for rec in env.records if rec["kind"] == "gpu_idle"]
+    assert sorted(rec["key"] for rec in records) == [f"gpu_idle/node-a/gpu0/{t0}", f"gpu_idle/node-a/gpu1/{t0}"]
+    first = records[0]
+    assert first["metric"] == "gpu0/util_pct" and first["value"] == 0.0 and first["ts_ns"] >= t0 + 60 * NS
+    assert set(alerts_by_key(found)) == {r["key"] for r in records}

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 import msgpack
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runstream.events import VALIDATORS, Limits
 from streams.detect import (
@@ -165,3 +168,51 @@ def test_status_is_crashed_after_heartbeats_stop() -> None:
     assert run.status_at(T0 + 61 * NS, CONF) == "crashed"
     apply_runs(run, node="n", rank=0, records=[{"ts_ns": T0 + 5 * NS, "event": "finish", "status": "finished"}])
     assert run.status_at(T0 + 600 * NS, CONF) == "finished"
+
+
+def _reference_spike(window: list[float], value: float) -> bool:
+    """The loss-spike rule computed directly with statistics.median (what the sorted window must match)."""
+    if len(window) < CONF.spike_min_points:
+        return False
+    med = statistics.median(window)
+    if value <= med:
+        return False
+    mad = statistics.median([abs(x - med) for x in window])
+    scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
+    return 0.6745 * (value - med) / scale > CONF.spike_z
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.floats(-1e6, 1e6) | st.sampled_from([1.0, 1.01, 1.02, 0.0, 50.0, math.nan]), max_size=120))
+def test_rolling_spike_detector_equals_the_direct_rule(values: list[float]) -> None:
+    """The sorted-window detector flags exactly the steps the direct median/MAD rule flags, and its window matches."""
+    state, window, expected = SeriesState(), [], []
+    for step, value in enumerate(values):
+        if math.isfinite(value):
+            if _reference_spike(window, value):
+                expected.append(f"loss_spike/n/0/loss/{step}")
+            window = (window + [value])[-CONF.spike_window:]
+    got = [a["key"] for s, v in enumerate(values) for a in _metric(state, s, v) if a["kind"] == "loss_spike"]
+    assert got == expected and state.window == window and state.ordered == sorted(window)
+
+
+def test_run_finishes_only_when_every_started_rank_finished() -> None:
+    """Two ranks start; the run stays running after rank 0 finishes and is finished once rank 1 does."""
+    run = RunState()
+    apply_runs(run, node="a", rank=0, records=[{"ts_ns": T0, "event": "start"}])
+    apply_runs(run, node="b", rank=1, records=[{"ts_ns": T0, "event": "start"}])
+    apply_runs(run, node="a", rank=0, records=[{"ts_ns": T0 + 1, "event": "finish", "status": "finished"}])
+    assert run.status == "running"
+    apply_runs(run, node="b", rank=1, records=[{"ts_ns": T0 + 2, "event": "finish", "status": "finished"}])
+    assert run.status == "finished" and RunState.from_map(_roundtrip(run.to_map())) == run
+
+
+def test_one_failed_rank_fails_the_run_at_once() -> None:
+    """A rank that finishes failed makes the run failed while the other rank still runs; killed ranks give killed."""
+    run = RunState()
+    for rank in (0, 1, 2):
+        apply_runs(run, node="a", rank=rank, records=[{"ts_ns": T0, "event": "heartbeat"}])
+    apply_runs(run, node="a", rank=2, records=[{"ts_ns": T0 + 1, "event": "finish", "status": "killed"}])
+    assert run.status == "killed"
+    apply_runs(run, node="a", rank=1, records=[{"ts_ns": T0 + 2, "event": "finish", "status": "failed"}])
+    assert run.status == "failed" and check_run(run, CONF, T0 + 600 * NS) == []

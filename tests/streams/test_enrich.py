@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from runstream import wire
 from runstream.events import Limits
+from streams import signatures
 from streams.enrich import LogEnricher
 from streams.extract import extract
 from streams.levels import detect_level, strip_decorations
@@ -137,3 +142,16 @@ def test_process_emits_log_metrics_envelope_with_derived_identity() -> None:
     derived = wire.decode(out.metrics)
     assert (derived.kind, derived.producer, derived.seq, derived.run) == ("metrics", "prod~log", 5, "r1")
     assert derived.records == [{"ts_ns": TS, "step": 3, "values": {"loss": 2.5}, "i": 1, "source": "log"}]
+
+
+_NAN_REFERENCE = re.compile(
+    r"(?:[:=]\s*['\"]?|\bis\s+)[-+]?(?:nan|NaN|NAN|inf|Inf)\b|NaN or Inf|\bnan loss\b|\bNaN loss\b")
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(st.sampled_from(["is", " ", "\t", ":", "=", "'", "-", "+", "nan", "NaN", "NAN", "inf", "Inf", " loss",
+                                 "loss", "NaN or Inf", "x", "_", "é", "1", "."]), max_size=10))
+def test_nan_signature_equals_its_single_expression(parts: list[str]) -> None:
+    """The split NaN/Inf search answers what the one documented expression answers."""
+    text = "".join(parts)
+    assert signatures._has_nan(text) == (_NAN_REFERENCE.search(text) is not None), text

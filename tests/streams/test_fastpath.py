@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Any
 
@@ -10,7 +11,7 @@ from hypothesis import strategies as st
 
 from runstream.errors import InvalidRecord
 from runstream.events import VALIDATORS, Limits
-from streams.fastpath import fast_checker
+from streams.fastpath import fast_batch, fast_checker
 
 LIMITS = Limits(max_line_bytes=64, max_metric_name_chars=8, max_text_field_chars=16)
 TS = 1_795_428_000 * 1_000_000_000
@@ -77,3 +78,54 @@ def test_fast_path_defers_bad_records_to_the_validator() -> None:
         pass
     else:
         raise AssertionError("the validator accepted a bool timestamp")
+
+
+_plain_log = st.fixed_dictionaries(
+    {"ts_ns": st.sampled_from([TS, TS + 7]), "line": st.sampled_from(["a", "step 1 loss=2", "x" * 20])},
+    optional={"stream": st.sampled_from(["stdout", "stderr"]), "level": st.sampled_from(["", None, "INFO"]),
+              "logger": st.sampled_from(["", "torch"])})
+_plain_metric = st.fixed_dictionaries(
+    {"ts_ns": st.sampled_from([TS, TS + 7]), "values": st.dictionaries(st.sampled_from(["loss", "lr"]),
+                                                                        st.floats(), min_size=1)},
+    optional={"step": st.sampled_from([None, -1, 0, 5])})
+
+
+def _agree_batch(kind: str, records: list[Any]) -> None:
+    batch = fast_batch(kind, LIMITS)
+    assert batch is not None
+    before = copy.deepcopy(records)
+    got = batch(records)
+    if got is None:
+        assert _same(records, before), "a refused batch was changed"
+        return
+    assert len(got) == len(before)
+    for index, (rec, original) in enumerate(zip(got, before, strict=True)):
+        expected = VALIDATORS[kind](original, LIMITS)
+        expected["i"] = index
+        assert _same(rec, expected)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain_log | _logs, min_size=1, max_size=6))
+def test_log_batch_fast_path_equals_validator(records: list[Any]) -> None:
+    """When the log batch fast path accepts a batch, each record equals the validator's; else nothing changed."""
+    _agree_batch("logs", records)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_plain_metric | _metrics, min_size=1, max_size=6))
+def test_metric_batch_fast_path_equals_validator(records: list[Any]) -> None:
+    """When the metric batch fast path accepts a batch, each record equals the validator's; else nothing changed."""
+    _agree_batch("metrics", records)
+
+
+def test_batch_fast_path_takes_plain_batches() -> None:
+    """A batch of plain SDK records (no logger, no step) takes the batch fast path, with the defaults filled."""
+    logs, metrics = fast_batch("logs", LIMITS), fast_batch("metrics", LIMITS)
+    assert logs is not None and metrics is not None
+    got = logs([{"ts_ns": TS, "line": "a", "stream": "stdout", "level": ""}, {"ts_ns": TS, "line": "b"}])
+    assert got == [{"ts_ns": TS, "line": "a", "stream": "stdout", "level": "", "logger": "", "i": 0},
+                   {"ts_ns": TS, "line": "b", "stream": "stdout", "level": "", "logger": "", "i": 1}]
+    assert metrics([{"ts_ns": TS, "values": {"loss": 1.0}}]) == [
+        {"ts_ns": TS, "values": {"loss": 1.0}, "step": -1, "i": 0}]
+    assert metrics([{"ts_ns": TS, "values": {"loss": 1}}]) is None  # an int value: the validator converts it

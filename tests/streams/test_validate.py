@@ -117,3 +117,23 @@ def test_any_bytes_never_raise(value: bytes) -> None:
     """Any byte sequence yields an outcome, never an exception."""
     out = process(value, topic="t", partition=0, offset=0, limits=LIMITS)
     assert out.clean is not None or len(out.dead) == 1
+
+
+def test_far_future_records_are_kept_and_flagged() -> None:
+    """A record stamped over max_future_skew_s after ingest is kept with future_ns; one within it is not flagged."""
+    skew_ns = int(LIMITS.max_future_skew_s * 1e9)
+    records = [{"ts_ns": TS + skew_ns, "line": "at the limit"}, {"ts_ns": TS + skew_ns + 1, "line": "ahead"},
+               {"ts_ns": TS - 86_400 * 10**9, "line": "a day late"}]
+    out = process(_raw("logs", records), topic="runstream.logs", partition=0, offset=0, limits=LIMITS, ingest_ns=TS)
+    assert out.clean is not None and out.dead == []
+    env = wire.decode(out.clean)
+    assert [r.get("future_ns") for r in env.records] == [None, skew_ns + 1, None]
+    assert out.flagged == {"future_ts": 1}
+
+
+def test_far_future_flag_applies_to_every_kind() -> None:
+    """Metrics far ahead of ingest time are flagged the same way."""
+    ahead = TS + 3_600 * 10**9
+    out = process(_raw("metrics", [{"ts_ns": ahead, "step": 1, "values": {"loss": 1.0}}]), topic="t", partition=0,
+                  offset=0, limits=LIMITS, ingest_ns=TS)
+    assert out.clean is not None and wire.decode(out.clean).records[0]["future_ns"] == 3_600 * 10**9

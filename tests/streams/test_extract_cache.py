@@ -1,0 +1,95 @@
+"""The shape memo of metric extraction answers exactly what extract() answers, line by line."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from streams import levels
+from streams.extract import Extractor, extract
+
+_TOKENS = [
+    "loss",
+    "Loss",
+    "train_loss",
+    "lm loss",
+    "step",
+    "iter",
+    "it",
+    "global_step",
+    "lr",
+    "v_t2m",
+    "=",
+    ":",
+    ": ",
+    " ",
+    "  ",
+    "'",
+    "{'",
+    "}",
+    ", ",
+    "|",
+    "/",
+    "[",
+    "(",
+    "e-",
+    "e+",
+    ".",
+    "nan",
+    "inf",
+    "-",
+    "ms",
+    "train loss",
+    "val loss",
+    "iteration",
+    "é",
+    "\t",
+]
+_token = st.sampled_from(_TOKENS) | st.from_regex(r"[0-9]{1,4}", fullmatch=True)
+
+
+def _same_shape(text: str, rng: random.Random) -> str:
+    """``text`` with every ASCII digit replaced by a random one (the same shape)."""
+    return "".join(rng.choice("0123456789") if c in "0123456789" else c for c in text)
+
+
+def _agree(memo: Extractor, text: str) -> None:
+    assert repr(memo(text)) == repr(extract(text)), text  # repr: NaN
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_token, min_size=1, max_size=14), st.integers(0, 2**32))
+def test_memo_equals_extract_on_lines_of_one_shape(tokens: list[str], seed: int) -> None:
+    """Lines that differ only in their digits get, from one memo, what extract() gives each."""
+    rng = random.Random(seed)
+    text = "".join(tokens)
+    memo = Extractor()
+    for line in [text, _same_shape(text, rng), _same_shape(text, rng)]:
+        _agree(memo, line)
+
+
+def test_memo_equals_extract_on_real_logs(real_logs_dir: Path) -> None:
+    """On every real log line, twice through one bounded memo (cold, then warm), the answers equal extract()'s."""
+    lines = []
+    for path in sorted(real_logs_dir.rglob("*")):
+        if path.is_file():
+            lines += [levels.strip_decorations(line)[0] for line in path.read_text(errors="replace").split("\n")]
+    memo = Extractor(max_shapes=512)
+    found = 0
+    for _ in range(2):
+        for line in lines:
+            got = memo(line)
+            assert repr(got) == repr(extract(line)), line[:200]
+            found += got is not None
+    assert found > 1000 and len(memo._recipes) <= 512
+
+
+def test_memo_is_bounded() -> None:
+    """The memo keeps at most max_shapes shapes, dropping the oldest."""
+    memo = Extractor(max_shapes=3)
+    for name in ["a", "b", "c", "d", "e"]:
+        memo(f"{name}_loss=1.0")
+    assert len(memo._recipes) == 3
