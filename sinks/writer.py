@@ -66,6 +66,10 @@ class WriterConfig:
     replay_wait_s: float = 5.0
     session_timeout_ms: int = 10_000
     heartbeat_interval_ms: int = 3_000
+    #: How long the broker may hold a fetch that finds nothing new.  Tansu answers such a
+    #: fetch only after about a quarter of this wait even when records arrive meanwhile
+    #: (measured one hop: 500 ms -> p50 128 ms, 50 ms -> 9 ms), so it is a direct part of freshness.
+    fetch_max_wait_ms: int = 50
 
 
 class _Stopping(Exception):
@@ -239,6 +243,7 @@ class SinkWriter:
                 session_timeout_ms=self.config.session_timeout_ms,
                 heartbeat_interval_ms=self.config.heartbeat_interval_ms,
                 max_poll_interval_ms=max(300_000, self.config.session_timeout_ms),
+                fetch_max_wait_ms=self.config.fetch_max_wait_ms,
                 listener=_Revocations(self),
             )
             try:
