@@ -67,6 +67,7 @@ elif mode == "fresh":
 print("EMIT_NS", t0, time.time_ns(), file=sys.__stderr__, flush=True)
 run.finish()
 print("DONE_NS", time.time_ns(), file=sys.__stderr__, flush=True)
+print("CPU_S", time.process_time(), file=sys.__stderr__, flush=True)
 '''
 
 
@@ -138,7 +139,7 @@ def read_markers(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
     assert proc.stderr is not None
     for line in proc.stderr:
         parts = line.split()
-        if parts and parts[0] in ("RUN_ID", "EMIT_NS", "DONE_NS"):
+        if parts and parts[0] in ("RUN_ID", "EMIT_NS", "DONE_NS", "CPU_S"):
             out[parts[0]] = parts[1:]
     proc.wait()
     return out
@@ -159,20 +160,56 @@ def wait_until(pred: Any, timeout_s: float, interval_s: float = 0.05) -> float:
     raise SystemExit("timed out waiting for data to become queryable")
 
 
+STAGES = {"tansu": "broker", "-m streams": "stream worker", "-m ui.serve": "sink + API"}
+
+
+def stage_cpu(root_pid: int) -> dict[str, float]:
+    """CPU seconds (user + system) used so far by each stage process under ``runstream up``."""
+    import psutil
+
+    out: dict[str, float] = {}
+    for child in psutil.Process(root_pid).children(recursive=True):
+        try:
+            cmd, times = " ".join(child.cmdline()), child.cpu_times()
+        except psutil.Error:
+            continue
+        for needle, stage in STAGES.items():
+            if needle in cmd:
+                out[stage] = out.get(stage, 0.0) + times.user + times.system
+    return out
+
+
+def cpu_per_record(before: dict[str, float], after: dict[str, float], trainer_s: float, n: int) -> dict[str, float]:
+    """Microseconds of CPU per record in each stage between two :func:`stage_cpu` snapshots."""
+    used = {stage: after.get(stage, 0.0) - before.get(stage, 0.0) for stage in after}
+    used["trainer (SDK)"] = trainer_s
+    return {stage: round(seconds / n * 1e6, 2) for stage, seconds in used.items()}
+
+
+UP_PID = 0  # set by main(): the runstream up process whose children are the stages
+
+
 def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     tag = f"L{int(time.time())}"
+    cpu_before = stage_cpu(UP_PID)
     proc = producer(kafka, "lines", n, 0, tag)
     m = read_markers(proc)
     run_id = m["RUN_ID"][0]
     start_ns = int(m["EMIT_NS"][0])
     last = f"{tag} bench line {n - 1} "
-    end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, limit=1)["lines"]), 600, 0.1)
+    # Look for the last line among the newest ones only (as a user searching the last minute
+    # would): a search over the whole run on every poll would cost the sink's process more
+    # than the ingest being measured.
+    since = f"{int(m['EMIT_NS'][1]) / 1e9 - 60:.3f}"
+    end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, since=since, limit=1)["lines"]),
+                     600, 0.1)
+    cpu = cpu_per_record(cpu_before, stage_cpu(UP_PID), float(m["CPU_S"][0]), n)
     seconds = end - start_ns / 1e9
     stored = count_lines(api, run_id)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
     return {"what": "log lines", "corpus": "synthetic" if CORPUS is None else "real-logs", "records": n,
             "stored": stored, "seconds": seconds, "per_s": n / seconds,
-            "emit_s": emit_s}
+            "emit_s": emit_s, "cpu_us_per_record": cpu}
 
 
 def count_lines(api: Api, run_id: str) -> int:
@@ -187,6 +224,7 @@ def count_lines(api: Api, run_id: str) -> int:
 
 def throughput_metrics(api: Api, kafka: str, steps: int, width: int) -> dict[str, Any]:
     tag = f"M{int(time.time())}"
+    cpu_before = stage_cpu(UP_PID)
     proc = producer(kafka, "metrics", steps, width, tag)
     m = read_markers(proc)
     run_id = m["RUN_ID"][0]
@@ -200,9 +238,10 @@ def throughput_metrics(api: Api, kafka: str, steps: int, width: int) -> dict[str
     end = wait_until(done, 600, 0.1)
     seconds = end - start_ns / 1e9
     points = steps * width
+    cpu = cpu_per_record(cpu_before, stage_cpu(UP_PID), float(m["CPU_S"][0]), points)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
     return {"what": "metric points", "records": points, "stored": points, "seconds": seconds,
-            "per_s": points / seconds, "emit_s": emit_s}
+            "per_s": points / seconds, "emit_s": emit_s, "cpu_us_per_record": cpu}
 
 
 def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[str, Any]:
@@ -299,10 +338,11 @@ def main() -> None:
                         help="print one made-up progress line (every line a metric-extraction candidate) "
                              "instead of the real training logs' lines")
     args = parser.parse_args()
-    global CORPUS
+    global CORPUS, UP_PID
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
         CORPUS = None if args.synthetic else real_corpus(Path(tmp) / "corpus.txt")
         proc, api, kafka = start_up(Path(tmp))
+        UP_PID = proc.pid
         tracer = Tracer(kafka) if args.trace else None
         if tracer:
             tracer.start()
@@ -321,6 +361,10 @@ def main() -> None:
           f" {'trainer emit s':>15}")
     for r in results:
         print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f} {r['emit_s']:15.2f}")
+    stages = list(results[0]["cpu_us_per_record"])
+    print(f"\n{'CPU µs per record (includes the API polling)':48} " + " ".join(f"{s:>14}" for s in stages))
+    for r in results:
+        print(f"{r['what']:48} " + " ".join(f"{r['cpu_us_per_record'].get(s, 0):14.2f}" for s in stages))
     print(f"{'freshness p50 / p99 (ms), under background load':48} "
           f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)")
     out = ROOT / "bench" / "results" / "e2e.json"
