@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
-__all__ = ["Run", "init", "__version__"]
+__all__ = ["Options", "Run", "init", "__version__"]
 
 if TYPE_CHECKING:
+    from producers.options import Options
     from producers.run import Run, init
 
 
@@ -26,4 +27,8 @@ def __getattr__(name: str) -> Any:
         from producers import run as _run
 
         return getattr(_run, name)
+    if name == "Options":
+        from producers.options import Options
+
+        return Options
     raise AttributeError(f"module 'runstream' has no attribute {name!r}")

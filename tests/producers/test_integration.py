@@ -67,15 +67,11 @@ def _finished(found: dict[str, list[Envelope]]) -> bool:
     return any(r.get("event") == "finish" for e in found["runs"] for r in e.records)
 
 
-def _read(
-    bootstrap: str, topics: Topics, kinds: tuple[str, ...] = ("runs", "metrics", "logs")
-) -> Any:
+def _read(bootstrap: str, topics: Topics, kinds: tuple[str, ...] = ("runs", "metrics", "logs")) -> Any:
     return asyncio.run(read_envelopes(bootstrap, topics, kinds, _finished, scaled(20)))
 
 
-def test_every_record_arrives_once_in_order(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_every_record_arrives_once_in_order(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """5000 metric steps, console lines and a logging record arrive exactly once, in order."""
     proc = run_script(TRAINER, _env(sdk_broker, sdk_topics, tmp_path), scaled(60))
     assert proc.returncode == 0, proc.stderr
@@ -90,9 +86,7 @@ def test_every_record_arrives_once_in_order(
 
     metrics = valid_records(found["metrics"])
     assert [r["step"] for r in metrics] == list(range(5000))
-    assert all(
-        r["values"] == {"loss": 1.0 / (r["step"] + 1), "sq": float(r["step"] ** 2)} for r in metrics
-    )
+    assert all(r["values"] == {"loss": 1.0 / (r["step"] + 1), "sq": float(r["step"] ** 2)} for r in metrics)
     assert max(len(e.records) for e in found["metrics"]) <= 1000
 
     logs = valid_records(found["logs"])
@@ -130,18 +124,14 @@ def test_unreachable_broker_exits_promptly_and_spools(tmp_path: Path) -> None:
     assert list((tmp_path / "spool").rglob("*.spool"))
 
 
-def test_spooled_envelopes_are_replayed(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_spooled_envelopes_are_replayed(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """Envelopes left in the spool by an earlier process are sent by the next one, then deleted."""
     settings = settings_mod.load({"kafka": sdk_broker, "data_dir": str(tmp_path)}, environ={})
     spool = DiskSpool.for_settings(settings, 1 << 20)
     old = Batcher(producer="0" * 32, run="oldrun", node="n", rank=0)
     items = [(time.time_ns(), i, {"x": float(i)}) for i in range(10)]
     (batch,) = old.build("metrics", 0, items).batches
-    spool.write(
-        [SpoolEntry(sdk_topics.raw("metrics"), b"oldrun", batch.value, "metrics", "0" * 32, 0, 10)]
-    )
+    spool.write([SpoolEntry(sdk_topics.raw("metrics"), b"oldrun", batch.value, "metrics", "0" * 32, 0, 10)])
 
     code = "import runstream; runstream.init(project='replay').finish()"
     proc = run_script(code, _env(sdk_broker, sdk_topics, tmp_path), scaled(30))
@@ -152,32 +142,23 @@ def test_spooled_envelopes_are_replayed(
     assert not list(spool.directory.iterdir())
 
 
-def test_uncaught_exception_fails_run_with_traceback(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_uncaught_exception_fails_run_with_traceback(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """An uncaught exception is logged once as ERROR stderr lines, then the run finishes failed."""
-    code = (
-        "import runstream\nrun = runstream.init(project='crash')\n"
-        "print('before')\nraise ValueError('bad batch')\n"
-    )
+    code = "import runstream\nrun = runstream.init(project='crash')\nprint('before')\nraise ValueError('bad batch')\n"
     proc = run_script(code, _env(sdk_broker, sdk_topics, tmp_path), scaled(30))
     assert proc.returncode == 1
     assert "ValueError: bad batch" in proc.stderr  # the terminal still shows it
     found = _read(sdk_broker, sdk_topics, ("runs", "logs"))
     logs = valid_records(found["logs"])
     errors = [r["line"] for r in logs if r["level"] == "ERROR"]
-    assert (
-        errors[0] == "Traceback (most recent call last):" and errors[-1] == "ValueError: bad batch"
-    )
+    assert errors[0] == "Traceback (most recent call last):" and errors[-1] == "ValueError: bad batch"
     assert [r["line"] for r in logs if r["level"] != "ERROR"] == ["before"]
     finish = valid_records(found["runs"])[-1]
     assert (finish["status"], finish["exit_code"]) == ("failed", 1)
     assert "ValueError" in finish["reason"]
 
 
-def test_sigterm_finishes_killed_and_dies_of_the_signal(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_sigterm_finishes_killed_and_dies_of_the_signal(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """SIGTERM flushes, finishes the run killed, then the process ends by the signal."""
     code = (
         "import sys, time, runstream\nrun = runstream.init(project='term')\n"
@@ -205,9 +186,7 @@ def test_sigterm_finishes_killed_and_dies_of_the_signal(
     assert len(valid_records(found["metrics"])) == 1
 
 
-def test_flush_waits_for_acknowledgement(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_flush_waits_for_acknowledgement(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """run.flush() returns true once the broker acknowledged every record logged before it."""
     import runstream
 
@@ -225,6 +204,36 @@ def test_flush_waits_for_acknowledgement(
         assert stats["dropped"]["metrics"] == stats["failed"]["metrics"] == 0
     finally:
         assert run.finish() is True
+
+
+def test_idle_sender_runs_no_cycles_and_wakes_for_new_records(
+    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
+) -> None:
+    """With nothing buffered the sender's wake-ups run no cycle; a new record is still sent."""
+    settings = settings_mod.load(
+        {"kafka": sdk_broker, "topic_prefix": sdk_topics.prefix, "data_dir": str(tmp_path)},
+        environ={},
+    )
+    options = Options(flush_interval_s=0.01, spool=False)
+    buffer = Buffer(options.bounds())
+    sender = Sender(
+        buffer, Batcher(producer="p", run="r", node="n", rank=0), settings=settings, options=options, key=b"r"
+    )
+    sender.start()
+    try:
+        buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
+        assert sender.flush(scaled(20)) is True
+        idle_from = sender.cycles
+        time.sleep(0.3)  # ~30 flush intervals
+        assert sender.cycles == idle_from
+        buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
+        deadline = time.monotonic() + scaled(5)
+        while buffer.stats()["acked"]["runs"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)  # no flush(): the periodic wake-up alone must send it
+        assert buffer.stats()["acked"]["runs"] == 2
+        assert sender.cycles > idle_from
+    finally:
+        assert sender.close(scaled(10)) is True
 
 
 def test_unreachable_broker_backs_off_without_spinning(tmp_path: Path) -> None:
@@ -268,17 +277,13 @@ def test_sync_replays_the_spool(sdk_broker: str, sdk_topics: Topics, tmp_path: P
     spool.write([SpoolEntry(sdk_topics.raw("metrics"), b"syncrun", b.value) for b in built.batches])
     assert sync(settings, scaled(20)) == 3
     found = asyncio.run(
-        read_envelopes(
-            sdk_broker, sdk_topics, ("metrics",), lambda f: len(f["metrics"]) >= 3, scaled(20)
-        )
+        read_envelopes(sdk_broker, sdk_topics, ("metrics",), lambda f: len(f["metrics"]) >= 3, scaled(20))
     )
     assert [r["step"] for r in valid_records(found["metrics"])] == list(range(10))
     assert not list(spool.directory.iterdir())
 
 
-def test_forked_child_sends_nothing_and_parent_finishes(
-    sdk_broker: str, sdk_topics: Topics, tmp_path: Path
-) -> None:
+def test_forked_child_sends_nothing_and_parent_finishes(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
     """A forked worker (data loader) neither captures nor sends; the parent's run is intact."""
     code = (
         "import os, sys, runstream\nrun = runstream.init(project='fork')\n"
@@ -299,9 +304,7 @@ def test_forked_child_sends_nothing_and_parent_finishes(
 
 
 @pytest.mark.parametrize("spool_after_s", [600.0, 0.3], ids=["in-memory", "spooled"])
-def test_records_logged_during_an_outage_arrive_after_it(
-    tmp_path: Path, spool_after_s: float
-) -> None:
+def test_records_logged_during_an_outage_arrive_after_it(tmp_path: Path, spool_after_s: float) -> None:
     """The network to the broker is cut and restored: what was logged meanwhile arrives.
 
     Kept in memory through a short outage; after ``spool_after_s`` written to
