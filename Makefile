@@ -34,6 +34,10 @@ bench: $(STAMP)
 	$(PY) bench/sdk.py
 	$(PY) bench/storage.py
 	$(PY) bench/e2e.py
+	$(PY) bench/streams.py
+	$(PY) bench/overhead.py
+	$(PY) bench/redact.py
+	$(PY) bench/ui_fresh.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache
