@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from tests.ui.browser import launch, needs_chromium, signed_in_page
+from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
 from tests.ui.conftest import XSS_LINE, XSS_NAME, Seeded, make_app
 
 pytestmark = needs_chromium
@@ -76,7 +76,9 @@ def test_run_page_draws_charts_and_logs(page: Any, seeded: Seeded) -> None:
     """A run's page has a chart per metric and its log lines, markup shown as text."""
     page.click("text=lr-3e-4")
     page.wait_for_selector("figure.card")
-    page.wait_for_function("document.querySelectorAll('.logview .line').length === 40")
+    # A locator wait, not wait_for_function: the page's CSP forbids the eval that polling a
+    # string predicate needs, so that wait failed whenever the lines were not there at once.
+    sync_api.expect(page.locator(".logview .line")).to_have_count(40)
     captions = page.locator("figure.card .metric").all_inner_texts()
     assert captions == ["acc", "grad_norm", "loss"]
     page.goto(page.url.replace(seeded.run_id, seeded.xss_run_id))
