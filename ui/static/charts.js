@@ -46,6 +46,7 @@ export function chartCard(runId, name, onLeave, openLogs) {
   let total = 0;
   let downsampled = false;
   let plot = null;
+  let drawn = { shown: [], xs: [], byTime: false }; // what the plot shows now (its hooks read it)
   let canvas = null;
   const early = [];
 
@@ -77,6 +78,8 @@ export function chartCard(runId, name, onLeave, openLogs) {
     const ys = shown.map((p) => finite(p[1], chartOptions.log));
     const smoothed = smooth(ys, chartOptions.smoothing);
     const data = smoothed ? [xs, ys, smoothed] : [xs, ys];
+    // The plot outlives this call (setData below): its hooks read what is drawn now from here.
+    drawn = { shown, xs, byTime };
     const shape = `${Boolean(smoothed)}/${chartOptions.log}/${byTime}`;
     if (plot && plot.shape === shape) {
       plot.setData(data);
@@ -99,16 +102,16 @@ export function chartCard(runId, name, onLeave, openLogs) {
       hooks: {
         setCursor: [(u) => {
           const i = u.cursor.idx;
-          readout.textContent = i === null || i === undefined ? " "
-            : `step ${shown[i][0]}${byTime ? ` (${new Date(xs[i] * 1000).toLocaleTimeString()})` : ""}: ${fmtNum(shown[i][1])}`
+          const { shown: at, xs: x, byTime: timed } = drawn;
+          readout.textContent = i === null || i === undefined || !at[i] ? " "
+            : `step ${at[i][0]}${timed ? ` (${new Date(x[i] * 1000).toLocaleTimeString()})` : ""}: ${fmtNum(at[i][1])}`
               + " · click: logs at that time, drag: zoom";
         }],
         setSelect: [(u) => {
           if (u.select.width < 3) return;
           const a = u.posToVal(u.select.left, "x"), b = u.posToVal(u.select.left + u.select.width, "x");
           u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
-          const current = zoomed ? zoomed.points : points;
-          const inRange = current.filter((p, k) => xs[k] >= a && xs[k] <= b);
+          const inRange = drawn.shown.filter((p, k) => drawn.xs[k] >= a && drawn.xs[k] <= b);
           if (inRange.length) zoomTo(inRange[0][0], inRange[inRange.length - 1][0]);
         }],
       },

@@ -72,9 +72,10 @@ export function multiChart(title, opts) {
         setCursor: [(u) => {
           const i = u.cursor.idx;
           if (i === null || i === undefined) { readout.textContent = " "; return; }
-          const x = data[0][i];
+          const now = u.data; // not `data`: setData replaces it while this plot lives on
+          const x = now[0][i];
           const at = opts.time ? new Date(x * 1000).toLocaleTimeString() : fmtAxis(x);
-          const parts = labels.map((label, k) => (data[k + 1][i] === null ? null : `${label} ${fmt(data[k + 1][i])}`))
+          const parts = labels.map((label, k) => (now[k + 1][i] == null ? null : `${label} ${fmt(now[k + 1][i])}`))
             .filter(Boolean);
           readout.textContent = `${opts.xLabel || "x"} ${at}: ${parts.join(" · ")}`;
         }],
