@@ -14,7 +14,7 @@ from runstream import tables
 from runstream.errors import QueryError
 from runstream.timeparse import format_ns
 from sinks.cursor import decode_cursor, encode_cursor
-from sinks.logfilter import log_filter
+from sinks.logfilter import bounded, log_filter
 
 MAX_BUCKETS = 1_000
 MAX_CONTEXT = 500
@@ -49,8 +49,7 @@ class LogViews:
         node, rank, stream, tag).  Raises :class:`QueryError` unless
         ``1 <= buckets <= 1000``, or for a bad filter.
         """
-        if not isinstance(buckets, int) or isinstance(buckets, bool) or not 1 <= buckets <= MAX_BUCKETS:
-            raise QueryError(f"buckets must be an integer from 1 to {MAX_BUCKETS}")
+        bounded(buckets, 1, MAX_BUCKETS, "buckets")
         if filters.get("regex"):
             self._check_regex(filters["regex"])
         logs = self._t[tables.LOGS]
@@ -97,9 +96,8 @@ class LogViews:
         run has no line at that position.  Raises :class:`QueryError` for a
         bad id or counts outside 0..500.
         """
-        for what, n in (("before", before), ("after", after)):
-            if not isinstance(n, int) or isinstance(n, bool) or not 0 <= n <= MAX_CONTEXT:
-                raise QueryError(f"{what} must be an integer from 0 to {MAX_CONTEXT}")
+        bounded(before, 0, MAX_CONTEXT, "before")
+        bounded(after, 0, MAX_CONTEXT, "after")
         ts_us, producer, seq, idx = decode_cursor(at)
         cond, params = log_filter(node=node, rank=rank)
         cond.insert(0, "run_id = {run:String}")
@@ -150,8 +148,7 @@ class LogViews:
         """
         if order not in ("asc", "desc"):
             raise QueryError("order must be asc or desc")
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PROJECT_LIMIT:
-            raise QueryError(f"limit must be an integer from 1 to {MAX_PROJECT_LIMIT}")
+        bounded(limit, 1, MAX_PROJECT_LIMIT, "limit")
         if filters.get("regex"):
             self._check_regex(filters["regex"])
         cond, params = log_filter(**filters)

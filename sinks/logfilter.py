@@ -109,3 +109,14 @@ def log_filter(
         params["tag"] = tag
     time_range(cond, params, since_ns, until_ns)
     return cond, params
+
+
+def bounded(value: int, low: int, high: int | None, what: str = "value") -> int:
+    """``value`` when it is an integer (not a bool) from ``low`` to ``high`` (None: no top); else QueryError."""
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise QueryError(f"{what} must be an integer")
+    if high is not None and not low <= value <= high:
+        raise QueryError(f"{what} must be between {low} and {high}")
+    if value < low:
+        raise QueryError(f"{what} must be at least {low}")
+    return value

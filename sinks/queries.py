@@ -24,7 +24,7 @@ from runstream.events.runs import STATUSES
 from runstream.timeparse import format_ns
 from sinks.cursor import decode_cursor, encode_cursor
 from sinks.log_views import LogViews, log_line
-from sinks.logfilter import like_pattern, log_filter, time_range
+from sinks.logfilter import bounded, like_pattern, log_filter, time_range
 from sinks.metric_views import METRIC_ROLLUP, ROLLUP_STEPS, MetricViews, add_bucket, json_number
 from sinks.run_views import RunViews, sort_runs
 from sinks.status import RankRow, derive_status, outcome
@@ -116,7 +116,7 @@ class Queries(LogViews, RunViews, MetricViews):
         if status is not None and status not in STATUSES:
             raise QueryError(f"status must be one of {', '.join(STATUSES)}")
         runs = self._runs(
-            project=project, run_id=None, now_ns=now_ns, limit=_bounded(limit, 1, MAX_RUNS), name=name, tag=tag
+            project=project, run_id=None, now_ns=now_ns, limit=bounded(limit, 1, MAX_RUNS), name=name, tag=tag
         )
         if status is not None:
             runs = [r for r in runs if r["status"] == status]
@@ -332,7 +332,7 @@ class Queries(LogViews, RunViews, MetricViews):
         (a short or zoomed-in series) the raw points are bucketed.
         Raises :class:`QueryError` unless ``3 <= points <= 100000``.
         """
-        points = _bounded(points, MIN_POINTS, min(MAX_POINTS, self.limits.max_result_rows), "points")
+        points = bounded(points, MIN_POINTS, min(MAX_POINTS, self.limits.max_result_rows), "points")
         if since_ns is None and until_ns is None:
             coarse = self._rollup_series(run_id, name, points)
         else:
@@ -411,7 +411,7 @@ class Queries(LogViews, RunViews, MetricViews):
         """
         if order not in ("asc", "desc"):
             raise QueryError("order must be asc or desc")
-        limit = min(_bounded(limit, 1, None, "limit"), MAX_LOG_LIMIT)
+        limit = min(bounded(limit, 1, None, "limit"), MAX_LOG_LIMIT)
         if regex:
             self._check_regex(regex)
         cond, params = log_filter(
@@ -462,7 +462,7 @@ class Queries(LogViews, RunViews, MetricViews):
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]:
         """``{"items": [...]}``: the newest dead letters first (``limit`` capped at 10000)."""
-        limit = min(_bounded(limit, 1, None, "limit"), MAX_DLQ_LIMIT)
+        limit = min(bounded(limit, 1, None, "limit"), MAX_DLQ_LIMIT)
         rows = self._rows(
             "SELECT toUnixTimestamp64Micro(ts), topic, reason, sample, partition, offset, "
             "producer, seq, "
@@ -486,16 +486,6 @@ class Queries(LogViews, RunViews, MetricViews):
         for item in items:
             item["ts"] = format_ns(item["ts"] * 1000)
         return {"items": items}
-
-
-def _bounded(value: int, low: int, high: int | None, what: str = "value") -> int:
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise QueryError(f"{what} must be an integer")
-    if high is not None and not low <= value <= high:
-        raise QueryError(f"{what} must be between {low} and {high}")
-    if value < low:
-        raise QueryError(f"{what} must be at least {low}")
-    return value
 
 
 def _series_filter(run_id: str, name: str, since_ns: int | None, until_ns: int | None) -> tuple[str, dict[str, Any]]:

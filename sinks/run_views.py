@@ -14,7 +14,7 @@ from typing import Any
 from runstream import tables
 from runstream.errors import QueryError
 from runstream.timeparse import format_ns
-from sinks.logfilter import time_range
+from sinks.logfilter import bounded, time_range
 
 MAX_COMPARE_RUNS = 20
 MAX_ALERTS = 10_000
@@ -56,8 +56,7 @@ class RunViews:
         highest sample, so no peak is lost; all samples when fewer.  Raises
         :class:`QueryError` unless ``3 <= points <= 100000``.
         """
-        if not isinstance(points, int) or isinstance(points, bool) or not 3 <= points <= 100_000:
-            raise QueryError("points must be an integer from 3 to 100000")
+        bounded(points, 3, 100_000, "points")
         cond = ["run_id = {run:String}"]
         params: dict[str, Any] = {"run": run_id, "buckets": points // 2}
         time_range(cond, params, since_ns, until_ns)
@@ -131,8 +130,7 @@ class RunViews:
 
         A record delivered twice is listed once (same producer, seq, index).
         """
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_EVALS:
-            raise QueryError(f"limit must be an integer from 1 to {MAX_EVALS}")
+        bounded(limit, 1, MAX_EVALS, "limit")
         rows = self._rows(
             "SELECT toUnixTimestamp64Micro(ts), name, type, node, rank, data "
             f"FROM {self._t[tables.EVALS]} WHERE run_id = {{run:String}} "
@@ -152,8 +150,7 @@ class RunViews:
 
         Oldest first; one per alert key however often it was delivered or raised.
         """
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_ALERTS:
-            raise QueryError(f"limit must be an integer from 1 to {MAX_ALERTS}")
+        bounded(limit, 1, MAX_ALERTS, "limit")
         rows = self._rows(
             "SELECT toUnixTimestamp64Micro(ts), kind, severity, message, node, rank, key, metric, value "
             f"FROM {self._t[tables.ALERTS]} FINAL WHERE run_id = {{run:String}} "

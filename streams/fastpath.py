@@ -40,11 +40,8 @@ _CANONICAL_LEVELS: dict[Any, str] = {
 
 def fast_checker(kind: str, limits: Limits) -> FastChecker | None:
     """The fast path for ``kind`` under ``limits``, or ``None`` when the kind has none."""
-    if kind == "logs":
-        return _logs_checker(limits)
-    if kind == "metrics":
-        return _metrics_checker(limits)
-    return None
+    make = _PER_RECORD.get(kind)
+    return make(limits) if make else None
 
 
 def _logs_checker(limits: Limits) -> FastChecker:
@@ -135,11 +132,8 @@ def fast_batch(kind: str, limits: Limits) -> BatchChecker | None:
     ``"i"``, equal to what the validator returns for it) when every record is
     plainly well-formed, else ``None`` with nothing changed.
     """
-    if kind == "logs":
-        return _logs_batch(limits)
-    if kind == "metrics":
-        return _metrics_batch(limits)
-    return None
+    make = _PER_BATCH.get(kind)
+    return make(limits) if make else None
 
 
 def _logs_batch(limits: Limits) -> BatchChecker:
@@ -233,3 +227,8 @@ def _metrics_batch(limits: Limits) -> BatchChecker:
         return records
 
     return check
+
+
+#: The fast paths per kind (kinds without one always take the validator).
+_PER_RECORD: dict[str, Callable[[Limits], FastChecker]] = {"logs": _logs_checker, "metrics": _metrics_checker}
+_PER_BATCH: dict[str, Callable[[Limits], BatchChecker]] = {"logs": _logs_batch, "metrics": _metrics_batch}

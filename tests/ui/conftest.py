@@ -248,3 +248,20 @@ def server(broker: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Se
         yield running
     finally:
         stop_server(running)
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """One headless Chromium per test module (``tests/ui/browser.py`` finds the binary)."""
+    from tests.ui.browser import launch
+
+    yield from launch()
+
+
+@pytest.fixture
+def page(browser: Any, server: Server) -> Iterator[Any]:
+    """A signed-in 1400x1000 page on the module's real server (a module may define its own)."""
+    from tests.ui.browser import signed_in_page
+
+    with signed_in_page(browser, server.url, "main", viewport={"width": 1400, "height": 1000}) as opened:
+        yield opened

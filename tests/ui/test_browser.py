@@ -16,7 +16,7 @@ import pytest
 import uvicorn
 from starlette.applications import Starlette
 
-from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
+from tests.ui.browser import needs_chromium, signed_in_page, sync_api
 from tests.ui.conftest import XSS_LINE, XSS_NAME, Seeded, make_app
 
 pytestmark = needs_chromium
@@ -47,11 +47,6 @@ def base_url(queries_app_parts: tuple) -> Iterator[str]:
     finally:
         server.should_exit = True
         thread.join(10)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch()
 
 
 @pytest.fixture

@@ -11,14 +11,13 @@ import re
 import time
 import urllib.parse
 import uuid
-from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
 import pytest
 
 from tests.conftest import scaled
-from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
+from tests.ui.browser import needs_chromium, sync_api
 from tests.ui.conftest import Server
 from tests.ui.test_live_page import api, emit, open_run, wait_until
 
@@ -29,17 +28,6 @@ pytestmark = needs_chromium
 STEPS = 3000
 LINES = 300
 S = 1_000_000_000
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch()
-
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    with signed_in_page(browser, server.url, "main", viewport={"width": 1400, "height": 1000}) as opened:
-        yield opened
 
 
 @pytest.fixture(scope="module")

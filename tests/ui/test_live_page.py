@@ -7,13 +7,12 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.conftest import scaled
-from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
+from tests.ui.browser import needs_chromium, sync_api
 from tests.ui.conftest import TOKEN, XSS_LINE, XSS_NAME, Server, run_async
 from tests.ui.feedclient import Emitter
 
@@ -49,17 +48,6 @@ def wait_until(check: Any, what: str, timeout_s: float = 20) -> None:
         if time.monotonic() > deadline:
             pytest.fail(f"timed out waiting for {what}")
         time.sleep(0.1)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch()
-
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    with signed_in_page(browser, server.url, "main", viewport={"width": 1400, "height": 1000}) as opened:
-        yield opened
 
 
 def open_run(page: Any, server: Server, run: str) -> None:

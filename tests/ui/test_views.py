@@ -8,16 +8,13 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from producers import evals as evals_mod
 from producers.nvml import FieldUnsupported, GpuFacts
 from producers.sampler import Sampler
 from tests.conftest import scaled
-from tests.ui.browser import launch, needs_chromium, signed_in_page, sync_api
+from tests.ui.browser import needs_chromium, sync_api
 from tests.ui.conftest import XSS_LINE, XSS_NAME, Server, run_async
 from tests.ui.feedclient import Emitter
 from tests.ui.test_live_page import api, emit, wait_until
@@ -66,17 +63,6 @@ def emit_to(server: Server, run: str, kind: str, records: list[dict[str, Any]], 
             await e.send(kind, records, topic=topic)
 
     run_async(go())
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    yield from launch()
-
-
-@pytest.fixture
-def page(browser: Any, server: Server) -> Iterator[Any]:
-    with signed_in_page(browser, server.url, "main", viewport={"width": 1400, "height": 1000}) as opened:
-        yield opened
 
 
 def stored(server: Server, path: str, key: str) -> Any:
