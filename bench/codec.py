@@ -1,4 +1,4 @@
-"""Which codec carries batch envelopes: msgpack vs orjson vs stdlib json.
+"""Which codec carries batch envelopes: MessagePack (msgspec, msgpack-python) vs orjson vs stdlib json.
 
 Encodes and decodes 1000-record log and metric batches (log lines taken from
 the real-logs corpus when present) and prints records/s per codec, plus
@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import msgspec
 import orjson
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -48,7 +49,9 @@ def _batches() -> dict[str, dict[str, Any]]:
 
 
 CODECS: dict[str, tuple[Callable[[Any], bytes], Callable[[bytes], Any]]] = {
-    "msgpack": (lambda o: msgpack.packb(o, use_bin_type=True), lambda b: msgpack.unpackb(b, raw=False)),
+    "msgpack (msgspec)": (msgspec.msgpack.Encoder().encode, msgspec.msgpack.Decoder().decode),
+    "msgpack (msgpack-python)": (lambda o: msgpack.packb(o, use_bin_type=True),
+                                 lambda b: msgpack.unpackb(b, raw=False)),
     "orjson": (orjson.dumps, orjson.loads),
     "json": (lambda o: json.dumps(o).encode(), json.loads),
 }
@@ -78,9 +81,9 @@ def main() -> None:
                             "encode_records_per_s": BATCH * REPEAT / (t1 - t0),
                             "decode_records_per_s": BATCH * REPEAT / (t2 - t1),
                             "nan_inf_round_trip": _nan_survives(enc, dec)})
-    print(f"{'kind':8} {'codec':8} {'B/rec':>7} {'encode rec/s':>14} {'decode rec/s':>14}  NaN/Inf kept")
+    print(f"{'kind':8} {'codec':25} {'B/rec':>7} {'encode rec/s':>14} {'decode rec/s':>14}  NaN/Inf kept")
     for r in results:
-        print(f"{r['kind']:8} {r['codec']:8} {r['bytes_per_record']:7.1f} {r['encode_records_per_s']:14,.0f} "
+        print(f"{r['kind']:8} {r['codec']:25} {r['bytes_per_record']:7.1f} {r['encode_records_per_s']:14,.0f} "
               f"{r['decode_records_per_s']:14,.0f}  {r['nan_inf_round_trip']}")
     out = ROOT / "bench" / "results" / "codec.json"
     out.parent.mkdir(parents=True, exist_ok=True)

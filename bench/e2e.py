@@ -189,9 +189,26 @@ def cpu_per_record(before: dict[str, float], after: dict[str, float], trainer_s:
 UP_PID = 0  # set by main(): the runstream up process whose children are the stages
 
 
+def sink_counts(api: Api) -> dict[str, int]:
+    """The sink's counters (flushes, inserts, rows stored in ``logs``) from the health report."""
+    sink = api.get("/api/health").get("sink", {})
+    return {"flushes": sink.get("flushes", 0), "inserts": sink.get("inserts", 0),
+            "log_rows": sink.get("rows", {}).get("logs", 0), "flush_s": sink.get("flush_s", 0.0),
+            **{f"insert_s.{table}": seconds for table, seconds in sink.get("insert_s", {}).items()}}
+
+
+def sink_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
+    """What the sink did between two readings of :func:`sink_counts`."""
+    delta: dict[str, Any] = {k: after[k] - before.get(k, 0) for k in after}
+    delta.update({k: round(v, 2) for k, v in delta.items() if k.endswith("_s") or "_s." in k})
+    delta["log_rows_per_flush"] = round(delta["log_rows"] / delta["flushes"]) if delta["flushes"] else 0
+    return delta
+
+
 def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     tag = f"L{int(time.time())}"
     cpu_before = stage_cpu(UP_PID)
+    sink_before = sink_counts(api)
     proc = producer(kafka, "lines", n, 0, tag)
     m = read_markers(proc)
     run_id = m["RUN_ID"][0]
@@ -204,12 +221,13 @@ def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, since=since, limit=1)["lines"]),
                      600, 0.1)
     cpu = cpu_per_record(cpu_before, stage_cpu(UP_PID), float(m["CPU_S"][0]), n)
+    sink = sink_delta(sink_before, sink_counts(api))
     seconds = end - start_ns / 1e9
     stored = count_lines(api, run_id)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
     return {"what": "log lines", "corpus": "synthetic" if CORPUS is None else "real-logs", "records": n,
             "stored": stored, "seconds": seconds, "per_s": n / seconds,
-            "emit_s": emit_s, "cpu_us_per_record": cpu}
+            "emit_s": emit_s, "cpu_us_per_record": cpu, "sink": sink}
 
 
 def count_lines(api: Api, run_id: str) -> int:
@@ -365,6 +383,11 @@ def main() -> None:
     print(f"\n{'CPU µs per record (includes the API polling)':48} " + " ".join(f"{s:>14}" for s in stages))
     for r in results:
         print(f"{r['what']:48} " + " ".join(f"{r['cpu_us_per_record'].get(s, 0):14.2f}" for s in stages))
+    sink = results[0]["sink"]
+    print(f"{'sink during the log lines':48} {sink['flushes']:,} flushes, {sink['inserts']:,} inserts, "
+          f"{sink['log_rows_per_flush']:,} log rows per flush, {sink['flush_s']} s flushing")
+    inserting = ", ".join(f"{k.split('.', 1)[1]} {v} s" for k, v in sink.items() if k.startswith("insert_s.") and v)
+    print(f"{'  of which inserting into':48} {inserting}")
     print(f"{'freshness p50 / p99 (ms), under background load':48} "
           f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)")
     out = ROOT / "bench" / "results" / "e2e.json"

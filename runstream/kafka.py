@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.codec import has_zstd
 from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
@@ -77,8 +78,17 @@ def _fail_on_disconnect(producer: AIOKafkaProducer) -> None:
     client.send = send_or_fail  # type: ignore[method-assign]
 
 
+#: How producers compress record batches (``None`` where cramjam is missing: aiokafka has no zstd then).
+COMPRESSION: str | None = "zstd" if has_zstd() else None
+
+
 def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options: Any) -> AIOKafkaProducer:
-    """A producer with acks from the leader and batching suited to envelopes.
+    """A producer with acks from the leader, batching suited to envelopes, and zstd.
+
+    zstd (``cramjam``, a base dependency) shrinks a batch of log lines about
+    fourfold; measured on Tansu (``bench/broker.py``) it costs the producer
+    about what sending the uncompressed bytes costs, and the broker and every
+    consumer far less.
 
     With ``fail_on_disconnect``, a batch whose connection is lost fails with
     :class:`ConnectionLost` instead of being retried by aiokafka (see
@@ -91,6 +101,7 @@ def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options
         "linger_ms": 5,
         "max_request_size": 16 * 1024 * 1024,
         "request_timeout_ms": 15_000,
+        "compression_type": COMPRESSION,
     }
     opts.update(options)
     producer = AIOKafkaProducer(**opts)

@@ -109,7 +109,8 @@ class Segment:
     #: True when the span is recorded already and must be reproduced exactly.
     recorded: bool = False
     last: int = -1
-    last_digest: str = ""
+    #: The last message's value; its digest is taken when the token is (not for every message).
+    last_value: bytes | None = None
     messages: int = 0
     closed: bool = False
     buffer: ColumnBuffer = field(default_factory=ColumnBuffer)
@@ -117,6 +118,10 @@ class Segment:
     def token(self, table: str) -> str:
         """The deduplication token of this segment's insert into ``table``."""
         return f"{table}:{self.topic}:{self.partition}:{self.first}-{self.last}:{self.first_digest}{self.last_digest}"
+
+    @property
+    def last_digest(self) -> str:
+        return digest(self.last_value) if self.last >= 0 else ""
 
     @property
     def span(self) -> Span:
@@ -192,7 +197,7 @@ class PartitionLog:
             value=value,
         )
         seg.last = offset
-        seg.last_digest = digest(value)
+        seg.last_value = value
         seg.messages += 1
         self.last_offset = offset
         if seg.end_at is not None and offset >= seg.end_at:

@@ -2,9 +2,14 @@
 
 The same code talks to embedded chDB (``chdb:///path``) and to a ClickHouse
 server (``http://user:pass@host:8123/db``).  chDB allows one engine per
-process and a synchronous client only, so every call runs on one dedicated
-thread: the synchronous methods hop onto it when called from elsewhere, and
-async code awaits :meth:`Store.call`, which never blocks the event loop.
+process and a synchronous client only.  A store has two lanes, each a
+dedicated thread with its own connection to the same engine: writes (DDL,
+inserts) run on the write lane, reads on the read lane, so a search never
+waits behind an insert and an insert never waits behind a search (chDB runs
+two connections' statements at once).  The synchronous methods hop onto their
+lane when called from elsewhere (a read called on the write lane runs there);
+async code awaits :meth:`Store.call` (write lane) or :meth:`Store.read_call`
+(read lane), which never block the event loop.
 
 Errors come out as runstream errors that say whether retrying can help:
 :class:`~runstream.errors.StorageUnavailable` (retriable: unreachable, busy,
@@ -126,7 +131,7 @@ def split_dsn(dsn: str) -> tuple[str, str | None]:
 
 
 class Store:
-    """One ClickHouse database; every call is serialised on one dedicated thread.
+    """One ClickHouse database; writes serialised on one thread, reads on another.
 
     ``settings`` are ClickHouse settings for every statement of the session.
 
@@ -139,12 +144,19 @@ class Store:
         self._dsn = dsn
         self._settings = dict(settings or {})
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runstream-store")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="runstream-store-read")
         self._thread: threading.Thread | None = None
+        self._read_thread: threading.Thread | None = None
+        self._read_client: Any = None
         self._closed = False
         try:
             self._client: Any = self._executor.submit(self._open).result()
+            self._read_client = self._reader.submit(self._open_reader).result()
         except BaseException:
+            if self._read_client is None and getattr(self, "_client", None) is not None:
+                self._executor.submit(self._client.close).result()
             self._executor.shutdown(wait=True)
+            self._reader.shutdown(wait=True)
             raise
 
     def __repr__(self) -> str:
@@ -163,18 +175,47 @@ class Store:
             raise classify(exc, reading=False) from exc
         return client
 
+    def _open_reader(self) -> Any:
+        self._read_thread = threading.current_thread()
+        dsn, _ = split_dsn(self._dsn)
+        try:
+            return clickhouse_connect.get_client(
+                dsn=dsn, show_clickhouse_errors="scrub", settings=self._settings or None
+            )
+        except (ClickHouseError, OSError) as exc:
+            raise classify(exc, reading=False) from exc
+
+    def _lane_client(self) -> Any:
+        """The connection of the lane this thread is (the read lane's on its thread, else the write lane's)."""
+        return self._read_client if threading.current_thread() is self._read_thread else self._client
+
     def _on_thread(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` on the write lane (the write lane never waits for the read lane: no deadlock)."""
         if threading.current_thread() is self._thread:
             return fn(*args, **kwargs)
         if self._closed:
             raise StorageError("the store is closed")
         return self._executor.submit(fn, *args, **kwargs).result()
 
+    def _on_read_lane(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``fn`` on this thread when it is a lane already, else on the read lane."""
+        if threading.current_thread() in (self._thread, self._read_thread):
+            return fn(*args, **kwargs)
+        if self._closed:
+            raise StorageError("the store is closed")
+        return self._reader.submit(fn, *args, **kwargs).result()
+
     async def call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
-        """Await ``fn(*args, **kwargs)`` run on the store's thread (the loop keeps running)."""
+        """Await ``fn(*args, **kwargs)`` run on the write lane (the loop keeps running)."""
         if self._closed:
             raise StorageError("the store is closed")
         return await asyncio.wrap_future(self._executor.submit(fn, *args, **kwargs))
+
+    async def read_call(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """Await ``fn(*args, **kwargs)`` run on the read lane: for functions that only read."""
+        if self._closed:
+            raise StorageError("the store is closed")
+        return await asyncio.wrap_future(self._reader.submit(fn, *args, **kwargs))
 
     def command(self, sql: str, parameters: Mapping[str, Any] | None = None) -> Any:
         """Run a statement (DDL, ``INSERT ... SELECT``); values bound server-side."""
@@ -194,7 +235,7 @@ class Store:
         settings: Mapping[str, Any] | None = None,
     ) -> list[tuple[Any, ...]]:
         """The rows of a read as tuples; ``{name:Type}`` placeholders bound server-side."""
-        result = self._on_thread(self._read, sql, parameters, settings)
+        result = self._on_read_lane(self._read, sql, parameters, settings)
         return [tuple(row) for row in result.result_rows]
 
     def query(
@@ -204,14 +245,14 @@ class Store:
         settings: Mapping[str, Any] | None = None,
     ) -> list[dict[str, Any]]:
         """The rows of a read as dicts keyed by column name."""
-        result = self._on_thread(self._read, sql, parameters, settings)
+        result = self._on_read_lane(self._read, sql, parameters, settings)
         names = result.column_names
         return [dict(zip(names, row, strict=True)) for row in result.result_rows]
 
     def _read(self, sql: str, parameters: Mapping[str, Any] | None, settings: Mapping[str, Any] | None) -> Any:
-        """One query on the store's thread, its errors classified as a read's."""
+        """One query on this lane's connection, its errors classified as a read's."""
         try:
-            return self._client.query(
+            return self._lane_client().query(
                 sql,
                 parameters=dict(parameters) if parameters else None,
                 settings=dict(settings) if settings else None,
@@ -266,10 +307,14 @@ class Store:
         if self._closed:
             return
         try:
-            self._on_thread(self._client.close)
+            try:
+                self._reader.submit(self._read_client.close).result()
+            finally:
+                self._on_thread(self._client.close)
         finally:
             self._closed = True
             self._executor.shutdown(wait=True)
+            self._reader.shutdown(wait=True)
 
 
 def open_store(

@@ -129,7 +129,11 @@ class SinkWriter:
             0,
         )
         self._rows: dict[str, int] = {}
+        #: Seconds spent inserting into each table, summed (retries and isolation included).
+        self._insert_s: dict[str, float] = {}
         self._last_flush_ns: int | None = None
+        #: Seconds spent in flushes (inserting, recording spans, committing), summed.
+        self._flush_s = 0.0
         #: One flush at a time: the main loop's and a revocation's.
         self._flush_lock = asyncio.Lock()
 
@@ -231,6 +235,8 @@ class SinkWriter:
             "rows": dict(self._rows),
             "pending_rows": pending,
             "last_flush_ts": self._last_flush_ns,
+            "flush_s": round(self._flush_s, 3),
+            "insert_s": {table: round(seconds, 3) for table, seconds in self._insert_s.items()},
         }
 
     async def _start_consumer(self) -> None:
@@ -332,7 +338,11 @@ class SinkWriter:
     async def _flush(self, final: bool = False, only: set[Any] | None = None) -> None:
         """Insert every ready segment (of ``only`` those partitions), then commit the offsets after them."""
         async with self._flush_lock:
-            await self._flush_locked(final, only)
+            started = time.monotonic()
+            try:
+                await self._flush_locked(final, only)
+            finally:
+                self._flush_s += time.monotonic() - started
 
     async def _flush_locked(self, final: bool, only: set[Any] | None) -> None:
         now_s = time.monotonic()
@@ -349,12 +359,14 @@ class SinkWriter:
             (s.topic, s.partition, s.first, s.last, s.first_digest) for _, segs in ready for s in segs if not s.recorded
         ]
         if new_spans:
+            started = time.monotonic()
             await self._retrying(
                 self.store.insert_rows,
                 SINK_SPANS,
                 new_spans,
                 ["topic", "partition", "first_offset", "last_offset", "first_digest"],
             )
+            self._insert_s[SINK_SPANS] = self._insert_s.get(SINK_SPANS, 0.0) + time.monotonic() - started
         for _, segs in ready:
             for seg in segs:
                 if seg.recorded:
@@ -379,6 +391,13 @@ class SinkWriter:
         self._last_flush_ns = time.time_ns()
 
     async def _insert(self, seg: Segment, table: str, data: Any) -> None:
+        started = time.monotonic()
+        try:
+            await self._insert_or_isolate(seg, table, data)
+        finally:
+            self._insert_s[table] = self._insert_s.get(table, 0.0) + time.monotonic() - started
+
+    async def _insert_or_isolate(self, seg: Segment, table: str, data: Any) -> None:
         try:
             await self._retrying(self.store.insert_arrow, table, data, seg.token(table))
         except StorageError as exc:
