@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import gc
 import json
 import os
@@ -206,9 +207,9 @@ def _measure(bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, fl
             _time_log(run, dict(values), 1000)
             _time_floor(dict(values), 1000)
             cases: dict[str, Callable[[int], list[int]]] = {
-                f"{mode} run.log {label}": lambda n, v=dict(values): _time_log(run, v, n),
-                f"{mode} floor {label}": lambda n, v=dict(values): _time_floor(v, n),
-                f"{mode} floor+call {label}": lambda n, v=dict(values): _time_floor_call(v, n),
+                f"{mode} run.log {label}": functools.partial(_time_log, run, dict(values)),
+                f"{mode} floor {label}": functools.partial(_time_floor, dict(values)),
+                f"{mode} floor+call {label}": functools.partial(_time_floor_call, dict(values)),
             }
             for name, samples in _interleaved(cases, calls).items():
                 rows[name] = _percentiles(samples, timer)
@@ -345,9 +346,9 @@ def _peer_worker(name: str, calls: int, out: Path) -> int:
                 samples.append(now() - t0)
                 if i % 500 == 0 and time.monotonic() - start > PEER_BUDGET_S:
                     break
-            t0 = time.monotonic()
+            closing = time.monotonic()
             close()
-            result["close_s"] = time.monotonic() - t0
+            result["close_s"] = time.monotonic() - closing
             result["calls"] = len(samples)
             result["row"] = _percentiles(samples, timer)
     except Exception as exc:  # noqa: BLE001 - reported as the peer's row

@@ -22,6 +22,7 @@ from __future__ import annotations
 import threading
 from collections import deque
 from collections.abc import Callable, Mapping
+from itertools import islice
 from typing import Any
 
 from runstream.topics import RAW_KINDS
@@ -73,10 +74,13 @@ class Buffer:
         if kind == "logs" and self.before_logs is not None:
             self.before_logs()
         queue = self.queues[kind]
+        if not queue:
+            return self.taken[kind], []
         with self._take_lock:
             n = min(max_n, len(queue))
             start = self.taken[kind]
-            items = [queue.popleft() for _ in range(n)]
+            # popleft called n times in C (producers may append meanwhile, on the right).
+            items = list(islice(iter(queue.popleft, None), n))
             self.taken[kind] = start + n
         return start, items
 
@@ -90,6 +94,10 @@ class Buffer:
     def pending(self) -> int:
         """Records waiting in the buffer, all kinds."""
         return sum(len(q) for q in self.queues.values())
+
+    def empty(self) -> bool:
+        """Whether no record of any kind waits in the buffer."""
+        return not any(self.queues.values())
 
     def stats(self) -> dict[str, dict[str, int]]:
         """A copy of every counter, per kind, ``enqueued`` included."""

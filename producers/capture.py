@@ -31,12 +31,15 @@ from __future__ import annotations
 import codecs
 import contextlib
 import logging
+import os
 import sys
 import threading
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
+from itertools import islice, repeat
+from operator import itemgetter
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -50,30 +53,54 @@ EmitMany = Callable[[list[tuple[int, str, str, str, str]]], None]
 OnDrop = Callable[[int], None]
 
 _time_ns = time.time_ns
+_second = itemgetter(1)
 
 
-class _ThreadState(threading.local):
-    #: Nesting depth of :func:`quiet` in this thread; a class default keeps the hot-path read cheap
-    #: (``getattr(local, name, 0)`` on an unset name raises and swallows AttributeError every call).
-    quiet = 0
-
-
-_tls = _ThreadState()
+#: Threads inside :func:`quiet` (thread ident -> nesting depth).  A plain dict, not a
+#: ``threading.local``: the tee's hot path only tests it for emptiness (a few ns), where
+#: reading a ``threading.local`` attribute costs ~80 ns on every write.
+_quiet: dict[int, int] = {}
+_get_ident = threading.get_ident
 _formatter = logging.Formatter()
 
 
-def _quiet_depth() -> int:
-    return _tls.quiet
+def _enter_quiet() -> int:
+    ident = _get_ident()
+    _quiet[ident] = _quiet.get(ident, 0) + 1
+    return ident
+
+
+def _leave_quiet(ident: int) -> None:
+    depth = _quiet.get(ident, 1) - 1
+    if depth > 0:
+        _quiet[ident] = depth
+    else:
+        _quiet.pop(ident, None)
+
+
+def _is_quiet() -> bool:
+    return bool(_quiet) and _get_ident() in _quiet
+
+
+def _forget_other_threads() -> None:
+    # After a fork only the forking thread goes on; a new thread may reuse another's ident.
+    mine = _quiet.get(_get_ident())
+    _quiet.clear()
+    if mine:
+        _quiet[_get_ident()] = mine
+
+
+os.register_at_fork(after_in_child=_forget_other_threads)
 
 
 @contextlib.contextmanager
 def quiet() -> Iterator[None]:
     """While inside, this thread's console output is shown but not captured."""
-    _tls.quiet = _quiet_depth() + 1
+    ident = _enter_quiet()
     try:
         yield
     finally:
-        _tls.quiet -= 1
+        _leave_quiet(ident)
 
 
 class LineAssembler:
@@ -121,27 +148,39 @@ class LineAssembler:
                 out.append(self._end_line())
         return out
 
-    def feed_timed(self, writes: list[tuple[int, str]]) -> list[tuple[int, str]]:
-        """Add several ``(ts_ns, text)`` writes; return ``(ts_ns, line)`` for each line they
-        completed, timed by the write that ended it.  Same lines as :meth:`feed` on each text."""
-        texts = [text for _, text in writes]
+    def feed_timed(self, writes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
+        """Add several ``(ts_ns, text)`` writes; return the lines they completed and, for each,
+        the time of the write that ended it (two lists, in order).  Same lines as :meth:`feed`
+        on each text.  The common case (no carriage return, no overlong line) costs a few
+        passes over the batch (joined and split at C speed), no call per write or per line."""
+        texts = list(map(_second, writes))
         joined = "".join(texts)
         if "\r" in joined or self._had_cr:
-            return [(ts, line) for ts, text in writes for line in self.feed(text)]
+            return self._feed_each(writes)
         pieces = joined.split("\n")
         if self._parts:
             pieces[0] = "".join(self._parts) + pieces[0]
         if max(map(len, pieces)) > self.max_line_chars:  # overlong: the general path cuts them
-            return [(ts, line) for ts, text in writes for line in self.feed(text)]
+            return self._feed_each(writes)
         rest = pieces.pop()
         self._parts = [rest] if rest else []
         self._len = len(rest)
         if not pieces:
-            return []
+            return [], []
+        # The writes holding a newline, in order; each ended at least one line.
         ends = [ts for ts, text in writes if "\n" in text]
         if len(ends) != len(pieces):  # some write ended several lines
             ends = [ts for ts, text in writes for _ in range(text.count("\n"))]
-        return list(zip(ends, pieces, strict=True))
+        return ends, pieces
+
+    def _feed_each(self, writes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
+        times: list[int] = []
+        lines: list[str] = []
+        for ts, text in writes:
+            done = self.feed(text)
+            times += [ts] * len(done)
+            lines += done
+        return times, lines
 
     def flush(self) -> str | None:
         """The partial line held, if any (and forget it)."""
@@ -238,7 +277,7 @@ class StreamTee:
         self._active = True
         # The hot path as a closure over locals (no attribute look-ups per write); an
         # instance attribute, so it shadows the method below, which says the same.
-        self.write = self._make_write()  # type: ignore[method-assign]
+        self.write = self._make_write()  # type: ignore[method-assign,assignment]
 
     @property
     def active(self) -> bool:
@@ -248,20 +287,21 @@ class StreamTee:
     @active.setter
     def active(self, value: bool) -> None:
         self._active = value
-        self.write = self._make_write() if value else self._original.write  # type: ignore[method-assign]
+        self.write = self._make_write() if value else self._original.write  # type: ignore[method-assign,assignment]
 
     def _make_write(self) -> Callable[[str], int]:
         write_through = self._original.write
         pending = self._pending
         append = pending.append
         max_pending = self._max_pending
-        tls = _tls
+        quiet_threads = _quiet
+        get_ident = _get_ident
         now = _time_ns
         drop = self._drop
 
         def write(text: str) -> int:
             n = write_through(text)
-            if not tls.quiet:
+            if not quiet_threads or get_ident() not in quiet_threads:
                 if len(pending) < max_pending:
                     append((now(), text))
                 else:
@@ -277,7 +317,7 @@ class StreamTee:
     def write(self, text: str) -> int:
         n = self._original.write(text)
         # The hot path: everything else happens in pump(), off the caller's thread.
-        if self.active and not _tls.quiet:
+        if self.active and not _is_quiet():
             pending = self._pending
             if len(pending) < self._max_pending:
                 pending.append((_time_ns(), text))
@@ -309,7 +349,7 @@ class StreamTee:
         return getattr(self._original, name)
 
     def _capture_text(self, text: str) -> None:
-        if text and self.active and not _tls.quiet:
+        if text and self.active and not _is_quiet():
             if len(self._pending) < self._max_pending:
                 self._pending.append((_time_ns(), text))
             else:
@@ -325,6 +365,8 @@ class StreamTee:
 
     def take_dropped(self) -> int:
         """Lines not captured since the last call because the write queue was full."""
+        if not self._dropped_lines:  # a count added meanwhile is reported by the next call
+            return 0
         with self._drop_lock:
             n, self._dropped_lines = self._dropped_lines, 0
         return n
@@ -332,20 +374,20 @@ class StreamTee:
     def pump(self) -> None:
         """Turn the queued writes into lines and emit them (one caller at a time; never raises)."""
         pending, emit, stream = self._pending, self._emit, self._stream
-        take = pending.popleft
-        writes = [take() for _ in range(len(pending))]
-        if not writes:
+        if not pending:
             return
+        # popleft called len(pending) times in C (writers may append meanwhile, on the right).
+        writes = list(islice(iter(pending.popleft, None), len(pending)))
         try:
             try:
-                done = self._lines.feed_timed(writes)
+                times, lines = self._lines.feed_timed(writes)
             except TypeError:  # a write of something not str (feed_timed's join refused it first)
                 writes = [(ts, text if type(text) is str else str(text)) for ts, text in writes]
-                done = self._lines.feed_timed(writes)
+                times, lines = self._lines.feed_timed(writes)
             if self._emit_many is not None:
-                self._emit_many([(ts, line, stream, "", "") for ts, line in done])
+                self._emit_many(list(zip(times, lines, repeat(stream), repeat(""), repeat(""))))
             else:
-                for ts, line in done:
+                for ts, line in zip(times, lines, strict=True):
                     emit(ts, line, stream, "", "")
         except Exception:  # noqa: BLE001 - capture must never raise into the sender
             pass
@@ -427,19 +469,19 @@ class Capture:
         def callHandlers(logger: logging.Logger, record: logging.LogRecord) -> None:  # noqa: N802
             if cap.active:
                 cap.capture_record(record)
-            _tls.quiet = _quiet_depth() + 1
+            ident = _enter_quiet()
             try:
                 orig_call(logger, record)
             finally:
-                _tls.quiet -= 1
+                _leave_quiet(ident)
 
         def handle(handler: logging.Handler, record: logging.LogRecord) -> Any:
             # Also covers handlers run outside callHandlers (QueueListener threads).
-            _tls.quiet = _quiet_depth() + 1
+            ident = _enter_quiet()
             try:
                 return orig_handle(handler, record)
             finally:
-                _tls.quiet -= 1
+                _leave_quiet(ident)
 
         self._orig_call_handlers, self._orig_handle = orig_call, orig_handle
         self._wrapped_call_handlers, self._wrapped_handle = callHandlers, handle

@@ -30,9 +30,10 @@ Forms recognised (``kind`` in brackets):
   ``<pad>``-like tokens) are left alone.
 
 Log lines are redacted a batch at a time by a :class:`LineRedactor`, which
-finds the candidate lines of a whole batch in a few C-speed scans
-(:func:`candidate_lines`) and remembers a PEM block left open at the end of
-a line: a private key printed line by line (``-----BEGIN ... PRIVATE
+finds the candidate lines of a whole batch in one native-code scan
+(:func:`candidate_lines`: an Aho-Corasick automaton of the patterns'
+openings) and remembers a PEM block left open at the end of a line: a
+private key printed line by line (``-----BEGIN ... PRIVATE
 KEY-----``, its base64 body, ``-----END ... PRIVATE KEY-----``, as separate
 records of one stream, across batches too) is redacted whole, each body line
 replaced by the marker.  The block ends at its ``END`` line, or at the first
@@ -49,6 +50,8 @@ import bisect
 import re
 from collections.abc import Mapping, Sequence
 from typing import Any
+
+import ahocorasick_rs
 
 #: Keywords of ``key=value`` secrets (lower case), found in the key.
 KEY_WORDS: tuple[str, ...] = ("pass", "secret", "key", "token", "credential")
@@ -130,41 +133,67 @@ _SHAPES: list[tuple[str, tuple[str, ...], re.Pattern[str], int]] = [
     ),
 ]
 
-#: The prefilter, run on lower-cased text: (a literal, a pattern).  Wherever a
-#: shape above or a ``key=value`` secret (:func:`_redact_pairs`) matches, the
-#: literal is present and the pattern matches too (each is a looser form of
-#: what it stands for), so text that passes none of them holds no secret we
-#: recognise.  Each pattern starts with its literal, which lets the regex
-#: engine skip to it at C speed; the ``in`` test before it costs less still.
+#: Every character that ``\s`` matches in a ``str`` pattern (a test checks it against ``re``).
+_WHITESPACE = (
+    "\t\n\x0b\x0c\r\x1c\x1d\x1e\x1f \x85\xa0\u1680"
+    "\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009\u200a"
+    "\u2028\u2029\u202f\u205f\u3000"
+)
+#: What may follow a secret's key word: a closing quote, whitespace, ``=`` or ``:`` (``["']?\s*[=:]``).
+_AFTER_KEY = "\"'=:" + _WHITESPACE
+
+
+def _then(word: str, followers: str) -> tuple[str, ...]:
+    return tuple(word + c for c in followers)
+
+
+#: The prefilter, run on lower-cased text: (a literal, a pattern, the pattern's openings).
+#: Wherever a shape above or a ``key=value`` secret (:func:`_redact_pairs`)
+#: matches, the literal is present and the pattern matches too (each is a
+#: looser form of what it stands for), so text that passes none of them holds
+#: no secret we recognise.  Each pattern starts with its literal, which lets
+#: the regex engine skip to it at C speed; the ``in`` test before it costs
+#: less still.  The openings are longer literals, one of which starts every
+#: match of the pattern (``token`` is followed by a quote, whitespace, ``=``
+#: or ``:``): the batch scan (:func:`candidate_lines`) looks for all of them
+#: in one pass, and common words (``tokens``, ``length``, ``keys``) hold none.
+_PREFILTER_TABLE: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("-----begin ", r"-----begin ", ("-----begin ",)),
+    ("eyj", r"eyj[a-z0-9_-]{5,}\.eyj", ("eyj",)),
+    ("hf_", r"hf_[a-z0-9]{30}", ("hf_",)),
+    ("akia", r"akia[a-z0-9]{16}", ("akia",)),
+    ("asia", r"asia[a-z0-9]{16}", ("asia",)),
+    ("gh", r"gh[pousr]_[a-z0-9]{36}", tuple(f"gh{c}_" for c in "pousr")),
+    ("github_pat_", r"github_pat_", ("github_pat_",)),
+    ("sk-", r"sk-[a-z0-9_-]{20}", ("sk-",)),
+    ("wandb", r"wandb(?:_api_key|\s+login)", ("wandb_api_key", *_then("wandb", _WHITESPACE))),
+    ("xox", r"xox[abposre]-", tuple(f"xox{c}-" for c in "abposre")),
+    ("xapp-", r"xapp-\d-", ("xapp-",)),
+    ("hooks.slack.com", r"hooks\.slack\.com", ("hooks.slack.com",)),
+    ("authorization", r"authorization[\"']?\s*[:=]", _then("authorization", _AFTER_KEY)),
+    ("bearer", r"bearer\s+[a-z0-9._~+/=-]{16}", _then("bearer", _WHITESPACE)),
+    ("://", r"://[^\s:/@?#\[\]]*:[^\s@/?#]+@", ("://",)),
+    # ``key=value`` secrets: a key ending (see _KEY_ENDINGS), then ``=`` or ``:``.
+    ("pass", r"pass(?:word|wd|phrase)[\"']?\s*[=:]", ("password", "passwd", "passphrase")),
+    ("secret", r"secrets?[\"']?\s*[=:]", ("secret",)),
+    ("credential", r"credentials?[\"']?\s*[=:]", ("credential",)),
+    ("key", r"key(?:[_.-]?id)?[\"']?\s*[=:]", ("key_id", "key.id", "key-id", "keyid", *_then("key", _AFTER_KEY))),
+    ("token", r"token[\"']?\s*[=:]", _then("token", _AFTER_KEY)),
+)
 _PREFILTER: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
-    (literal, re.compile(pattern))
-    for literal, pattern in (
-        ("-----begin ", r"-----begin "),
-        ("eyj", r"eyj[a-z0-9_-]{5,}\.eyj"),
-        ("hf_", r"hf_[a-z0-9]{30}"),
-        ("akia", r"akia[a-z0-9]{16}"),
-        ("asia", r"asia[a-z0-9]{16}"),
-        ("gh", r"gh[pousr]_[a-z0-9]{36}"),
-        ("github_pat_", r"github_pat_"),
-        ("sk-", r"sk-[a-z0-9_-]{20}"),
-        ("wandb", r"wandb(?:_api_key|\s+login)"),
-        ("xox", r"xox[abposre]-"),
-        ("xapp-", r"xapp-\d-"),
-        ("hooks.slack.com", r"hooks\.slack\.com"),
-        ("authorization", r"authorization[\"']?\s*[:=]"),
-        ("bearer", r"bearer\s+[a-z0-9._~+/=-]{16}"),
-        ("://", r"://[^\s:/@?#\[\]]*:[^\s@/?#]+@"),
-        # ``key=value`` secrets: a key ending (see _KEY_ENDINGS), then ``=`` or ``:``.
-        ("pass", r"pass(?:word|wd|phrase)[\"']?\s*[=:]"),
-        ("secret", r"secrets?[\"']?\s*[=:]"),
-        ("credential", r"credentials?[\"']?\s*[=:]"),
-        ("key", r"key(?:[_.-]?id)?[\"']?\s*[=:]"),
-        ("token", r"token[\"']?\s*[=:]"),
-    )
+    (literal, re.compile(pattern)) for literal, pattern, _ in _PREFILTER_TABLE
 )
 
 #: The literals of the prefilter (a line holding none of them holds no secret we recognise).
 TRIGGERS: tuple[str, ...] = tuple(literal for literal, _ in _PREFILTER)
+
+
+#: Every pattern's openings, and for each opening (by its index) the patterns it opens.
+_OPENING_WORDS: tuple[str, ...] = tuple(dict.fromkeys(o for _, _, openings in _PREFILTER_TABLE for o in openings))
+_OPENS: tuple[tuple[int, ...], ...] = tuple(
+    tuple(i for i, (_, _, openings) in enumerate(_PREFILTER_TABLE) if word in openings) for word in _OPENING_WORDS
+)
+_OPENINGS = ahocorasick_rs.AhoCorasick(list(_OPENING_WORDS))
 
 
 def candidate(text: str) -> bool:
@@ -183,17 +212,24 @@ def candidate(text: str) -> bool:
 def candidate_lines(lines: Sequence[str]) -> list[int]:
     """The indices of ``lines`` that may hold a secret (as :func:`candidate`, for a whole batch).
 
-    The lines are joined and scanned once per prefilter entry, so a batch of
-    clean lines costs a join, a lower-casing and a few C-speed scans: the
-    per-line cost of a Python loop is paid only by the lines found.  A match
-    marks every line it overlaps: one that spans a separator marks a line too
-    many, never too few (no pattern needs to see past a newline to match).
+    The lines are joined, lower-cased and scanned once, in native code, for
+    the patterns' openings (an Aho-Corasick automaton); only a pattern whose
+    opening is present then searches the batch.  So a batch of clean lines
+    costs a join, a lower-casing and one scan, and the per-line cost of a
+    Python loop is paid only by the lines found.  A match marks every line
+    it overlaps: one that spans a separator marks a line too many, never too
+    few (no pattern needs to see past a newline to match).
     """
     joined = "\n".join(lines)
     low = joined.lower()
     if len(low) != len(joined):  # a few characters lower-case to two: offsets would drift
         return [i for i, line in enumerate(lines) if candidate(line)]
-    spans = [m.span() for literal, pattern in _PREFILTER if literal in low for m in pattern.finditer(low)]
+    if not _OPENINGS.find_matches_as_indexes(low):  # the common case: one scan, nothing found
+        return []
+    # Every occurrence (overlapping ones too), so that no pattern that may match is left out.
+    opens = _OPENS
+    present = {i for word, _, _ in _OPENINGS.find_matches_as_indexes(low, overlapping=True) for i in opens[word]}
+    spans = [m.span() for i in sorted(present) for m in _PREFILTER[i][1].finditer(low)]
     if not spans:
         return []
     starts = [0]

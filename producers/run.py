@@ -146,7 +146,8 @@ class Run:
         if settings is None:
             settings = settings_mod.load(flags)
         else:
-            settings = replace(settings, **{k: v for k, v in flags.items() if v})
+            overrides: dict[str, Any] = {k: v for k, v in flags.items() if v}
+            settings = replace(settings, **overrides)
             settings_mod.validate_kafka(settings.kafka)
         self.settings = settings
         self.options = opts = options or Options()

@@ -113,7 +113,11 @@ class Sender:
         self.wake_pending = False
         # Loop-thread state.
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake_ev: asyncio.Event | None = None
+        #: What the main loop awaits between cycles (resolved by a wake or a tick with work).
+        self._wake_fut: asyncio.Future[None] | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        #: A wake arrived while no wait was in progress (during a cycle): skip the next wait.
+        self._woken = False
         self._producer: Any = None
         self._outbox: deque[Batch] = deque()
         self._inflight: dict[int, Batch] = {}
@@ -146,11 +150,11 @@ class Sender:
     def wake(self) -> None:
         """Ask the sender to drain now (thread-safe, cheap, never raises)."""
         self.wake_pending = True
-        loop, ev = self._loop, self._wake_ev
-        if loop is None or ev is None:
+        loop = self._loop
+        if loop is None:
             return
         try:
-            loop.call_soon_threadsafe(ev.set)
+            loop.call_soon_threadsafe(self._on_wake)
         except RuntimeError:  # loop closed
             pass
 
@@ -218,8 +222,32 @@ class Sender:
         task = self._cycle_task
         if task is not None and not task.done():
             task.cancel()
-        if self._wake_ev is not None:
-            self._wake_ev.set()
+        self._on_wake()
+
+    def _on_wake(self) -> None:
+        fut = self._wake_fut
+        if fut is not None and not fut.done():
+            fut.set_result(None)
+        else:
+            self._woken = True
+
+    def _on_tick(self) -> None:
+        # Every flush_interval_s while waiting: an idle tick re-arms itself here, as a plain
+        # loop callback; only a tick with work wakes the main loop (a task step costs more).
+        self._tick_handle = None
+        fut = self._wake_fut
+        if fut is None or fut.done():
+            return
+        try:
+            idle = not self._stopping and self._idle()
+        except Exception:  # noqa: BLE001 - let the main loop run a cycle rather than stop ticking
+            idle = False
+        if not idle:
+            fut.set_result(None)
+            return
+        loop = self._loop
+        if loop is not None:
+            self._tick_handle = loop.call_later(self.options.flush_interval_s, self._on_tick)
 
     def _default_factory(self) -> Any:
         return kafka.make_producer(
@@ -259,14 +287,13 @@ class Sender:
 
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
-        self._wake_ev = asyncio.Event()
         self._loop = loop
         self._started.set()
         beats = loop.create_task(self._beats())
         interval = self.options.flush_interval_s
         try:
             while True:
-                self._wake_ev.clear()
+                self._woken = False
                 self.wake_pending = False
                 if self._stopping or not self._idle():
                     self.cycles += 1
@@ -278,15 +305,22 @@ class Sender:
                             raise
                 if self._stopping:
                     break
+                if self._woken:  # woken during the cycle: go round again at once
+                    continue
                 # Cheap waits matter: a sender that wakes every 50 ms was the SDK's largest
-                # CPU cost.  A timer that sets the event costs less than asyncio.wait_for
-                # (a task, a timeout handle and a cancellation per cycle), and an idle
-                # cycle costs no task at all.
-                timer = loop.call_later(interval, self._wake_ev.set)
+                # CPU cost.  The wait is one future; the ticks that find nothing to do are
+                # handled by _on_tick alone (no task step, no new future), and a tick with
+                # work or a wake resolves the future.
+                fut: asyncio.Future[None] = loop.create_future()
+                self._wake_fut = fut
+                self._tick_handle = loop.call_later(interval, self._on_tick)
                 try:
-                    await self._wake_ev.wait()
+                    await fut
                 finally:
-                    timer.cancel()
+                    self._wake_fut = None
+                    if self._tick_handle is not None:
+                        self._tick_handle.cancel()
+                        self._tick_handle = None
         finally:
             beats.cancel()
             await self._shutdown()
@@ -305,7 +339,7 @@ class Sender:
             return False
         if self.buffer.before_logs is not None:
             self.buffer.before_logs()  # queued console writes become log records
-        return self.buffer.pending() == 0
+        return self.buffer.empty()
 
     async def _cycle(self) -> None:
         self._drain(self.options.max_unacked_records - self._unacked)

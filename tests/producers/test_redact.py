@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from pathlib import Path
 
@@ -12,6 +13,8 @@ from sdk_support import read_envelopes, run_script, scaled, valid_records
 from producers.batch import Batcher
 from producers.records import redact_run, start_record
 from producers.redact import (
+    _PREFILTER_TABLE,
+    _WHITESPACE,
     LineRedactor,
     _redact_full,
     candidate,
@@ -141,6 +144,58 @@ def test_batch_prefilter_finds_the_same_lines_as_the_line_prefilter() -> None:
     assert set(marked) >= {i for i, line in enumerate(lines) if candidate(line)}
     assert all(candidate(lines[i]) or candidate(lines[i - 1] + "\n" + lines[i]) for i in marked)
     assert candidate_lines(["step 1 loss 0.5 tokens/s=123456 max_tokens=2048"] * 100) == []
+
+
+# Secrets whose key and separator are apart by whitespace other than a space.
+SPACED = [
+    "api_token\u3000= abcdefgh12345",
+    "db_password\t:\xa0hunter2",
+    "client_secret\u2003=\u2003s3cr3tvalue",
+    "API_KEY\x0b= AbCdEf123456",
+    "Authorization\u2009: Bearer 9Kx2Lm7Qp4Rz8Vw1Nc6Bt3",
+    f"wandb\u00a0login {WANDB}",
+    "curl -H 'bearer\u205fZx9Yw8Xv7Wu6Vt5Us4Tr'",
+]
+
+
+def test_whitespace_table_is_what_the_patterns_call_whitespace() -> None:
+    """The batch scan's whitespace followers are exactly the characters ``\\s`` matches."""
+    assert set(_WHITESPACE) == {chr(c) for c in range(0x110000) if re.fullmatch(r"\s", chr(c))}
+
+
+def test_every_prefilter_match_starts_with_one_of_its_openings(real_logs_dir: Path) -> None:
+    """The batch scan looks for the openings only: every match of a pattern must begin with one."""
+    lines = [v for line, _, _ in SECRETS for v in _variants(line)]
+    lines += [v for line in NEAR_MISSES + SPACED for v in _variants(line)]
+    lines += (real_logs_dir / "deepspeed_chat_step2_dpo_opt350m_8gpu.log").read_text(errors="replace").split("\n")
+    seen = 0
+    for line in lines:
+        low = line.lower()
+        for _, pattern, openings in _PREFILTER_TABLE:
+            for m in re.finditer(pattern, low):
+                seen += 1
+                assert any(low.startswith(o, m.start()) for o in openings), (pattern, line)
+    assert seen >= len(SECRETS) + len(SPACED)
+
+
+@pytest.mark.parametrize("line", SPACED)
+def test_secret_after_unusual_whitespace_is_found_in_a_batch(line: str) -> None:
+    """A key and its value apart by a tab or a Unicode space still mark the line, and it is redacted."""
+    batch = ["step 1 loss 0.5 tokens/s=123", line, "epoch 2 done"]
+    assert candidate(line)
+    assert candidate_lines(batch) == [1]
+    assert redact_text(line)[1] >= 1
+
+
+def test_batch_prefilter_marks_the_real_logs_as_the_line_prefilter_does(real_logs_dir: Path) -> None:
+    """On real training logs, batches of 1000 lines mark exactly the lines that ``candidate`` passes."""
+    for path in sorted(real_logs_dir.iterdir()):
+        if path.suffix in (".tsv", ".md"):
+            continue
+        lines = path.read_text(errors="replace").split("\n")
+        for at in range(0, len(lines), 1000):
+            batch = lines[at : at + 1000]
+            assert candidate_lines(batch) == [i for i, line in enumerate(batch) if candidate(line)], path.name
 
 
 def test_clean_line_is_not_a_candidate(real_logs_dir: Path) -> None:
