@@ -10,10 +10,13 @@ its partitions (its ready file) until the clean topic's end offsets show every
 batch forwarded.  Worker start-up (imports, joining the group) is not timed.
 
     python bench/streams.py [--kinds logs,metrics] [--batches 300] [--records 1000]
-                            [--no-detect] [--json bench/results/streams.json]
+                            [--no-detect] [--stages] [--profile PATH] [--json bench/results/streams.json]
 
 ``--no-detect`` runs the worker without its aggregation and detection agents
-(tables, windows, alerts), to measure what they cost.
+(tables, windows, alerts), to measure what they cost.  ``--stages`` also
+times the steps of the validator (decode, batch check, enrichment, encode) in
+this process on the same batches, as CPU time per record: numbers that hold
+on a busy machine.  ``--profile PATH`` samples the worker with py-spy.
 
 Target: >= 200k log lines/s per worker on this machine.
 """
@@ -23,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import platform
 import random
@@ -127,8 +131,9 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         bcpu0 = _cpu_s(broker_pid) if broker_pid else 0.0
         spy = None
         if profile is not None:  # sampled stacks of the worker while it works (py-spy, optional)
+            # --nonblocking: py-spy reads the stacks without pausing the worker, so profiling slows it little.
             spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
-                                    "--output", str(profile.with_suffix(f".{kind}.txt"))],
+                                    "--nonblocking", "--output", str(profile.with_suffix(f".{kind}.txt"))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:
             done = asyncio.run(_forwarded(bootstrap, topics.clean(kind)))
@@ -157,6 +162,40 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
     }
 
 
+def _stages(kind: str, batches: int, records: int, repeats: int = 3) -> dict[str, Any]:
+    """CPU microseconds per record of each step of :func:`streams.validate.process`, run in this process on
+    the benchmark's batches (no broker, no faust): the best of ``repeats`` passes, each with a fresh enricher
+    (its memo of line shapes starts empty).  Process CPU time, so other processes on the machine count little."""
+    from runstream.events import Limits
+    from streams.enrich import LogEnricher
+    from streams.fastpath import fast_batch
+
+    items = [value for _, value in _batches(kind, batches, records)]
+    check = fast_batch(kind, Limits())
+    best: dict[str, float] = {}
+    for _ in range(repeats):
+        enricher = LogEnricher()
+        t0 = time.process_time()
+        envs = [wire.decode(value) for value in items]
+        t1 = time.process_time()
+        for env in envs:
+            if check is None or check(env.records) is None:  # the validator's per-record path: not timed here
+                for index, rec in enumerate(env.records):
+                    rec.update({"level": rec.get("level") or "", "logger": rec.get("logger", ""), "i": index})
+        t2 = time.process_time()
+        for env in envs:
+            if kind == "logs":
+                enricher.enrich(env.producer, env.seq, env.rank, env.records)
+        t3 = time.process_time()
+        for env in envs:
+            wire.encode(env)
+        t4 = time.process_time()
+        for name, spent in (("decode", t1 - t0), ("check", t2 - t1), ("enrich", t3 - t2), ("encode", t4 - t3)):
+            best[name] = min(best.get(name, math.inf), spent)
+    n = batches * records
+    return {"kind": kind, "records": n, **{f"{name}_us": round(1e6 * spent / n, 3) for name, spent in best.items()}}
+
+
 def _cpu_s(pid: int) -> float:
     """User + system CPU seconds of ``pid`` so far (Linux /proc)."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -170,6 +209,8 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks of the worker to PATH.KIND.txt")
     parser.add_argument("--no-detect", action="store_true", help="worker without the detection agents")
+    parser.add_argument("--stages", action="store_true",
+                        help="also time decode/check/enrich/encode per record in this process (no broker)")
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "streams.json")
     args = parser.parse_args()
 
@@ -200,9 +241,15 @@ def main() -> None:
     if logs is not None:
         ok = logs["records_per_s"] >= TARGET_LOG_LINES_PER_S
         print(f"target >= {TARGET_LOG_LINES_PER_S} log lines/s per worker: {'met' if ok else 'NOT met'}")
+    stages = [_stages(k, args.batches, args.records) for k in args.kinds.split(",")] if args.stages else []
+    if stages:
+        print(f"{'kind':<8} {'decode us':>9} {'check us':>9} {'enrich us':>9} {'encode us':>9}  (CPU per record, "
+              "in process)")
+        for st in stages:
+            print(f"{st['kind']:<8} {st['decode_us']:>9} {st['check_us']:>9} {st['enrich_us']:>9} {st['encode_us']:>9}")
     doc = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
            "load_avg_1m": os.getloadavg()[0], "target_log_lines_per_s": TARGET_LOG_LINES_PER_S,
-           "results": results}
+           "results": results, **({"stages": stages} if stages else {})}
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

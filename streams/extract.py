@@ -78,18 +78,33 @@ class Extractor:
         self._recipes: dict[bytes, Recipe | None] = {}
 
     def __call__(self, text: str) -> tuple[int, dict[str, float]] | None:
+        recipe = self.plan(text)
+        return None if recipe is None else cook(text, recipe)
+
+    def plan(self, text: str) -> Recipe | None:
+        """What :func:`plan` answers for ``text``, from the memo when a line of its shape was seen."""
         text = text[:SCAN_CHARS]
         shape = text.encode("utf-8", "surrogatepass").translate(_DIGITS)
         recipes = self._recipes
         if shape in recipes:
-            recipe = recipes[shape]
-        else:
-            recipe = recipes[shape] = _plan(text, _recipe(text))
-            if len(recipes) > self.max_shapes:
-                del recipes[next(iter(recipes))]  # the oldest shape
-        if recipe is None:
-            return None
-        return _cook_fixed(text, recipe) if recipe[0] == "fixed" else _cook(text, recipe)
+            return recipes[shape]
+        recipe = recipes[shape] = _plan(text, _recipe(text))
+        if len(recipes) > self.max_shapes:
+            del recipes[next(iter(recipes))]  # the oldest shape
+        return recipe
+
+
+def plan(text: str) -> Recipe | None:
+    """The recipe of ``text`` (its first :data:`SCAN_CHARS` characters), valid for every line of its shape
+    (see :class:`Extractor`); ``None`` when it holds no metrics."""
+    text = text[:SCAN_CHARS]
+    return _plan(text, _recipe(text))
+
+
+def cook(text: str, recipe: Recipe) -> tuple[int, dict[str, float]] | None:
+    """What :func:`extract` answers for ``text``, given the :func:`plan` of a line of its shape."""
+    text = text[:SCAN_CHARS]
+    return _cook_fixed(text, recipe) if recipe[0] == "fixed" else _cook(text, recipe)
 
 
 _ASCII_DIGITS = frozenset("0123456789")
@@ -97,14 +112,15 @@ _ASCII_DIGITS = frozenset("0123456789")
 
 def _plan(text: str, recipe: Recipe | None) -> Recipe | None:
     """``recipe`` with what :func:`_build` decides from the names done once, when no name holds a digit
-    (then every line of this shape has the same names): ``("fixed", step slice, keys, value slices, simple)``,
-    a key ``None`` marking a step key; ``simple`` when there is no step key and no name twice."""
+    (then every line of this shape has the same names): ``("fixed", step slice, names, their value slices,
+    step-key value slices)``."""
     if recipe is None or recipe[0] != "pairs":
         return recipe
     _, step_span, spans, shift = recipe
     spaced = " " + text if shift else text
-    keys: list[str | None] = []
+    names: list[str] = []
     slices: list[slice] = []
+    step_slices: list[slice] = []
     kept: set[str] = set()
     for a, b, c, d in spans:
         raw_name = spaced[a:b]
@@ -112,32 +128,29 @@ def _plan(text: str, recipe: Recipe | None) -> Recipe | None:
             return recipe
         name = raw_name.strip().replace(" ", "_")[:MAX_NAME_CHARS]
         if name in _STEP_KEYS:
-            keys.append(None)
+            step_slices.append(slice(c - shift, d - shift))
         elif not name.isprintable() or len(kept) >= MAX_VALUES:
             continue
         else:
-            keys.append(name)
+            names.append(name)
             kept.add(name)
-        slices.append(slice(c - shift, d - shift))
+            slices.append(slice(c - shift, d - shift))
     step = slice(*step_span) if step_span is not None else None
-    simple = None not in keys and len(kept) == len(keys)
-    return ("fixed", step, tuple(keys), tuple(slices), simple)
+    return ("fixed", step, tuple(names), tuple(slices), tuple(step_slices))
 
 
 def _cook_fixed(text: str, plan: Recipe) -> tuple[int, dict[str, float]] | None:
-    _, step_slice, keys, slices, simple = plan
+    _, step_slice, names, slices, step_slices = plan
+    # A name twice keeps its first place and its last value, as assigning one at a time would.
+    values = dict(zip(names, map(float, map(text.__getitem__, slices)), strict=True))
+    if not values:
+        return None
     step = int(text[step_slice]) if step_slice is not None else -1
-    if simple:
-        values = dict(zip(keys, map(float, map(text.__getitem__, slices)), strict=True))
-    else:
-        values = {}
-        for key, where in zip(keys, slices, strict=True):
-            number = float(text[where])
-            if key is not None:
-                values[key] = number
-            elif number.is_integer() and number >= 0:
-                step = int(number)
-    return (step, values) if values else None
+    for where in step_slices:  # the last whole, non-negative one wins (see _build)
+        number = float(text[where])
+        if number.is_integer() and number >= 0:
+            step = int(number)
+    return step, values
 
 
 def _recipe(text: str) -> Recipe | None:
@@ -154,13 +167,13 @@ def _recipe(text: str) -> Recipe | None:
                 step = m.span(1)
             return ("pairs", step, pairs, 0)
     if "iter " in text:
-        m = _ITER.search(text)
-        if m is not None:
-            return ("iter", m.span(1), m.span(2))
+        found = _ITER.search(text)
+        if found is not None:
+            return ("iter", found.span(1), found.span(2))
     if "step " in text:
-        m = _STEP_TRAIN.search(text)
-        if m is not None:
-            return ("train", m.span(1), m.span(2), m.span(3) if m.group(3) is not None else None)
+        found = _STEP_TRAIN.search(text)
+        if found is not None:
+            return ("train", found.span(1), found.span(2), found.span(3) if found.group(3) is not None else None)
     # The key=value and "key: value" forms need a name ending in "loss" right before their
     # separator: a line without "loss=" / "loss: " in any case is never searched for them.
     lowered = text.lower() if "=" in text or (has_loss and ": " in text) else ""

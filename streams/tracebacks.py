@@ -20,7 +20,7 @@ split in two groups (documented; every line still carries its text).
 
 from __future__ import annotations
 
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from dataclasses import dataclass, field
 
 _START = "Traceback (most recent call last):"
@@ -46,6 +46,8 @@ class TracebackGrouper:
     max_keys: int = 10_000
     max_group_lines: int = 2_000
     _open: OrderedDict[tuple[str, int], _Open] = field(default_factory=OrderedDict)
+    #: producer -> how many of its (producer, rank) keys are open
+    _producers: Counter[str] = field(default_factory=Counter)
 
     def group_of(self, producer: str, rank: int, seq: int, index: int, text: str) -> str:
         """The group id of ``text`` (a line with ANSI and rank prefix removed), or ``""`` outside a traceback."""
@@ -59,7 +61,7 @@ class TracebackGrouper:
         self._open.move_to_end(key)
         state.lines += 1
         if state.lines > self.max_group_lines:
-            del self._open[key]
+            self._close(key)
             return ""
         if text.startswith(_START):
             if state.phase != _CHAINED:  # a new traceback, not a chained one: a new group
@@ -78,17 +80,33 @@ class TracebackGrouper:
             return state.group
         if state.phase == _AFTER and text[0] in " \t":
             return state.group  # a multi-line exception message, indented
-        del self._open[key]
+        self._close(key)
         return ""
 
     def _remember(self, key: tuple[str, int], state: _Open) -> None:
         self._open[key] = state
+        self._producers[key[0]] += 1
         if len(self._open) > self.max_keys:
-            self._open.popitem(last=False)
+            self._drop(self._open.popitem(last=False)[0])
+
+    def _close(self, key: tuple[str, int]) -> None:
+        del self._open[key]
+        self._drop(key)
+
+    def _drop(self, key: tuple[str, int]) -> None:
+        left = self._producers[key[0]] - 1
+        if left:
+            self._producers[key[0]] = left
+        else:
+            del self._producers[key[0]]
 
     def open_groups(self) -> int:
         """How many tracebacks are open now (bounded by ``max_keys``)."""
         return len(self._open)
+
+    def open_for(self, producer: str) -> bool:
+        """Whether a traceback of ``producer`` (any rank) is open now."""
+        return producer in self._producers
 
 
 def _is_blank(text: str) -> bool:

@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,6 +24,7 @@ from typing import Any
 
 from runstream import kafka, wire
 from runstream.topics import Topics, changelog_topics
+from streams.levels import detect_level
 from tests.conftest import scaled
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -278,8 +280,9 @@ def test_stalled_alert_after_heartbeats_stop(broker: str, topic_prefix: str, tmp
 
 
 async def _states(broker: str, topic: str, until: Callable[[dict[str, dict[str, Any]]], bool],
-                  timeout_s: float) -> dict[str, dict[str, Any]]:
-    """The latest ``runs`` table value per run id read from its changelog, once ``until(states)`` or at the timeout."""
+                  timeout_s: float, whole: bool = False) -> dict[str, dict[str, Any]]:
+    """The latest ``runs`` table value per run id read from its changelog (its state, or with ``whole`` the
+    stored map ``{"p": partition, "s": state}``), once ``until(states)`` or at the timeout."""
     consumer = kafka.make_consumer(broker, [topic], None)
     await consumer.start()
     states: dict[str, dict[str, Any]] = {}
@@ -289,17 +292,18 @@ async def _states(broker: str, topic: str, until: Callable[[dict[str, dict[str, 
             for messages in (await consumer.getmany(timeout_ms=200)).values():
                 for msg in messages:
                     if msg.value:
-                        states[json.loads(msg.key)] = wire.unpack(msg.value)["s"]
+                        doc = wire.unpack(msg.value)
+                        states[json.loads(msg.key)] = doc if whole else doc["s"]
     finally:
         await consumer.stop()
     return states
 
 
 def run_states(broker: str, app_id: str, until: Callable[[dict[str, dict[str, Any]]], bool],
-               timeout_s: float) -> dict[str, dict[str, Any]]:
+               timeout_s: float, whole: bool = False) -> dict[str, dict[str, Any]]:
     topic = changelog_topics(app_id)[0]
     assert topic.endswith("-runs-changelog")
-    return asyncio.run(_states(broker, topic, until, scaled(timeout_s)))
+    return asyncio.run(_states(broker, topic, until, scaled(timeout_s), whole))
 
 
 def _lifecycle(run: str, rank: int, seq: int, event: str, ts_ns: int, **extra: Any) -> tuple[bytes, bytes]:
@@ -358,3 +362,86 @@ def test_gpu_idle_while_running_raises_one_alert_even_after_a_replay(broker: str
     first = records[0]
     assert first["metric"] == "gpu0/util_pct" and first["value"] == 0.0 and first["ts_ns"] >= t0 + 60 * NS
     assert set(alerts_by_key(found)) == {r["key"] for r in records}
+
+
+
+def _split(procs: list[Worker], topic: str) -> list[set[int]]:
+    """The partitions of ``topic`` each worker holds now."""
+    return [{int(tp.rpartition(":")[2]) for tp in w.assigned() if tp.rpartition(":")[0] == topic} for w in procs]
+
+
+def _shared_runs_input(runs: list[str], stalled: list[str], t0: int,
+                       old_hb: int) -> dict[str, list[tuple[bytes, bytes]]]:
+    """Raw batches per kind: two ranks per run (NaN loss on rank 1, an OOM traceback cut between two batches
+    of rank 0, a WARNING and an ERROR line), finished or failed; one old heartbeat per stalled run."""
+    raw: dict[str, list[tuple[bytes, bytes]]] = {"runs": [], "metrics": [], "logs": []}
+    for k, run in enumerate(runs):
+        raw["runs"] += [_lifecycle(run, 0, 0, "start", t0), _lifecycle(run, 1, 0, "start", t0)]
+        for rank in (0, 1):
+            values = [{"ts_ns": t0 + s, "step": s, "values": {"loss": math.nan if rank and s >= 4 else 2.0 - s / 10}}
+                      for s in range(8)]
+            raw["metrics"].append(envelope("metrics", run, values, producer=f"{run}-r{rank}", node=f"node-{rank}",
+                                           rank=rank))
+        for seq, part in enumerate((SHARED_LINES[:SHARED_CUT], SHARED_LINES[SHARED_CUT:])):
+            first = 0 if seq == 0 else SHARED_CUT
+            recs = [{"ts_ns": t0 + first + i, "line": line, "stream": "stderr", "level": ""}
+                    for i, line in enumerate(part)]
+            raw["logs"].append(envelope("logs", run, recs, producer=f"{run}-r0", seq=seq, node="node-0", rank=0))
+        failed = k % 2 == 1
+        raw["runs"] += [_lifecycle(run, 0, 1, "finish", t0 + NS, status="finished", exit_code=0),
+                        _lifecycle(run, 1, 1, "finish", t0 + NS, status="failed" if failed else "finished",
+                                   exit_code=int(failed))]
+    for run in stalled:
+        raw["runs"].append(envelope("runs", run, [{"ts_ns": old_hb, "event": "heartbeat"}], producer=f"{run}-r0"))
+    return raw
+
+
+SHARED_LINES = ["epoch 1 started", "WARNING: lr decayed", *OOM_TRACEBACK, "ERROR: giving up"]
+SHARED_CUT = 3  # the first batch ends inside the traceback
+
+
+def test_two_workers_keep_detector_state_per_run_exactly_once(broker: str, topic_prefix: str, tmp_path: Path) -> None:
+    """Two workers of one app split the runs: each run's status, ranks, nodes, line counts, traceback group and
+    alerts are what one worker makes of it, and each alert is emitted once (no run is evaluated by both)."""
+    topics, app_id = prepare(broker, topic_prefix)
+    runs = [f"shared-run-{k}" for k in range(8)]
+    stalled = [f"shared-stalled-{k}" for k in range(4)]
+    clean_runs = topics.clean("runs")
+    with workers(broker, topics, app_id, tmp_path, 2, "--crashed-after-s", "30", "--check-interval-s", "0.5") as procs:
+        def split() -> bool:
+            a, b = _split(procs, clean_runs)
+            return bool(a) and bool(b) and not a & b and a | b == set(range(PARTITIONS))
+
+        wait_until(split, 120, "both workers to hold clean.runs partitions", procs)
+        held = _split(procs, clean_runs)
+        # Finished and failed runs are never stalled; their heartbeats are fresh until the finish is applied.
+        t0 = time.time_ns()
+        old_hb = t0 - 120 * NS
+        raw = _shared_runs_input(runs, stalled, t0, old_hb)
+        for kind in ("runs", "metrics", "logs"):
+            send(broker, topics.raw(kind), raw[kind])
+        oom = f"oom/{{run}}-r0/0/{SHARED_LINES.index(OOM_TRACEBACK[0])}"  # the group: the traceback's first line
+        expected = {(run, key) for run in runs for key in ("nan_loss/node-1/1/loss", oom.format(run=run))}
+        expected |= {(run, f"stalled/{old_hb}") for run in stalled}
+
+        def emitted(found: list[wire.Envelope]) -> Counter[tuple[str, str]]:
+            return Counter((env.run, a["key"]) for env in found for a in env.records)
+
+        found = read(broker, topics.alerts, lambda f: expected <= set(emitted(f)), 90)
+        levels = [detect_level(line) for line in SHARED_LINES]
+        counts = {"lines": len(SHARED_LINES), "warnings": levels.count("WARNING"), "errors": levels.count("ERROR")}
+        docs = run_states(broker, app_id, lambda s: all(
+            s.get(run, {}).get("s", {}).get("counts") == counts and s[run]["s"]["status"] != "running"
+            for run in runs), 60, whole=True)
+        assert _split(procs, clean_runs) == held, "the partitions moved during the test"
+
+    assert counts["warnings"] == 1 and counts["errors"] == 3, counts  # the Traceback and exception lines, ERROR:
+    assert dict(emitted(found)) == dict.fromkeys(expected, 1), emitted(found)
+    for k, run in enumerate(runs):
+        state = docs[run]["s"]
+        assert state["status"] == ("failed" if k % 2 else "finished"), (run, state)
+        assert state["counts"] == counts, (run, state)
+        assert sorted(state["ranks"]) == [0, 1] and sorted(state["nodes"]) == ["node-0", "node-1"], (run, state)
+    # The runs were stored under partitions of both workers: each worker kept some of the state.
+    parts = {docs[run]["p"] for run in runs + stalled}
+    assert parts & held[0] and parts & held[1], (parts, held)

@@ -186,7 +186,7 @@ def _reference_spike(window: list[float], value: float) -> bool:
 @given(st.lists(st.floats(-1e6, 1e6) | st.sampled_from([1.0, 1.01, 1.02, 0.0, 50.0, math.nan]), max_size=120))
 def test_rolling_spike_detector_equals_the_direct_rule(values: list[float]) -> None:
     """The sorted-window detector flags exactly the steps the direct median/MAD rule flags, and its window matches."""
-    state, window, expected = SeriesState(), [], []
+    state, window, expected = SeriesState(), list[float](), list[str]()
     for step, value in enumerate(values):
         if math.isfinite(value):
             if _reference_spike(window, value):

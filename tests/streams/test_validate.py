@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from typing import Any
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,14 +17,14 @@ LIMITS = Limits(max_line_bytes=64)
 TS = 1_795_428_000 * 1_000_000_000
 
 
-def _raw(kind: str, records: list[object], **over: object) -> bytes:
+def _raw(kind: str, records: Sequence[object], **over: object) -> bytes:
     doc = wire.Envelope(kind=kind, producer="p", seq=0, run="run1", node="n", rank=0, sent_ns=TS,
-                        records=records).to_map()
+                        records=list(records)).to_map()
     doc.update(over)
     return wire.pack(doc)
 
 
-def _run(value: bytes | None) -> tuple[wire.Envelope | None, list[dict[str, object]]]:
+def _run(value: bytes | None) -> tuple[wire.Envelope | None, list[dict[str, Any]]]:
     out = process(value, topic="runstream.logs", partition=1, offset=42, limits=LIMITS, ingest_ns=TS)
     env = wire.decode(out.clean) if out.clean else None
     return env, [deadletter.parse(d) for d in out.dead]
