@@ -37,7 +37,14 @@ class RunViews:
     def _rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         raise NotImplementedError
 
-    def metric_series(self, run_id: str, name: str, points: int = 1000, **kw: Any) -> dict[str, Any]:
+    def metric_series(
+        self,
+        run_id: str,
+        name: str,
+        points: int = 1000,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+    ) -> dict[str, Any]:
         raise NotImplementedError
 
     # -- resources ---------------------------------------------------------
@@ -139,8 +146,7 @@ class RunViews:
         )
         return {
             "evals": [
-                {"ts": format_ns(t * 1000), "name": name, "type": kind, "node": node, "rank": rank,
-                 "data": _json(data)}
+                {"ts": format_ns(t * 1000), "name": name, "type": kind, "node": node, "rank": rank, "data": _json(data)}
                 for t, name, kind, node, rank, data in rows
             ]
         }
