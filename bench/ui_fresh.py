@@ -6,7 +6,12 @@ Starts ``runstream up`` on free ports (as bench/e2e.py does) and measures, on th
   prints one line and logs one metric point every ``--interval-ms``; a
   MutationObserver in the page records ``Date.now()`` when each line (its
   emit time is embedded in the text) reaches the live tail, and when the
-  chart caption shows each point; freshness = DOM time - emit time;
+  chart caption shows each point; freshness = DOM time - emit time.  The
+  time each line's websocket message event fires in the page is recorded
+  too: a page busy with earlier work delays that event, so a gap between
+  the two rows is the page's, a late event with a short gap the server's;
+  and a consumer of the bench's own records when each line reaches the raw
+  and the clean logs topic (the trainer's and the stream processors' share);
 * fan-out: ``--clients`` websocket clients subscribed to one run's logs, each
   timing every line it receives (per-client p50/p99; missing lines and
   ``dropped`` frames are counted);
@@ -78,6 +83,24 @@ while not os.path.exists(stop):
     time.sleep(max(0.0, next_t - time.monotonic()))
 run.finish()
 print("LINES", i, file=sys.__stderr__, flush=True)
+"""
+
+#: Installed before the page's scripts: records when each fresh line first arrives in a websocket
+#: message event, which separates the server's share from the page's (a busy page delays the event).
+WS_PROBE = r"""
+window.__ws = {};
+const PageWebSocket = window.WebSocket;
+window.WebSocket = class extends PageWebSocket {
+  constructor(...args) {
+    super(...args);
+    this.addEventListener("message", (event) => {
+      const now = Date.now();
+      const fresh = / fresh (\d+) \d+/g;
+      let m;
+      while ((m = fresh.exec(event.data))) if (!(m[1] in window.__ws)) window.__ws[m[1]] = now;
+    });
+  }
+};
 """
 
 #: Installed in the page: records when each fresh line and each chart value first appears.
@@ -172,6 +195,59 @@ class Trainer:
         self._reader.join(10)
 
 
+class TopicTap:
+    """Records when each fresh line of a trainer reaches the raw and the clean logs topic.
+
+    A consumer of its own (no group, from the end offsets) in a thread, fetching
+    as the live feed does; it splits a line's way to the page into trainer +
+    broker (raw), stream processors (clean) and the UI server plus page (rest).
+    """
+
+    def __init__(self, kafka: str, tag: str) -> None:
+        from runstream.topics import Topics
+
+        topics = Topics()
+        self.kafka = kafka
+        self.names = {topics.raw("logs"): "raw", topics.clean("logs"): "clean"}
+        self.pattern = re.compile(rf"^{tag} fresh (\d+) \d+$")
+        self.seen: dict[str, dict[int, int]] = {"raw": {}, "clean": {}}
+        self.ready = threading.Event()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._run()), daemon=True)
+        self._thread.start()
+        if not self.ready.wait(60):
+            raise SystemExit("the topic tap did not start")
+
+    async def _run(self) -> None:
+        from runstream import kafka, wire
+
+        consumer = kafka.make_consumer(self.kafka, [], None, auto_offset_reset="latest", fetch_max_wait_ms=40)
+        await consumer.start()
+        try:
+            await kafka.assign_partitions(consumer, list(self.names), set(), at_end=True)
+            self.ready.set()
+            while not self._stop.is_set():
+                batch = await consumer.getmany(timeout_ms=50)
+                now = time.time_ns()
+                for tp, messages in batch.items():
+                    hop = self.seen[self.names[tp.topic]]
+                    for message in messages:
+                        try:
+                            envelope = wire.decode(message.value or b"")
+                        except Exception:  # noqa: BLE001 - not ours to judge; the sink dead-letters it
+                            continue
+                        for record in envelope.records:
+                            m = self.pattern.match(str(record.get("line", ""))) if isinstance(record, dict) else None
+                            if m:
+                                hop.setdefault(int(m.group(1)), now)
+        finally:
+            await consumer.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+
 def browser_phase(url: str, token: str, kafka: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """Freshness to the run page's DOM: log lines in the tail, points in the chart caption."""
     from playwright.sync_api import sync_playwright
@@ -180,10 +256,12 @@ def browser_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wo
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=chromium(), args=["--no-sandbox"])
         page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.add_init_script(WS_PROBE)
         page.goto(f"{url}/?token={token}")
         page.goto(f"{url}/runs/{trainer.run_id}")
         page.wait_for_selector(".bar .status:text('live')", timeout=60_000)
         page.evaluate(OBSERVER, trainer.tag)
+        tap = TopicTap(kafka, trainer.tag)
         trainer.go()
         deadline = time.monotonic() + args.count * args.interval_ms / 1000 + 60
         while time.monotonic() < deadline:
@@ -192,16 +270,28 @@ def browser_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wo
                 break
             time.sleep(0.5)
         time.sleep(1.0)  # the last chart values
-        lines, points = page.evaluate("[window.__lines, window.__points]")
+        lines, points, arrived = page.evaluate("[window.__lines, window.__points, window.__ws]")
         browser.close()
+    tap.stop()
     trainer.wait()
     line_ms = [seen - int(emit_ns) / 1e6 for seen, emit_ns in lines.values()]
+    ws_ms = [arrived[i] - int(emit_ns) / 1e6 for i, (_, emit_ns) in lines.items() if i in arrived]
+    emitted = {int(i): int(emit_ns) for i, (_, emit_ns) in lines.items()}
+    hop_ms = {
+        hop: [(at - emitted[i]) / 1e6 for i, at in seen.items() if i in emitted] for hop, seen in tap.seen.items()
+    }
     point_ms = [
         seen - trainer.metric_emit_ns[int(i)] / 1e6 for i, seen in points.items() if int(i) in trainer.metric_emit_ns
     ]
     # The caption shows the newest value only: a point replaced before a repaint is never seen,
     # so the point figures cover the values that were shown.
-    return {"lines": summary(line_ms, args.count), "points": summary(point_ms, args.count)}
+    return {
+        "raw_topic": summary(hop_ms["raw"], args.count),
+        "clean_topic": summary(hop_ms["clean"], args.count),
+        "ws_message": summary(ws_ms, args.count),
+        "lines": summary(line_ms, args.count),
+        "points": summary(point_ms, args.count),
+    }
 
 
 async def _client(
@@ -211,10 +301,12 @@ async def _client(
     tag: str,
     ready: asyncio.Event,
     subscribed: list[int],
+    started: list[float],
     out: dict[str, Any],
     count: int,
     timeout_s: float,
 ) -> None:
+    """One fan-out client; gives up ``timeout_s`` after the trainer started (``started[0]``, monotonic)."""
     from websockets.asyncio.client import connect
 
     pattern = re.compile(rf"^{tag} fresh (\d+) (\d+)$")
@@ -227,10 +319,13 @@ async def _client(
         subscribed[0] += 1
         if subscribed[0] == subscribed[1]:
             ready.set()
-        deadline = time.monotonic() + timeout_s
-        while len(seen) < count and time.monotonic() < deadline:
+        while len(seen) < count:
+            # Counted from the trainer's start: clients that connected early must not give up first.
+            left = (started[0] or time.monotonic()) + timeout_s - time.monotonic()
+            if left <= 0:
+                break
             try:
-                raw = await asyncio.wait_for(ws.recv(), max(0.1, deadline - time.monotonic()))
+                raw = await asyncio.wait_for(ws.recv(), max(0.1, left))
             except TimeoutError:
                 break
             now = time.time_ns()
@@ -258,16 +353,21 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
     async def go() -> list[dict[str, Any]]:
         ready = asyncio.Event()
         subscribed = [0, args.clients]
+        started = [0.0]
         outs: list[dict[str, Any]] = [{} for _ in range(args.clients)]
         timeout_s = args.count * args.interval_ms / 1000 + 60
         tasks = [
             asyncio.create_task(
-                _client(ws_url, token, trainer.run_id, trainer.tag, ready, subscribed, outs[i], args.count, timeout_s)
+                _client(
+                    ws_url, token, trainer.run_id, trainer.tag, ready, subscribed, started, outs[i], args.count,
+                    timeout_s,
+                )
             )
             for i in range(args.clients)
         ]
         await asyncio.wait_for(ready.wait(), 60)
         await asyncio.sleep(1.0)  # every subscription's history answered
+        started[0] = time.monotonic()
         trainer.go()
         await asyncio.gather(*tasks)
         return outs
@@ -314,6 +414,9 @@ def report(result: dict[str, Any]) -> None:
     b, f = result["browser"], result["fanout"]
     print(f"{'live page freshness (ms), under background load':52} {'p50':>6} {'p99':>6} {'max':>6} {'seen':>11}")
     for label, s in (
+        ("print -> raw logs topic (trainer, broker)", b["raw_topic"]),
+        ("print -> clean logs topic (+ stream processors)", b["clean_topic"]),
+        ("print -> websocket message event in the page", b["ws_message"]),
         ("print -> line in the browser's tail", b["lines"]),
         ("run.log -> value in the browser's chart", b["points"]),
         (f"print -> {f['clients']} websocket clients (all lines)", f["all"]),

@@ -73,11 +73,28 @@ class QueryLayer(Protocol):
 
     def metric_names(self, run_id: str) -> list[str]: ...
 
-    def search_logs(self, run_id: str, **filters: Any) -> dict[str, Any]: ...
+    def search_logs(
+        self,
+        run_id: str,
+        q: str | None = None,
+        regex: str | None = None,
+        level: Any = None,
+        node: str | None = None,
+        rank: int | None = None,
+        stream: str | None = None,
+        since_ns: int | None = None,
+        until_ns: int | None = None,
+        limit: int = 500,
+        cursor: str | None = None,
+        order: str = "asc",
+        tag: str | None = None,
+    ) -> dict[str, Any]: ...
 
     def dead_letters(self, limit: int = 100) -> dict[str, Any]: ...
 
-    def resource_series(self, run_id: str, **options: Any) -> dict[str, Any]: ...
+    def resource_series(
+        self, run_id: str, points: int = 1000, since_ns: int | None = None, until_ns: int | None = None
+    ) -> dict[str, Any]: ...
 
     def alerts(self, run_id: str) -> dict[str, Any]: ...
 
@@ -85,11 +102,15 @@ class QueryLayer(Protocol):
 
     def log_histogram(self, run_id: str, **options: Any) -> dict[str, Any]: ...
 
-    def log_context(self, run_id: str, at: str, **options: Any) -> dict[str, Any]: ...
+    def log_context(
+        self, run_id: str, at: str, before: int = 20, after: int = 20, node: str | None = None, rank: int | None = None
+    ) -> dict[str, Any]: ...
 
     def search_project_logs(self, **options: Any) -> dict[str, Any]: ...
 
-    def compare_metric(self, run_ids: Any, name: str, **options: Any) -> dict[str, Any]: ...
+    def compare_metric(
+        self, run_ids: Any, name: str, points: int = 1000, since_ns: int | None = None, until_ns: int | None = None
+    ) -> dict[str, Any]: ...
 
     def ping(self) -> bool: ...
 

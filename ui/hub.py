@@ -7,7 +7,9 @@ directly.  :mod:`ui.feed` moves frames between a websocket and a
 A subscription starts *buffering*: live records for its run and stream are
 kept (in arrival order) while its history is read from ClickHouse.
 :meth:`Hub.complete_history` then queues the history, the buffered records
-that the history does not hold (by identity), and switches to *live*.
+that the history does not hold (by identity), and switches to *live*.  A
+live record the history already held (the live source read it after the sink
+stored it) is skipped by its producer's mark.
 
 Identity and cursor: every record is identified by ``(producer, seq, idx,
 sub)`` (``sub`` is the position of a value inside a metrics/resources
@@ -282,6 +284,9 @@ class Subscription:
         self.start_cursor = cursor.copy()
         #: What the client has once every queued frame is sent.
         self.cursor = cursor
+        #: What the client has once every queued record is sent: live records at or below it
+        #: are copies (of stored records the history held, read here after the sink stored them).
+        self.queued = cursor.copy()
         self.live = False
         self.buffer: list[Rec] = []
         self.pending: list[Rec] = []
@@ -334,7 +339,7 @@ class Client:
 
 
 def _frames(sub: Subscription, kind: str, recs: list[Rec], last: bool = False) -> list[dict[str, Any]]:
-    frames = []
+    frames: list[dict[str, Any]] = []
     for start in range(0, len(recs), FRAME_ITEMS):
         chunk = recs[start:start + FRAME_ITEMS]
         for rec in chunk:
@@ -346,6 +351,24 @@ def _frames(sub: Subscription, kind: str, recs: list[Rec], last: bool = False) -
             frames.append({"sub": sub.sub_id, "type": kind, "items": [], "cursor": sub.cursor.encode()})
         frames[-1]["last"] = True
     return frames
+
+
+def _unseen(queued: Cursor, recs: list[Rec]) -> list[Rec]:
+    """``recs`` above ``queued``'s marks, which move up to them.
+
+    The live source can read a record after the sink stored it, so a record the
+    history held can come again live; a producer's records come in order, so
+    its mark tells.  Keys of a made-up producer (``~alerts``: time and digest)
+    have no such order and are let through.
+    """
+    out = []
+    for rec in recs:
+        if rec.key[0].startswith("~"):
+            out.append(rec)
+        elif not queued.seen(rec.key):
+            queued.advance(rec)
+            out.append(rec)
+    return out
 
 
 class Hub:
@@ -431,6 +454,7 @@ class Hub:
         sub.buffer = []
         sub.live = True
         sub.frames.extend(_frames(sub, "history", fresh + extra, last=True))
+        sub.queued = sub.cursor.copy()
         self.counts["delivered"] += len(fresh) + len(extra)
         sub.client.notify()
 
@@ -451,7 +475,9 @@ class Hub:
             if not sub.live:
                 sub.buffer.extend(matched)
                 continue
-            self._queue(sub, matched)
+            matched = _unseen(sub.queued, matched)
+            if matched:
+                self._queue(sub, matched)
 
     def _queue(self, sub: Subscription, recs: list[Rec]) -> None:
         if sub.dropping:

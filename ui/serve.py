@@ -66,7 +66,7 @@ async def serve(
     writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig())
 
     async def health() -> dict[str, Any]:
-        ok_queries = await store.call(queries.ping)
+        ok_queries = await store.read_call(queries.ping)
         if not with_sink:
             return {"ok": bool(ok_queries), "queries": ok_queries}
         ok_ingest = writer.healthy()
@@ -85,13 +85,13 @@ async def serve(
         live,
         history,
         queries.get_run,
-        store.call,
+        store.read_call,
         max_message_bytes=MAX_WS_MESSAGE_BYTES,
         max_pending_items=feed_max_pending_items,
     )
     app = create_app(
         queries,
-        store.call,
+        store.read_call,
         token=token,
         health=health,
         allowed_hosts=_allowed_hosts(host, port),

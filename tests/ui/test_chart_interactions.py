@@ -108,6 +108,8 @@ def test_dragging_zooms_to_every_point_of_the_range(page: Any, server: Server, s
     lo, hi, shown = (int(x) for x in found.groups())
     assert STEPS * 0.35 < lo < hi < STEPS * 0.65
     assert shown == hi - lo + 1  # every step of the range, none downsampled away
+    note = card.locator(".zoom-note")
+    assert note.evaluate("el => el.scrollWidth <= el.clientWidth"), "the zoom note is cut off"
     readout = card.locator(".readout")
     page.mouse.move(box["x"] + box["width"] / 2 + 1, y)
     page.mouse.move(box["x"] + box["width"] / 2, y)

@@ -172,3 +172,15 @@ def test_a_subscription_id_cannot_be_reused_while_active() -> None:
 def test_strip_ansi_removes_colour_and_hyperlink_sequences() -> None:
     """Colour (CSI) and hyperlink (OSC) sequences go; the text stays."""
     assert strip_ansi("\x1b[1;32mok\x1b[0m \x1b]8;;http://x\x07link\x1b]8;;\x07") == "ok link"
+
+
+def test_live_copy_of_a_record_the_history_held_is_skipped() -> None:
+    """A record read live after the sink stored it (so the history held it) is not sent twice."""
+    hub, client = Hub(), Client(lambda: None)
+    sub = subscribe(hub, client)
+    hub.complete_history(sub, [rec("p", 1), rec("p", 2), rec("q", 5)], None)
+    hub.publish("r1", "logs", [rec("p", 2), rec("q", 5), rec("p", 3), rec("q", 6)])
+    hub.publish("r1", "logs", [rec("p", 3), rec("p", 4)])
+    frames = client.take_frames()
+    assert items(frames) == [{"line": "1"}, {"line": "2"}, {"line": "5"}, {"line": "3"}, {"line": "6"},
+                             {"line": "4"}]

@@ -106,3 +106,58 @@ def test_markup_in_lines_names_and_config_renders_as_text(page: Any, server: Ser
     assert page.locator("h1").inner_text().endswith(XSS_NAME)
     assert XSS_LINE in page.locator(".panel table.kv").first.inner_text()
     assert page.locator("main script, main img, main b").count() == 0
+
+
+def test_tail_adds_rows_for_new_lines_and_keeps_the_ones_shown(page: Any, server: Server) -> None:
+    """A live line adds its row without re-creating the rows already shown (the same elements stay)."""
+    run = f"tail-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "logs", [{"line": "tail 0", "level": "INFO"}])
+    open_run(page, server, run)
+    page.wait_for_selector(".logview .text:text('tail 0')", timeout=scaled(20) * 1000)
+    page.evaluate("document.querySelector('.logview .line').dataset.probe = 'kept'")
+    emit(server, run, "logs", [{"line": "tail 1", "level": "INFO"}])
+    expect(page.locator(".logview .text")).to_have_text(["tail 0", "tail 1"], timeout=scaled(5) * 1000)
+    assert page.locator(".logview .line[data-probe='kept'] .text").all_inner_texts() == ["tail 0"]
+
+
+def test_tail_past_the_rows_on_screen_shows_the_newest_lines_in_order(page: Any, server: Server) -> None:
+    """Many more live lines than fit: the rows are contiguous and end with the newest; scrolling up shows the first."""
+    run = f"tail-{uuid.uuid4().hex[:8]}"
+    total = 400
+    emit(server, run, "logs", [{"line": "tail 0", "level": "INFO"}])
+    open_run(page, server, run)
+    page.wait_for_selector(".logview .text:text('tail 0')", timeout=scaled(20) * 1000)
+    for start in range(1, total, 50):
+        batch = range(start, min(start + 50, total))
+        emit(server, run, "logs", [{"line": f"tail {i}", "level": "INFO"} for i in batch])
+    expect(page.locator(".logview .line").last).to_contain_text(f"tail {total - 1}", timeout=scaled(10) * 1000)
+    shown = [int(t.split()[1]) for t in page.locator(".logview .text").all_inner_texts()]
+    assert shown == list(range(shown[0], total)) and shown[0] > 0, shown[:5]
+    page.locator(".logview").evaluate("el => { el.scrollTop = 0; }")
+    expect(page.locator(".logview .text").first).to_have_text("tail 0", timeout=scaled(5) * 1000)
+    shown = [int(t.split()[1]) for t in page.locator(".logview .text").all_inner_texts()]
+    assert shown == list(range(0, len(shown))) and len(shown) < total, shown[-5:]
+
+
+def test_live_points_past_the_chart_width_are_thinned_keeping_spikes(page: Any, server: Server) -> None:
+    """The page's thinning of live points keeps each bucket's extremes, its first NaN and the newest point."""
+    page.goto(f"{server.url}/")
+    kept = page.evaluate("""async () => {
+        const { thin } = await import("/static/charts.js");
+        const points = [];
+        for (let s = 0; s < 10000; s++) points.push([s, s === 4321 ? 99 : s === 777 ? "NaN" : 1 / (1 + s)]);
+        return thin(points, 100);
+    }""")
+    assert len(kept) <= 3 * 100 + 1
+    assert [4321, 99] in kept and [777, "NaN"] in kept and kept[-1] == [9999, 1 / 10000]
+    assert [p[0] for p in kept] == sorted({p[0] for p in kept})
+
+
+def test_logs_tab_is_the_log_panel_alone(page: Any, server: Server) -> None:
+    """/runs/{id}/logs shows the live tail under the tabs, with "logs" active and no charts or overview."""
+    run = f"tab-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "logs", [{"line": "on the logs tab", "level": "INFO"}])
+    page.goto(f"{server.url}/runs/{run}/logs")
+    page.wait_for_selector(".logview .text:text('on the logs tab')", timeout=scaled(20) * 1000)
+    assert page.locator("nav.tabs a.active").inner_text() == "logs"
+    assert page.locator("section.metrics, section.overview").count() == 0

@@ -3,8 +3,8 @@
 // Every string that comes from the API is put on the page as text
 // (textContent / createTextNode); no file of this page parses data as HTML.
 // Routes: "/" the run list, "/compare?runs=A,B" runs overlaid, "/runs/ID" a run
-// (overview, metrics, logs), "/runs/ID/logs?q=..." the same with its log search
-// filled in, "/runs/ID/resources" and "/runs/ID/evaluation" its other tabs.
+// (overview, metrics, logs), "/runs/ID/logs?q=..." its logs tab (the log panel alone, its
+// search filled in), "/runs/ID/resources" and "/runs/ID/evaluation" its other tabs.
 
 import { api, errorBox } from "./api.js";
 import { chartCard, chartOptions } from "./charts.js";
@@ -92,9 +92,9 @@ function runView(runId, tab, params) {
     document.title = `${run.name || run.id} · runstream`;
     clear(title).append(statusBadge(run.status), " ", run.name || run.id);
     if (overview.isConnected) clear(overview).appendChild(runOverview(run));
-    // The overview above the logs just grew: keep a /logs deep link showing the logs.
-    const logs = document.getElementById("logs");
-    if (tab === "logs" && logs) logs.scrollIntoView();
+    // The overview above the charts just grew: keep a /metrics deep link showing the charts.
+    const charts = document.getElementById("metrics");
+    if (tab === "metrics" && charts) charts.scrollIntoView();
   }, (err) => {
     if (err.status === 404) clear(overview).appendChild(h("p", { class: "muted" }, "Nothing of this run is stored yet; what it sends appears here live."));
     else clear(overview).appendChild(errorBox(err));
@@ -104,6 +104,14 @@ function runView(runId, tab, params) {
     const holder = h("section", { class: "resources" });
     main.appendChild(holder);
     resourcesView(runId, holder, onLeave);
+    return;
+  }
+  if (tab === "logs") {
+    // The logs tab is the log panel alone (the overview also ends with it): a /logs deep link,
+    // or a click on a chart point, opens the search without loading the charts above it.
+    const holder = h("section", { class: "logs logs-tab", id: "logs" });
+    main.appendChild(holder);
+    onLeave(logPanel(runId, holder, params));
     return;
   }
   if (tab === "evaluation") {
@@ -118,8 +126,7 @@ function runView(runId, tab, params) {
   append(main, [overview, h("h2", {}, "metrics"), charts, h("h2", {}, "logs"), logs]);
   metricCharts(runId, charts);
   onLeave(logPanel(runId, logs, params));
-  if (tab === "logs") logs.scrollIntoView();
-  else if (tab === "metrics") charts.scrollIntoView();
+  if (tab === "metrics") charts.scrollIntoView();
 }
 
 function runOverview(run) {

@@ -27,6 +27,38 @@ function smooth(values, weight) {
   return out;
 }
 
+// Live points beyond this many per pixel of the chart are thinned (thin()), so drawing a live point
+// costs the same after an hour of them as after a minute.
+const MAX_POINTS_PER_PX = 4;
+
+// The points in `buckets` equal step ranges, each keeping its lowest and highest finite point and
+// its first non-finite one (as the API downsamples: no spike is lost); the newest point stays.
+export function thin(points, buckets) {
+  const lo = points[0][0], span = points[points.length - 1][0] - lo + 1;
+  const out = [];
+  let bucket = -1, min = null, max = null, bad = null;
+  const flush = () => {
+    const kept = [...new Set([min, max, bad].filter(Boolean))].sort((a, b) => a[0] - b[0]);
+    for (const p of kept) out.push(p);
+  };
+  for (const p of points) {
+    const b = Math.floor(((p[0] - lo) * buckets) / span);
+    if (b !== bucket) {
+      flush();
+      bucket = b;
+      min = max = bad = null;
+    }
+    if (typeof p[1] === "number" && Number.isFinite(p[1])) {
+      if (!min || p[1] < min[1]) min = p;
+      if (!max || p[1] > max[1]) max = p;
+    } else if (!bad) bad = p;
+  }
+  flush();
+  const newest = points[points.length - 1];
+  if (out[out.length - 1] !== newest) out.push(newest);
+  return out;
+}
+
 function finite(v, log) {
   if (typeof v !== "number" || !Number.isFinite(v)) return null;
   return log && v <= 0 ? null : v;
@@ -36,10 +68,12 @@ function finite(v, log) {
 export function chartCard(runId, name, onLeave, openLogs) {
   const holder = h("div", { class: "plot" });
   const info = h("span", { class: "muted" });
+  // The zoom note has its own line: on a narrow card it would be cut off at the end of the first.
+  const zoomNote = h("span", { class: "muted zoom-note", hidden: true });
   const reset = h("button", { type: "button", class: "reset-zoom", hidden: true }, "reset zoom");
   const readout = h("div", { class: "readout muted" }, " ");
   const card = h("figure", { class: "card", "data-metric": name },
-    h("figcaption", {}, h("span", { class: "metric" }, name), info, reset), holder, readout);
+    h("figcaption", {}, h("span", { class: "metric" }, name), info, reset, zoomNote), holder, readout);
   let points = null;
   let zoomed = null; // {lo, hi, points}: full-resolution points of a zoomed step range
   let stepMap = null; // [[step, ms]] ascending, or [] where the server cannot map steps
@@ -52,9 +86,9 @@ export function chartCard(runId, name, onLeave, openLogs) {
 
   function caption() {
     const last = points.length ? points[points.length - 1][1] : null;
-    info.textContent = ` last ${fmtNum(last)} · ${total} points` + (downsampled ? ` (showing ${points.length})` : "")
-      + (zoomed ? ` · steps ${zoomed.lo}–${zoomed.hi}: ${zoomed.points.length} points` : "");
-    reset.hidden = !zoomed;
+    info.textContent = ` last ${fmtNum(last)} · ${total} points` + (downsampled ? ` (showing ${points.length})` : "");
+    zoomNote.textContent = zoomed ? `zoomed to steps ${zoomed.lo}–${zoomed.hi}: ${zoomed.points.length} points` : "";
+    reset.hidden = zoomNote.hidden = !zoomed;
   }
 
   function draw() {
@@ -153,11 +187,15 @@ export function chartCard(runId, name, onLeave, openLogs) {
     return stepMap;
   }
 
+  function pixels() {
+    return Math.max(3, Math.min(10000, Math.round((holder.clientWidth || 400) * (window.devicePixelRatio || 1))));
+  }
+
   // Re-query the stored points of steps lo..hi at full resolution (as many as the chart has pixels).
   async function zoomTo(lo, hi) {
     await steps();
     const from = timeOf(lo), to = timeOf(hi);
-    const width = Math.max(3, Math.min(10000, Math.round((holder.clientWidth || 400) * (window.devicePixelRatio || 1))));
+    const width = pixels();
     let body = null;
     if (from !== null && to !== null) {
       try {
@@ -189,6 +227,10 @@ export function chartCard(runId, name, onLeave, openLogs) {
       points.splice(i, 0, [step, value]);
       total += 1;
     }
+    if (points.length > MAX_POINTS_PER_PX * pixels()) {
+      points = thin(points, pixels());
+      downsampled = true;
+    }
     draw();
   };
 
@@ -199,7 +241,7 @@ export function chartCard(runId, name, onLeave, openLogs) {
   };
 
   card.load = async function () {
-    const width = Math.max(3, Math.min(10000, Math.round((holder.clientWidth || 400) * (window.devicePixelRatio || 1))));
+    const width = pixels();
     let series;
     try {
       series = await api(`/api/runs/${encodeURIComponent(runId)}/metrics`, { name, points: width });

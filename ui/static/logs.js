@@ -15,14 +15,18 @@ const SINCE_PRESETS = [["", "live tail"], ["1h", "last hour"], ["24h", "last 24 
 const LOG_PAGE = 500;
 const TAIL_LINES = 1000;
 const ROW_PX = 17;
-const OVERSCAN_ROWS = 120;
-//: Lines kept in memory by the live tail; the oldest go first.
+const OVERSCAN_ROWS = 40;
+//: Lines kept in memory by the live tail; the oldest go first, TRIM_LINES at a time (not one
+//: splice of the whole array per live line once the tail is full).
 const MAX_TAIL_LINES = 200000;
+const TRIM_LINES = 20000;
 const HISTOGRAM_BUCKETS = 80;
 //: Download fetches at most this many matching lines from the API (pages of 10000).
 const MAX_DOWNLOAD_LINES = 500000;
 
 // A scrolling list of log lines that creates DOM rows only for what is on screen (plus a margin).
+// Rows are kept between renders: appending a line adds its row and drops the one that left the
+// margin, so the cost of a live line does not grow with the rows already shown (bench/ui_fresh.py).
 class LogView {
   constructor() {
     this.el = h("div", { class: "logview", role: "log" });
@@ -32,6 +36,9 @@ class LogView {
     append(this.el, [this.note, this.spacer]);
     this.spacer.appendChild(this.rows);
     this.lines = [];
+    // Lines dropped from the front so far: row numbers below are absolute (index + base),
+    // so rows already in the DOM keep their number when old lines are let go.
+    this.base = 0;
     this.q = null;
     this.regex = null;
     this.follow = true;
@@ -42,13 +49,19 @@ class LogView {
 
   set(lines) {
     this.lines = lines.slice();
+    this.base = 0;
+    this.first = this.last = -1;
     this.render(true);
   }
 
   append(lines) {
     if (!lines.length) return;
     for (const line of lines) this.lines.push(line);
-    if (this.lines.length > MAX_TAIL_LINES) this.lines.splice(0, this.lines.length - MAX_TAIL_LINES);
+    if (this.lines.length > MAX_TAIL_LINES + TRIM_LINES) {
+      const over = this.lines.length - MAX_TAIL_LINES;
+      this.lines.splice(0, over);
+      this.base += over;
+    }
     this.render(true);
   }
 
@@ -57,20 +70,33 @@ class LogView {
     this.note.textContent = text || "";
   }
 
+  // Lines base+from .. base+to-1 as rows, in a fragment.
+  fragment(from, to) {
+    const fragment = document.createDocumentFragment();
+    for (let k = from; k < to; k++) fragment.appendChild(logLine(this.lines[k - this.base], this.q, this.regex));
+    return fragment;
+  }
+
   render(changed) {
     const n = this.lines.length;
     this.spacer.style.height = `${n * ROW_PX}px`;
     if (changed && this.follow) this.el.scrollTop = this.el.scrollHeight;
     const top = this.el.scrollTop, height = this.el.clientHeight || 600;
-    const first = Math.max(0, Math.floor(top / ROW_PX) - OVERSCAN_ROWS);
-    const last = Math.min(n, Math.ceil((top + height) / ROW_PX) + OVERSCAN_ROWS);
-    if (!changed && first === this.first && last === this.last) return;
+    const first = this.base + Math.max(0, Math.floor(top / ROW_PX) - OVERSCAN_ROWS);
+    const last = this.base + Math.min(n, Math.ceil((top + height) / ROW_PX) + OVERSCAN_ROWS);
+    if (first === this.first && last === this.last) return;
+    if (first >= this.last || last <= this.first || this.first < 0) {
+      clear(this.rows).appendChild(this.fragment(first, last));
+    } else {
+      // The new range overlaps the rows shown: drop what left it, add what entered it.
+      for (let k = this.first; k < first; k++) this.rows.firstChild.remove();
+      for (let k = last; k < this.last; k++) this.rows.lastChild.remove();
+      if (first < this.first) this.rows.insertBefore(this.fragment(first, this.first), this.rows.firstChild);
+      if (last > this.last) this.rows.appendChild(this.fragment(this.last, last));
+    }
     this.first = first;
     this.last = last;
-    const fragment = document.createDocumentFragment();
-    for (let i = first; i < last; i++) fragment.appendChild(logLine(this.lines[i], this.q, this.regex));
-    clear(this.rows).appendChild(fragment);
-    this.rows.style.transform = `translateY(${first * ROW_PX}px)`;
+    this.rows.style.transform = `translateY(${(first - this.base) * ROW_PX}px)`;
   }
 }
 
@@ -198,7 +224,7 @@ export function logPanel(runId, holder, params) {
         let items = frame.items || [];
         if (frame.type === "history") {
           // History comes in several frames; show it at once when the last one is in.
-          history = history.concat(items);
+          for (const item of items) history.push(item);
           if (!frame.last) return;
           items = history;
           history = [];
