@@ -9,7 +9,8 @@ kept (in arrival order) while its history is read from ClickHouse.
 :meth:`Hub.complete_history` then queues the history, the buffered records
 that the history does not hold (by identity), and switches to *live*.  A
 live record the history already held (the live source read it after the sink
-stored it) is skipped by its producer's mark.
+stored it) is skipped by its identity (never by its producer's mark: a record
+that comes late, out of order, is still delivered).
 
 Identity and cursor: every record is identified by ``(producer, seq, idx,
 sub)`` (``sub`` is the position of a value inside a metrics/resources
@@ -36,7 +37,7 @@ import base64
 import binascii
 import json
 import re
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -284,9 +285,13 @@ class Subscription:
         self.start_cursor = cursor.copy()
         #: What the client has once every queued frame is sent.
         self.cursor = cursor
-        #: What the client has once every queued record is sent: live records at or below it
-        #: are copies (of stored records the history held, read here after the sink stored them).
-        self.queued = cursor.copy()
+        #: Identities of the records the history delivered: the live source may read them again
+        #: (after the sink stored them); those copies are skipped.  Emptied as they come.
+        self.history_keys: set[Key] = set()
+        #: Identities of the newest live records queued (bounded): a message the stream worker
+        #: forwarded twice (at-least-once after a restart) is sent once.
+        self.live_keys: set[Key] = set()
+        self.live_order: deque[Key] = deque()
         self.live = False
         self.buffer: list[Rec] = []
         self.pending: list[Rec] = []
@@ -353,21 +358,26 @@ def _frames(sub: Subscription, kind: str, recs: list[Rec], last: bool = False) -
     return frames
 
 
-def _unseen(queued: Cursor, recs: list[Rec]) -> list[Rec]:
-    """``recs`` above ``queued``'s marks, which move up to them.
+#: Live record identities remembered per subscription to drop repeats.
+MAX_LIVE_KEYS = 2048
 
-    The live source can read a record after the sink stored it, so a record the
-    history held can come again live; a producer's records come in order, so
-    its mark tells.  Keys of a made-up producer (``~alerts``: time and digest)
-    have no such order and are let through.
-    """
+
+def _unsent(sub: Subscription, recs: list[Rec]) -> list[Rec]:
+    """``recs`` less those already sent: copies of history records, and repeats of recent live ones."""
+    held, sent, order = sub.history_keys, sub.live_keys, sub.live_order
     out = []
     for rec in recs:
-        if rec.key[0].startswith("~"):
-            out.append(rec)
-        elif not queued.seen(rec.key):
-            queued.advance(rec)
-            out.append(rec)
+        key = rec.key
+        if key in sent:
+            continue
+        if key in held:
+            held.discard(key)
+            continue
+        out.append(rec)
+        sent.add(key)
+        order.append(key)
+        if len(order) > MAX_LIVE_KEYS:
+            sent.discard(order.popleft())
     return out
 
 
@@ -454,7 +464,7 @@ class Hub:
         sub.buffer = []
         sub.live = True
         sub.frames.extend(_frames(sub, "history", fresh + extra, last=True))
-        sub.queued = sub.cursor.copy()
+        sub.history_keys = {r.key for r in fresh}
         self.counts["delivered"] += len(fresh) + len(extra)
         sub.client.notify()
 
@@ -475,7 +485,7 @@ class Hub:
             if not sub.live:
                 sub.buffer.extend(matched)
                 continue
-            matched = _unseen(sub.queued, matched)
+            matched = _unsent(sub, matched)
             if matched:
                 self._queue(sub, matched)
 

@@ -184,3 +184,14 @@ def test_live_copy_of_a_record_the_history_held_is_skipped() -> None:
     frames = client.take_frames()
     assert items(frames) == [{"line": "1"}, {"line": "2"}, {"line": "5"}, {"line": "3"}, {"line": "6"},
                              {"line": "4"}]
+
+
+def test_late_live_record_below_the_mark_is_still_delivered() -> None:
+    """A record that comes live out of order (not in the history, not sent yet) is delivered, not dropped."""
+    hub, client = Hub(), Client(lambda: None)
+    sub = subscribe(hub, client)
+    hub.complete_history(sub, [rec("p", 1)], None)
+    hub.publish("r1", "logs", [rec("p", 3)])
+    hub.publish("r1", "logs", [rec("p", 2), rec("p", 3)])
+    frames = client.take_frames()
+    assert items(frames) == [{"line": "1"}, {"line": "3"}, {"line": "2"}]
