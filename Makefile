@@ -31,6 +31,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/codec.py
+	$(PY) bench/broker.py
 	$(PY) bench/sdk.py
 	$(PY) bench/storage.py
 	$(PY) bench/e2e.py

@@ -2,7 +2,7 @@
 
 An envelope is a MessagePack map (language-neutral; NaN and ±Inf survive
 exactly, which JSON cannot do; chosen by ``bench/codec.py``, which also chose
-msgspec's C codec over msgpack-python's: the same bytes, about 3x faster to
+msgspec's C codec over msgpack-python's: the same bytes, 1.5-3x faster to
 decode a batch of log records)::
 
     {"v": 1, "v_minor": 0, "kind": "logs", "producer": "a1b2...", "seq": 17,

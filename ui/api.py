@@ -3,7 +3,7 @@
 :func:`create_app` wires a query layer (any object with the methods of
 :class:`QueryLayer`, normally ``sinks.queries.Queries``; this package never
 imports the sinks) and ``call``, the coroutine that runs one of its methods on
-the storage thread (``store.call``).  Every parameter is checked before a
+the store's read lane (``store.read_call``: searches never wait behind an insert).  Every parameter is checked before a
 query runs; a wrong one is answered 400 ``{"error": ...}`` naming it, a query
 over its cost limits 422, storage that cannot answer 503.
 """
