@@ -5,7 +5,7 @@ come only from :mod:`runstream.tables` and the store's checked database
 name.  Every query runs under cost limits (:class:`QueryLimits`); one over
 them raises :class:`~runstream.errors.QueryLimitExceeded`, a bad parameter
 :class:`~runstream.errors.QueryError`.  Methods are synchronous (they block
-on the store's thread); async callers run them with ``store.call``.
+on the store's read lane); async callers run them with ``store.read_call``.
 Answers are JSON-ready: times RFC 3339 UTC, NaN/±Inf as ``"NaN"``,
 ``"Infinity"``, ``"-Infinity"``.
 """
@@ -60,7 +60,7 @@ class QueryLimits:
 
 
 class Queries(LogViews, RunViews, MetricViews):
-    """Read-only queries over one store (synchronous; blocks on the store's thread)."""
+    """Read-only queries over one store (synchronous; blocks on the store's read lane)."""
 
     def __init__(self, store: Store, limits: QueryLimits | None = None, crashed_after_s: float = 60.0) -> None:
         self.store = store

@@ -303,7 +303,7 @@ class Store:
         self._on_thread(go)
 
     def close(self) -> None:
-        """Close the client and stop the store's thread (idempotent)."""
+        """Close both connections and stop both lanes' threads (idempotent)."""
         if self._closed:
             return
         try:

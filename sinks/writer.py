@@ -13,7 +13,7 @@ Delivery is at-least-once and storage exactly-once:
   committed and at most one more fetch is taken meanwhile, so the buffers
   stay bounded;
 * a flush runs while the next fetch is turned into rows (the insert itself
-  runs on the store's thread without the GIL), one flush at a time;
+  runs on the store's write lane without the GIL), one flush at a time;
 * a permanent error is narrowed down by bisection: ClickHouse stores the
   rows it accepts and each row it refuses becomes a ``dead_letters`` row
   with ClickHouse's reason;
@@ -146,7 +146,7 @@ class SinkWriter:
         can be blamed for (a missing table); nothing is committed then.
         """
         self._running = True
-        # The flush in flight.  Its inserts run on the store's thread and chDB releases
+        # The flush in flight.  Its inserts run on the store's write lane and chDB releases
         # the GIL while inserting, so the next fetch and its row building overlap them
         # (bench/storage.py: end to end ~1.5x).  One flush at a time, and no fetch while
         # one is in flight and more is due (buffers stay bounded while ClickHouse is down).
@@ -366,7 +366,7 @@ class SinkWriter:
                 new_spans,
                 ["topic", "partition", "first_offset", "last_offset", "first_digest"],
             )
-            self._insert_s[SINK_SPANS] = self._insert_s.get(SINK_SPANS, 0.0) + time.monotonic() - started
+            self._spent_inserting(SINK_SPANS, started)
         for _, segs in ready:
             for seg in segs:
                 if seg.recorded:
@@ -395,7 +395,10 @@ class SinkWriter:
         try:
             await self._insert_or_isolate(seg, table, data)
         finally:
-            self._insert_s[table] = self._insert_s.get(table, 0.0) + time.monotonic() - started
+            self._spent_inserting(table, started)
+
+    def _spent_inserting(self, table: str, started: float) -> None:
+        self._insert_s[table] = self._insert_s.get(table, 0.0) + time.monotonic() - started
 
     async def _insert_or_isolate(self, seg: Segment, table: str, data: Any) -> None:
         try:

@@ -171,8 +171,7 @@ def _logs_batch(limits: Limits) -> BatchChecker:
                     rec["logger"] = ""
                 rec["i"] = index
         else:
-            for index, rec in enumerate(records):
-                rec["i"] = index
+            _number(records)
         return records
 
     return check
@@ -222,11 +221,16 @@ def _metrics_batch(limits: Limits) -> BatchChecker:
                     rec["step"] = -1
                 rec["i"] = index
         else:
-            for index, rec in enumerate(records):
-                rec["i"] = index
+            _number(records)
         return records
 
     return check
+
+
+def _number(records: list[dict[str, Any]]) -> None:
+    """Give each record its index in the batch (``"i"``)."""
+    for index, rec in enumerate(records):
+        rec["i"] = index
 
 
 #: The fast paths per kind (kinds without one always take the validator).

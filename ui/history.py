@@ -3,7 +3,7 @@
 ``sinks.queries.Queries`` answers the HTTP API, whose answers leave out a
 record's identity ``(producer, seq, idx, sub)``; the feed needs it to join
 history and live records with no duplicate, so these few reads live here.
-They run on the store's thread (through ``call``), bind every value
+They run on the store's read lane (through ``call``, ``store.read_call``), bind every value
 server-side and run under the query layer's cost limits.  Methods block;
 they raise what the store raises (``QueryError``, ``QueryLimitExceeded``,
 ``StorageUnavailable``).
