@@ -42,16 +42,21 @@ way: their output (alerts, changelog records) is flushed before an offset is
 committed, so they are at-least-once; alert keys are deterministic, so a replay
 or two workers never store one alert twice.  A timer evaluates the run-wide
 detectors (stalled after ``crashed_after_s`` without a heartbeat, silent rank,
-straggler) every ``check_interval_s`` for the runs of this worker's partitions.
+straggler) every ``check_interval_s`` for the runs of this worker's partitions;
+the keys it has sent go into the run's state in the ``runs`` table (its
+changelog), and so do the loss series' and GPUs' "reported" flags (saved by
+their agents), so a worker that takes a run over after a restart or a
+rebalance does not send an alert again.
 """
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 import time
-from collections import Counter, OrderedDict
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,10 +77,11 @@ log = logging.getLogger("runstream.streams")
 
 APP_ID = DEFAULT_APP_ID
 
+#: The worker's garbage-collector thresholds (allocations before a young collection, then the older
+#: generations' ratios); Python's defaults are (700, 10, 10).
+GC_THRESHOLDS = (50_000, 20, 100)
 #: Tumbling windows of the GPU rollups (seconds) and how long a closed window is kept.
 GPU_WINDOWS_S: dict[str, tuple[float, float]] = {"gpu_10s": (10.0, 120.0), "gpu_1m": (60.0, 600.0)}
-#: Alert keys the run-wide timer remembers having sent (a restart may resend one; the store keeps one).
-MAX_SENT_KEYS = 100_000
 
 
 @dataclass(frozen=True)
@@ -214,6 +220,7 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
                 limits=limits,
                 ingest_ns=time.time_ns(),
                 enricher=enricher,
+                kind=kind,
             )
             await slots.acquire()
             pending = []
@@ -273,6 +280,11 @@ def run_worker(conf: StreamSettings, *, loglevel: str = "warn", ready_file: Path
     ``{"ts": seconds, "assigned": ["topic:partition", ...]}``.
     """
     app, _stats = create_app(conf)
+    # Each batch makes and drops thousands of dicts: with the default threshold (700 allocations) the
+    # collector runs every few records and its older generations walk every long-lived object (modules,
+    # faust's state, the hand-off).  Those go to the permanent generation, and collections come rarer.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)  # the worker below runs on this loop
     if conf.detect:
@@ -445,29 +457,44 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
         fun.__name__ = f"detect_{kind}"
         app.agent(source, name=f"detect_{kind}")(fun)
 
-    sent: OrderedDict[str, None] = OrderedDict()
     clean_runs = topics.clean("runs")
+
+    def remember_reported(key: str, keys: list[str]) -> None:
+        """Add ``keys`` to the run's ``reported`` in the table, from outside stream iteration (the timer).
+
+        Faust refuses ``runs_t[key] = value`` without a current event (it takes the changelog partition from
+        it), so the value goes to the changelog under the partition stored with it, and into the local
+        store, as ``__setitem__`` does.  Read again here: an agent may have changed the state meanwhile
+        (it never changes ``reported``), and its change must stay."""
+        doc = wire.unpack(runs_t[key])
+        state = RunState.from_map(doc.get("s", {}))
+        state.reported = (state.reported + [k for k in keys if k not in state.reported])[-detect.MAX_REPORTED:]
+        value = wire.pack({"p": doc["p"], "s": state.to_map()})
+        runs_t.send_changelog(doc["p"], key, value)
+        runs_t.data[key] = value
 
     @app.timer(interval=conf.check_interval_s)
     async def check_runs() -> None:
-        """Evaluate the run-wide detectors for the runs of the partitions this worker holds."""
+        """Evaluate the run-wide detectors for the runs of the partitions this worker holds.
+
+        What was reported is kept with the run's state in the changelog-backed table, so the worker that
+        holds the run after a restart or a rebalance does not send those alerts again."""
         mine = {tp.partition for tp in app.consumer.assignment() if tp.topic == clean_runs}
         now_ns = time.time_ns()
-        for key, raw in list(runs_t.items()):
+        for key in list(runs_t.keys()):
+            raw = runs_t.get(key)  # now, not from a list taken before the awaits below
             if not raw:
                 continue
             doc = wire.unpack(raw)
             if doc.get("p") not in mine:
                 continue
             state = RunState.from_map(doc.get("s", {}))
-            run = key
-            fresh = [a for a in detect.check_run(state, dconf, now_ns) if f"{run}/{a['key']}" not in sent]
+            fresh = detect.check_run(state, dconf, now_ns)  # the alerts not in state.reported
             if not fresh:
                 continue
-            for alert in fresh:
-                sent[f"{run}/{alert['key']}"] = None
-            while len(sent) > MAX_SENT_KEYS:
-                sent.popitem(last=False)
             stats.records["alerts"] += len(fresh)
-            message = _alerts_message(run, "streams~check", now_ns // detect.NS, "", -1, fresh)
+            message = _alerts_message(key, "streams~check", now_ns // detect.NS, "", -1, fresh)
+            # The alert first, then the state that says it was sent: a crash in between repeats the
+            # alert (same key: the store keeps one) instead of losing it.
             await alerts_topic.send(key=key.encode(), value=message)
+            remember_reported(key, [alert["key"] for alert in fresh])

@@ -35,9 +35,17 @@ from __future__ import annotations
 
 import math
 import statistics
-from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
+from operator import contains, itemgetter
 from typing import Any
+
+from streams.alerts import alert_record
+from streams.losses import SeriesState, is_loss, on_metric, on_metric_column
+
+__all__ = ["NS", "DetectorSettings", "GpuState", "MetricsState", "RunState", "SeriesState", "apply_logs",
+           "apply_metrics", "apply_runs", "check_run", "is_loss", "on_gpu_sample", "on_log", "on_metric",
+           "on_metric_column", "on_metric_value_columns", "on_metric_values", "on_seen", "on_step", "on_step_column"]
 
 NS = 1_000_000_000
 
@@ -60,96 +68,6 @@ class DetectorSettings:
     crashed_after_s: float = 60.0
 
 
-def _alert(ts_ns: int, kind: str, message: str, node: str, rank: int, key: str, severity: str = "warning",
-           **extra: Any) -> dict[str, Any]:
-    return {"ts_ns": ts_ns, "kind": kind, "message": message, "node": node, "rank": rank, "key": key,
-            "severity": severity, **extra}
-
-
-# -- metrics --------------------------------------------------------------------------------------
-
-
-@dataclass
-class SeriesState:
-    """The last values of one loss series (bounded by ``spike_window``) and whether NaN was reported."""
-
-    window: list[float] = field(default_factory=list)
-    nan_reported: bool = False
-    #: ``window`` sorted (not stored: rebuilt from ``window`` when they differ in length).
-    ordered: list[float] = field(default_factory=list, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        if len(self.ordered) != len(self.window):
-            self.ordered = sorted(self.window)
-
-    def to_map(self) -> dict[str, Any]:
-        """Plain data for a table value (msgpack), the inverse of :meth:`from_map`."""
-        return {"w": self.window, "n": self.nan_reported}
-
-    @classmethod
-    def from_map(cls, doc: dict[str, Any]) -> SeriesState:
-        return cls(window=list(doc.get("w", ())), nan_reported=bool(doc.get("n", False)))
-
-
-def _median(ordered: list[float]) -> float:
-    """The median of a sorted, non-empty list (as :func:`statistics.median` computes it)."""
-    n = len(ordered)
-    mid = n // 2
-    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
-
-
-def on_metric(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str, step: int,
-              ts_ns: int, value: float) -> list[dict[str, Any]]:
-    """Alerts for one value of a loss series (``metric`` names a loss); updates ``state``."""
-    if not math.isfinite(value):
-        if state.nan_reported:
-            return []
-        state.nan_reported = True
-        return [_alert(ts_ns, "nan_loss", f"{metric} is {value} at step {step}", node, rank,
-                       f"nan_loss/{node}/{rank}/{metric}", "error", metric=metric, value=value)]
-    out: list[dict[str, Any]] = []
-    window = state.window
-    ordered = state.ordered
-    if len(ordered) != len(window):  # the window was replaced or edited in place
-        ordered[:] = sorted(window)
-    n = len(window)
-    # At or below the median z <= 0, so the MAD (the costly part) is only looked at above it.
-    if n >= conf.spike_min_points and value > (med := _median(ordered)):
-        # z > spike_z needs MAD < limit; MAD >= limit when fewer than half the values lie within
-        # ``limit`` of the median (two bisections): then no alert, without computing the MAD.
-        limit = 0.6745 * (value - med) / conf.spike_z * (1 + 1e-9)
-        near = bisect_right(ordered, med + limit) - bisect_left(ordered, med - limit)
-        if near >= (n + 1) // 2:
-            mad = statistics.median([abs(x - med) for x in window])
-            scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
-            z = 0.6745 * (value - med) / scale
-            if z > conf.spike_z:
-                out.append(_alert(ts_ns, "loss_spike", f"{metric} jumped to {value:.6g} at step {step} "
-                                  f"(median {med:.6g}, robust z {z:.1f})", node, rank,
-                                  f"loss_spike/{node}/{rank}/{metric}/{step}", metric=metric, value=value))
-    window.append(value)
-    insort(ordered, value)
-    if n + 1 > conf.spike_window:
-        for old in window[: n + 1 - conf.spike_window]:
-            del ordered[bisect_left(ordered, old)]
-        del window[: n + 1 - conf.spike_window]
-    return out
-
-
-#: Answers of :func:`is_loss` by name (metric names repeat on every step; bounded).
-_LOSS_NAMES: dict[str, bool] = {}
-
-
-def is_loss(metric: str) -> bool:
-    """Whether a metric series is watched by the loss detectors."""
-    hit = _LOSS_NAMES.get(metric)
-    if hit is None:
-        hit = "loss" in metric.lower()
-        if len(_LOSS_NAMES) < 65_536:
-            _LOSS_NAMES[metric] = hit
-    return hit
-
-
 # -- logs -----------------------------------------------------------------------------------------
 
 
@@ -164,7 +82,7 @@ def on_log(record: dict[str, Any], *, producer: str, seq: int, node: str, rank: 
     for tag in tags:
         severity = LOG_ALERT_TAGS.get(tag)
         if severity is not None:
-            out.append(_alert(record["ts_ns"], tag, str(record.get("line", ""))[:512], node, line_rank,
+            out.append(alert_record(record["ts_ns"], tag, str(record.get("line", ""))[:512], node, line_rank,
                               f"{tag}/{ident}", severity))
     return out
 
@@ -200,7 +118,7 @@ def on_gpu_sample(state: GpuState, conf: DetectorSettings, *, running: bool, nod
         return []
     state.reported = True
     idle_s = (ts_ns - state.idle_since_ns) / NS
-    return [_alert(ts_ns, "gpu_idle", f"{device} below {conf.idle_util_pct:g}% utilisation for {idle_s:.0f} s",
+    return [alert_record(ts_ns, "gpu_idle", f"{device} below {conf.idle_util_pct:g}% utilisation for {idle_s:.0f} s",
                    node, rank, f"gpu_idle/{node}/{device}/{state.idle_since_ns}", metric=f"{device}/util_pct",
                    value=util_pct)]
 
@@ -265,6 +183,9 @@ def run_status(lifecycle: dict[str, str]) -> str:
     return "running"
 
 
+#: Most alert keys of the run-wide detectors a run state remembers as reported (the newest are kept).
+MAX_REPORTED = 256
+
 #: Most distinct nodes (and ranks) a run state remembers; beyond, new ones are not listed (still counted).
 MAX_MEMBERS = 4096
 
@@ -322,6 +243,35 @@ def on_metric_values(stats: dict[str, list[float]], values: dict[str, float]) ->
                 cur[2] = value
 
 
+def on_metric_value_columns(stats: dict[str, list[float]], values: list[dict[str, float]],
+                            names: dict[str, None] | None = None) -> None:
+    """:func:`on_metric_values` for each map of ``values`` in order, a metric at a time (C-level ``min``/``max``
+    over each metric's column).  The same stats: the builtins keep the first of equal values, as the
+    one-at-a-time comparisons do, and names are added in the order they first appear.  ``names``: the names of
+    ``values`` in that order, when the caller has them."""
+    if names is None:
+        names = dict.fromkeys(chain.from_iterable(values))
+    uniform = set(map(len, values)) == {len(names)}  # then every map holds every name
+    isfinite = math.isfinite
+    for name in names:
+        col = list(map(itemgetter(name), values)) if uniform else [v[name] for v in values if name in v]
+        # A sum is finite only when every value is (NaN and infinities propagate; an overflow just takes the slow way).
+        finite = col if isfinite(sum(col)) else [x for x in col if isfinite(x)]
+        cur = stats.get(name)
+        if cur is None:
+            stats[name] = [col[-1], min(finite) if finite else math.nan, max(finite) if finite else math.nan,
+                           len(col)]
+            continue
+        cur[0] = col[-1]
+        cur[3] += len(col)
+        if finite:
+            low, high = min(finite), max(finite)
+            if not cur[1] <= low:  # also true when min is still NaN
+                cur[1] = low
+            if not cur[2] >= high:
+                cur[2] = high
+
+
 def on_step(state: RunState, conf: DetectorSettings, *, node: str, rank: int, step: int, ts_ns: int) -> None:
     """Record a rank's step time (from consecutive metric steps)."""
     who = f"{node}/{rank}"
@@ -336,6 +286,28 @@ def on_step(state: RunState, conf: DetectorSettings, *, node: str, rank: int, st
         prev[0], prev[1] = step, ts_ns
 
 
+def on_step_column(state: RunState, conf: DetectorSettings, *, node: str, rank: int, steps: list[int],
+                   stamps: list[int]) -> None:
+    """:func:`on_step` for each ``(step, ts_ns)`` of ``steps`` and ``stamps`` whose step is >= 0, in one loop."""
+    who = f"{node}/{rank}"
+    prev = state.steps.get(who)
+    if prev is None:
+        first = next((k for k, step in enumerate(steps) if step >= 0), None)
+        if first is None:
+            return
+        prev = state.steps[who] = [steps[first], stamps[first], []]
+        steps, stamps = steps[first + 1:], stamps[first + 1:]
+    last_step, last_ts, times = prev
+    before = len(times)
+    for step, ts_ns in zip(steps, stamps, strict=True):
+        if step > last_step:  # also skips the negative (unknown) steps: a recorded step is never below 0
+            times.append((ts_ns - last_ts) // max(1, step - last_step))
+            last_step, last_ts = step, ts_ns
+    if len(times) > before:  # trimmed only when it grew, as on_step does
+        del times[: max(0, len(times) - conf.straggler_window)]
+    prev[0], prev[1] = last_step, last_ts
+
+
 def check_run(state: RunState, conf: DetectorSettings, now_ns: int) -> list[dict[str, Any]]:
     """Alerts for a run at time ``now_ns``: stalled, silent rank, straggler; updates ``state.reported``."""
     out: list[dict[str, Any]] = []
@@ -344,14 +316,14 @@ def check_run(state: RunState, conf: DetectorSettings, now_ns: int) -> list[dict
     if state.last_heartbeat_ns and now_ns - state.last_heartbeat_ns > conf.crashed_after_s * NS:
         key = f"stalled/{state.last_heartbeat_ns}"
         silent_s = (now_ns - state.last_heartbeat_ns) / NS
-        out.append(_alert(now_ns, "stalled", f"no heartbeat for {silent_s:.0f} s: the run is crashed", "", -1,
+        out.append(alert_record(now_ns, "stalled", f"no heartbeat for {silent_s:.0f} s: the run is crashed", "", -1,
                           key, "error"))
     if state.last_seen_ns:
         newest = max(state.last_seen_ns.values())
         for who, seen in state.last_seen_ns.items():
             if newest - seen > conf.silent_after_s * NS:
                 node, _, rank = who.rpartition("/")
-                out.append(_alert(now_ns, "silent_rank", f"rank {rank} on {node} silent for "
+                out.append(alert_record(now_ns, "silent_rank", f"rank {rank} on {node} silent for "
                                   f"{(newest - seen) / NS:.0f} s while other ranks continue", node, int(rank),
                                   f"silent_rank/{who}/{seen}"))
     medians = {who: statistics.median(s[2]) for who, s in state.steps.items() if len(s[2]) >= 3}
@@ -361,10 +333,10 @@ def check_run(state: RunState, conf: DetectorSettings, now_ns: int) -> list[dict
             if overall > 0 and med > conf.straggler_ratio * overall:
                 node, _, rank = who.rpartition("/")
                 step = state.steps[who][0]
-                out.append(_alert(now_ns, "straggler", f"rank {rank} on {node} takes {med / overall:.1f}x the "
+                out.append(alert_record(now_ns, "straggler", f"rank {rank} on {node} takes {med / overall:.1f}x the "
                                   f"median step time", node, int(rank), f"straggler/{who}/{step}"))
     fresh = [a for a in out if a["key"] not in state.reported]
-    state.reported = (state.reported + [a["key"] for a in fresh])[-256:]
+    state.reported = (state.reported + [a["key"] for a in fresh])[-MAX_REPORTED:]
     return fresh
 
 
@@ -395,51 +367,64 @@ class MetricsState:
 
 def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, *, node: str, rank: int,
                   records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply one clean ``metrics`` batch: stats, steps, last seen; return the loss alerts it raises."""
-    out: list[dict[str, Any]] = []
-    newest = 0
+    """Apply one clean ``metrics`` batch: stats, steps, last seen; return the loss alerts it raises.
+
+    Works a column (one metric's values over the batch) at a time; the state and the alerts, in order, are
+    what applying the records one at a time (:func:`on_metric_values`, :func:`on_step`, :func:`on_metric`)
+    gives (``tests/streams/test_detect.py`` holds them equal)."""
+    if not records:
+        return []
+    values = list(map(_get_values, records))
+    stamps = list(map(_get_ts, records))
+    steps = [rec.get("step", -1) for rec in records]
     stats = metrics.stats
+    names = dict.fromkeys(chain.from_iterable(values))
+    if len(stats) + len(names) < MAX_METRICS:  # then the limit is never reached within this batch
+        on_metric_value_columns(stats, values, names)
+    else:
+        for vals in values:
+            on_metric_values(stats, vals if len(stats) < MAX_METRICS else {k: v for k, v in vals.items() if k in stats})
+    on_step_column(run, conf, node=node, rank=rank, steps=steps, stamps=stamps)
     loss = metrics.loss
     prefix = f"{node}/{rank}/"
-    for rec in records:
-        values = rec["values"]
-        ts_ns = rec["ts_ns"]
-        if ts_ns > newest:
-            newest = ts_ns
-        step = rec.get("step", -1)
-        if len(stats) < MAX_METRICS:
-            on_metric_values(stats, values)
-        else:
-            on_metric_values(stats, {k: v for k, v in values.items() if k in stats})
-        if step >= 0:
-            on_step(run, conf, node=node, rank=rank, step=step, ts_ns=ts_ns)
-        for name, value in values.items():
-            if not is_loss(name):
+    found: list[tuple[int, int, dict[str, Any]]] = []
+    uniform = set(map(len, values)) == {len(names)}
+    for name in names:
+        if not is_loss(name):
+            continue
+        sid = prefix + name
+        series = loss.get(sid)
+        if series is None:
+            if len(loss) >= MAX_SERIES:
                 continue
-            sid = prefix + name
-            series = loss.get(sid)
-            if series is None:
-                if len(loss) >= MAX_SERIES:
-                    continue
-                series = loss[sid] = SeriesState()
-            found = on_metric(series, conf, node=node, rank=rank, metric=name, step=step, ts_ns=ts_ns, value=value)
-            if found:
-                out += found
-    if newest:
+            series = loss[sid] = SeriesState()
+        if uniform:
+            points = list(zip(range(len(values)), steps, stamps, map(itemgetter(name), values), strict=True))
+        else:
+            points = [(k, steps[k], stamps[k], v[name]) for k, v in enumerate(values) if name in v]
+        for pos, alert in on_metric_column(series, conf, node=node, rank=rank, metric=name, points=points):
+            found.append((pos, list(values[pos]).index(name), alert))
+    newest = max(stamps)
+    if newest > 0:
         on_seen(run, node=node, rank=rank, ts_ns=newest)
-    return out
+    found.sort(key=itemgetter(0, 1))  # record by record, in each record's order of names
+    return [alert for _, _, alert in found]
+
+
+_get_values = itemgetter("values")
+_get_ts = itemgetter("ts_ns")
 
 
 def apply_logs(run: RunState, *, producer: str, seq: int, node: str, rank: int,
                records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Apply one clean, enriched ``logs`` batch: counts, last seen; return the log-tag alerts it raises."""
-    on_log_levels(run, [rec.get("level", "") for rec in records])
+    # C loops over the batch (map, compress): most lines carry no tags and need nothing else.
+    on_log_levels(run, list(map(dict.get, records, repeat("level"), repeat(""))))
     out: list[dict[str, Any]] = []
-    for rec in records:
-        if "tags" in rec:
-            out += on_log(rec, producer=producer, seq=seq, node=node, rank=rank)
+    for rec in compress(records, map(contains, records, repeat("tags"))):
+        out += on_log(rec, producer=producer, seq=seq, node=node, rank=rank)
     if records:
-        on_seen(run, node=node, rank=rank, ts_ns=max(rec["ts_ns"] for rec in records))
+        on_seen(run, node=node, rank=rank, ts_ns=max(map(_get_ts, records)))
     # One traceback's lines raise one alert per tag: keep the first of each key.
     seen: set[str] = set()
     return [a for a in out if not (a["key"] in seen or seen.add(a["key"]))]  # type: ignore[func-returns-value]

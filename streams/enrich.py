@@ -206,20 +206,24 @@ class LogEnricher:
         if unknown:
             self._find(texts, shapes, facts, unknown)
 
-        metrics: list[dict[str, Any]] = []
-        cook = extract.cook
+        cooking: list[int] = []
+        recipes: list[extract.Recipe] = []
         for idx in compress(count(), map(is_not, facts, repeat(NOTHING))):
             level, tags, recipe = facts[idx]  # type: ignore[misc]
-            rec = records[idx]
-            if level and not rec["level"]:
-                rec["level"] = level
-            if tags:
-                rec["tags"] = list(tags)
+            if level or tags:
+                rec = records[idx]
+                if level and not rec["level"]:
+                    rec["level"] = level
+                if tags:
+                    rec["tags"] = list(tags)
             if recipe is not None:
-                values = cook(texts[idx], recipe)
-                if values is not None:
-                    metrics.append({"ts_ns": rec["ts_ns"], "step": values[0], "values": values[1], "i": rec["i"],
-                                    "source": "log"})
+                cooking.append(idx)
+                recipes.append(recipe)
+        metrics: list[dict[str, Any]] = []
+        if cooking:
+            found = extract.cook_many([texts[i] for i in cooking], recipes)
+            metrics = [{"ts_ns": records[i]["ts_ns"], "step": values[0], "values": values[1], "i": records[i]["i"],
+                        "source": "log"} for i, values in zip(cooking, found, strict=True) if values is not None]
         grouper = self.grouper
         if grouper.open_for(producer) or _TRACEBACK_START in joined:
             group_of = grouper.group_of

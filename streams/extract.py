@@ -22,6 +22,9 @@ with no loss/step word is never searched (the prefilter).
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from itertools import repeat
+from operator import getitem
 from typing import Any
 
 MAX_NAME_CHARS = 128
@@ -105,6 +108,40 @@ def cook(text: str, recipe: Recipe) -> tuple[int, dict[str, float]] | None:
     """What :func:`extract` answers for ``text``, given the :func:`plan` of a line of its shape."""
     text = text[:SCAN_CHARS]
     return _cook_fixed(text, recipe) if recipe[0] == "fixed" else _cook(text, recipe)
+
+
+_cut: Callable[[str, slice], str] = getitem
+
+
+def cook_many(texts: list[str], recipes: list[Recipe]) -> list[tuple[int, dict[str, float]] | None]:
+    """What :func:`cook` answers for each ``(texts[k], recipes[k])``, the lines of one ``"fixed"`` recipe
+    together: each number slice is cut from all of them and converted in one C loop (``map``), and the value
+    maps are built by ``map(dict, ...)``, so no Python code runs per line but for the step keys."""
+    out: list[tuple[int, dict[str, float]] | None] = [None] * len(texts)
+    groups: dict[int, list[int]] = {}
+    for k, recipe in enumerate(recipes):
+        # By identity: a memo hands out one recipe object per shape (and slices are unhashable).
+        groups.setdefault(id(recipe), []).append(k)
+    for ks in groups.values():
+        recipe = recipes[ks[0]]
+        if recipe[0] != "fixed":
+            for k in ks:
+                out[k] = cook(texts[k], recipe)
+            continue
+        _, step_slice, names, slices, step_slices = recipe
+        if not names:
+            continue  # nothing but step keys: no values, no metric (as _cook_fixed)
+        # A recipe's slices lie in the first SCAN_CHARS characters (it was found there): no cut needed.
+        lines = [texts[k] for k in ks]
+        columns = [list(map(float, map(_cut, lines, repeat(where)))) for where in slices]
+        values = list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+        steps = list(map(int, map(_cut, lines, repeat(step_slice)))) if step_slice is not None else [-1] * len(ks)
+        for where in step_slices:  # the last whole, non-negative one wins (see _build)
+            numbers = map(float, map(_cut, lines, repeat(where)))
+            steps = [int(n) if n.is_integer() and n >= 0 else s for n, s in zip(numbers, steps, strict=False)]
+        for k, step, vals in zip(ks, steps, values, strict=True):
+            out[k] = (step, vals)
+    return out
 
 
 _ASCII_DIGITS = frozenset("0123456789")

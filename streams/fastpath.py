@@ -21,9 +21,10 @@ was changed, and the caller goes record by record.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
-from itertools import chain, repeat
-from operator import itemgetter
+from itertools import chain, count, repeat
+from operator import itemgetter, setitem
 from typing import Any
 
 from runstream.events.limits import MIN_TS_NS, Limits
@@ -143,7 +144,7 @@ def _logs_batch(limits: Limits) -> BatchChecker:
     levels = _CANONICAL_LEVELS.keys()
 
     def check(records: list[Any]) -> list[dict[str, Any]] | None:
-        if not records or set(map(type, records)) != _DICT or not set().union(*records) <= _LOG_KEYS:
+        if not records or set(map(type, records)) != _DICT or not (keys := set().union(*records)) <= _LOG_KEYS:
             return None
         try:
             stamps = list(map(_get_ts, records))
@@ -161,7 +162,9 @@ def _logs_batch(limits: Limits) -> BatchChecker:
             return None
         if set(map(type, loggers)) != _STR or max(map(len, loggers)) > max_text:
             return None
-        if None in seen_levels or set(map(len, records)) != {len(_LOG_KEYS)}:
+        if None not in seen_levels and set(map(len, records)) == {len(keys)}:  # every record has the same keys
+            _fill(records, keys, _LOG_DEFAULTS)
+        else:
             for index, rec in enumerate(records):
                 if rec.get("level") is None:
                     rec["level"] = ""
@@ -170,8 +173,6 @@ def _logs_batch(limits: Limits) -> BatchChecker:
                 if "logger" not in rec:
                     rec["logger"] = ""
                 rec["i"] = index
-        else:
-            _number(records)
         return records
 
     return check
@@ -184,7 +185,7 @@ def _metrics_batch(limits: Limits) -> BatchChecker:
     max_remembered = 4096
 
     def check(records: list[Any]) -> list[dict[str, Any]] | None:
-        if not records or set(map(type, records)) != _DICT or not set().union(*records) <= _METRIC_KEYS:
+        if not records or set(map(type, records)) != _DICT or not (keys := set().union(*records)) <= _METRIC_KEYS:
             return None
         try:
             stamps = list(map(_get_ts, records))
@@ -215,22 +216,32 @@ def _metrics_batch(limits: Limits) -> BatchChecker:
                 return None
             if len(good_names) < max_remembered:
                 good_names.add(name)
-        if type(None) in step_types or set(map(len, records)) != {len(_METRIC_KEYS)}:
+        if type(None) not in step_types and set(map(len, records)) == {len(keys)}:  # the same keys everywhere
+            _fill(records, keys, _METRIC_DEFAULTS)
+        else:
             for index, rec in enumerate(records):
                 if rec.get("step") is None:
                     rec["step"] = -1
                 rec["i"] = index
-        else:
-            _number(records)
         return records
 
     return check
 
 
-def _number(records: list[dict[str, Any]]) -> None:
-    """Give each record its index in the batch (``"i"``)."""
-    for index, rec in enumerate(records):
-        rec["i"] = index
+#: The fields a batch checker adds when absent, in the order the per-record loops add them (a batch without
+#: ``level`` takes the loop: its absence reads as ``None``, which the loop also normalises).
+_LOG_DEFAULTS = (("stream", "stdout"), ("logger", ""))
+_METRIC_DEFAULTS = (("step", -1),)
+
+
+def _fill(records: list[dict[str, Any]], keys: set[str], defaults: tuple[tuple[str, Any], ...]) -> None:
+    """Add to every record (all with the same ``keys``) each default it lacks, then ``"i"``, its index in the
+    batch: the fields, and their order, the per-record loops give, set by C loops (``map`` of
+    ``operator.setitem``, drained by a zero-length deque) instead of Python code per record."""
+    for key, default in defaults:
+        if key not in keys:
+            deque(map(setitem, records, repeat(key), repeat(default)), maxlen=0)
+    deque(map(setitem, records, repeat("i"), count()), maxlen=0)
 
 
 #: The fast paths per kind (kinds without one always take the validator).

@@ -19,7 +19,10 @@ common, well-formed ``logs`` and ``metrics`` records take a fast path
 (:mod:`streams.fastpath`) that checks exactly what the validator checks with
 exact-type tests and builds the same output; anything it is not sure about
 (wrong types, a long line, an alias level, a NUL) falls back to the full
-validator in :mod:`runstream.events`, which owns the reasons.
+validator in :mod:`runstream.events`, which owns the reasons.  A raw ``logs``
+message is first offered to the typed decoder (:mod:`streams.fastdecode`),
+which decodes and checks the envelope and all its records in one C pass when
+they are all plainly well-formed, and otherwise leaves it to the path above.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ from runstream import deadletter, wire
 from runstream.errors import DecodeError, InvalidRecord, UnsupportedVersion
 from runstream.events import VALIDATORS, Limits
 from streams.enrich import LOG_METRICS_SUFFIX, LogEnricher
+from streams.fastdecode import LogDecoder, log_decoder
 from streams.fastpath import BatchChecker, FastChecker, fast_batch, fast_checker
 
 
@@ -65,14 +69,22 @@ def process(
     limits: Limits,
     ingest_ns: int | None = None,
     enricher: LogEnricher | None = None,
+    kind: str | None = None,
 ) -> Outcome:
     """Validate (and, for logs, enrich) one raw message; never raises.
 
     ``enricher`` carries traceback state across a producer's batches; without
-    one, a fresh one is used (no state across calls).
+    one, a fresh one is used (no state across calls).  ``kind``: the kind the
+    message's topic carries, a hint for the typed fast decoder (the envelope's
+    own ``kind`` decides what it is).
     """
     out = Outcome()
     now = time.time_ns() if ingest_ns is None else ingest_ns
+    if kind == "logs" and value:
+        env = _log_decoder(limits)(value)
+        if env is not None:
+            _finish(env, env.records, now, limits, enricher, out)
+            return out
     try:
         env = wire.decode(value)
     except UnsupportedVersion as exc:
@@ -137,17 +149,33 @@ def process(
         clean.append(rec)
 
     if clean:
-        _flag_future(clean, now + int(limits.max_future_skew_s * 1e9), now, out)
-    if clean and env.kind == "logs":
-        _enrich(env, clean, enricher or LogEnricher(), now, out)
-    if clean:
-        env.records = clean
-        env.ingest_ns = now
-        out.clean = wire.encode(env)
-        out.clean_env = env
-        out.clean_records = len(clean)
-        out.key = env.run.encode()
+        _finish(env, clean, now, limits, enricher, out)
     return out
+
+
+def _finish(env: wire.Envelope, clean: list[dict[str, object]], now: int, limits: Limits,
+            enricher: LogEnricher | None, out: Outcome) -> None:
+    """Flag, enrich (logs) and encode the non-empty ``clean`` records of ``env`` into ``out``."""
+    _flag_future(clean, now + int(limits.max_future_skew_s * 1e9), now, out)
+    if env.kind == "logs":
+        _enrich(env, clean, enricher or LogEnricher(), now, out)
+    env.records = clean
+    env.ingest_ns = now
+    out.clean = wire.encode(env)
+    out.clean_env = env
+    out.clean_records = len(clean)
+    out.key = env.run.encode()
+
+
+#: The typed log decoders per limits, built once (building one defines its struct types).
+_LOG_DECODERS: dict[Limits, LogDecoder] = {}
+
+
+def _log_decoder(limits: Limits) -> LogDecoder:
+    found = _LOG_DECODERS.get(limits)
+    if found is None:
+        found = _LOG_DECODERS[limits] = log_decoder(limits)
+    return found
 
 
 _get_ts = itemgetter("ts_ns")

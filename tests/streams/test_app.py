@@ -445,3 +445,71 @@ def test_two_workers_keep_detector_state_per_run_exactly_once(broker: str, topic
     # The runs were stored under partitions of both workers: each worker kept some of the state.
     parts = {docs[run]["p"] for run in runs + stalled}
     assert parts & held[0] and parts & held[1], (parts, held)
+
+
+def _restart(first: Worker, broker: str, topics: Topics, app_id: str, tmp: Path) -> Worker:
+    """SIGKILL ``first`` and start a worker of the same app in its place, once it holds partitions."""
+    first.stop(signal.SIGKILL)
+    second = start_worker(broker, topics, app_id, tmp, "--session-timeout-s", "6", "--crashed-after-s", "1",
+                          "--check-interval-s", "0.5")
+    wait_until(lambda: bool(second.assigned()), 120, "partitions after restart", [second])
+    return second
+
+
+def test_stalled_alert_is_not_sent_again_after_a_restart(broker: str, topic_prefix: str, tmp_path: Path) -> None:
+    """A stalled alert sent before the worker is killed is not sent again by the restarted worker (the run-wide
+    detectors' reported keys come back from the runs changelog)."""
+    topics, app_id = prepare(broker, topic_prefix)
+    hb = time.time_ns() - 120 * NS
+    first = start_worker(broker, topics, app_id, tmp_path, "--session-timeout-s", "6", "--crashed-after-s", "1",
+                         "--check-interval-s", "0.5")
+    second: Worker | None = None
+    try:
+        wait_until(lambda: bool(first.assigned()), 90, "partitions", [first])
+        send(broker, topics.raw("runs"), [envelope("runs", "run-s", [{"ts_ns": hb, "event": "heartbeat"}])])
+        read(broker, topics.alerts, lambda f: f"stalled/{hb}" in alerts_by_key(f), 60)
+        run_states(broker, app_id, lambda s: f"stalled/{hb}" in s.get("run-s", {}).get("reported", ()), 60)
+        second = _restart(first, broker, topics, app_id, tmp_path)
+        # Two later stalled runs, the second sent once the first's alert is out: by then the restarted worker
+        # has finished a whole pass of the run-wide detectors over every run it holds, run-s included.
+        for later in ("run-later-1", "run-later-2"):
+            send(broker, topics.raw("runs"), [envelope("runs", later, [{"ts_ns": hb + 1, "event": "heartbeat"}])])
+
+            def alerted(found: list[wire.Envelope], run: str = later) -> bool:
+                return any(env.run == run for env in found)
+
+            found = read(broker, topics.alerts, alerted, 90)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    sent = Counter((env.run, a["key"]) for env in found for a in env.records)
+    assert sent[("run-s", f"stalled/{hb}")] == 1, (sent, second.log.read_text()[-3000:] if second else "")
+    assert sent[("run-later-1", f"stalled/{hb + 1}")] == 1 and sent[("run-later-2", f"stalled/{hb + 1}")] == 1
+
+
+def test_nan_loss_is_not_sent_again_after_a_restart(broker: str, topic_prefix: str, tmp_path: Path) -> None:
+    """A series whose NaN loss was reported before the worker is killed raises no second nan_loss after the
+    restart (its flag comes back from the metrics changelog); a new series still does."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns()
+    first = start_worker(broker, topics, app_id, tmp_path, "--session-timeout-s", "6")
+    second: Worker | None = None
+    try:
+        wait_until(lambda: bool(first.assigned()), 90, "partitions", [first])
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-n", [
+            {"ts_ns": t0, "step": 0, "values": {"loss": math.nan}}])])
+        read(broker, topics.alerts, lambda f: "nan_loss/node-a/0/loss" in alerts_by_key(f), 60)
+        clean = [topics.clean("metrics")]
+        wait_until(lambda: asyncio.run(kafka.group_lag(broker, app_id, clean)) == 0, 60, "the detector to commit",
+                   [first])
+        second = _restart(first, broker, topics, app_id, tmp_path)
+        send(broker, topics.raw("metrics"), [envelope("metrics", "run-n", [
+            {"ts_ns": t0 + 1, "step": 1, "values": {"loss": math.inf, "val_loss": math.nan}}], seq=1)])
+        found = read(broker, topics.alerts, lambda f: "nan_loss/node-a/0/val_loss" in alerts_by_key(f), 60)
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    sent = Counter(a["key"] for env in found for a in env.records)
+    assert sent == {"nan_loss/node-a/0/loss": 1, "nan_loss/node-a/0/val_loss": 1}, sent

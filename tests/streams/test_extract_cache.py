@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import levels
-from streams.extract import Extractor, extract
+from streams.extract import Extractor, cook_many, extract
 
 _TOKENS = [
     "loss",
@@ -85,6 +85,21 @@ def test_memo_equals_extract_on_real_logs(real_logs_dir: Path) -> None:
             assert repr(got) == repr(extract(line)), line[:200]
             found += got is not None
     assert found > 1000 and len(memo._recipes) <= 512
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.lists(_token, min_size=1, max_size=14), min_size=1, max_size=6), st.integers(0, 2**32))
+def test_cook_many_equals_extract_on_lines_of_shared_shapes(lines: list[list[str]], seed: int) -> None:
+    """Lines cooked together, several per recipe object (as the memo hands them out), get what extract() gives
+    each, in their order."""
+    rng = random.Random(seed)
+    memo = Extractor()
+    texts = [_same_shape(text, rng) for text in map("".join, lines) for _ in range(3)]
+    rng.shuffle(texts)
+    planned = [(text, memo.plan(text)) for text in texts]
+    cooked = [(text, recipe) for text, recipe in planned if recipe is not None]
+    got = cook_many([text for text, _ in cooked], [recipe for _, recipe in cooked])
+    assert repr(got) == repr([extract(text) for text, _ in cooked])  # repr: NaN
 
 
 def test_memo_is_bounded() -> None:

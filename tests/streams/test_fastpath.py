@@ -129,3 +129,17 @@ def test_batch_fast_path_takes_plain_batches() -> None:
     assert metrics([{"ts_ns": TS, "values": {"loss": 1.0}}]) == [
         {"ts_ns": TS, "values": {"loss": 1.0}, "step": -1, "i": 0}]
     assert metrics([{"ts_ns": TS, "values": {"loss": 1}}]) is None  # an int value: the validator converts it
+
+
+def test_batch_fast_path_adds_defaults_in_the_per_record_order() -> None:
+    """A batch whose records share their keys gets the missing defaults and ``i`` in the order the per-record
+    normalisation adds them (``stream``, ``logger``, ``i``; ``step``, ``i``)."""
+    logs, metrics = fast_batch("logs", LIMITS), fast_batch("metrics", LIMITS)
+    assert logs is not None and metrics is not None
+    got = logs([{"line": "a", "ts_ns": TS, "level": ""}, {"line": "b", "ts_ns": TS + 1, "level": "INFO"}])
+    assert got is not None and [list(rec) for rec in got] == [["line", "ts_ns", "level", "stream", "logger", "i"]] * 2
+    assert [rec["i"] for rec in got] == [0, 1] and got[1]["stream"] == "stdout" and got[1]["logger"] == ""
+    steps = metrics([{"values": {"loss": 1.0}, "ts_ns": TS}, {"values": {"loss": 2.0}, "ts_ns": TS}])
+    assert steps == [{"values": {"loss": 1.0}, "ts_ns": TS, "step": -1, "i": 0},
+                     {"values": {"loss": 2.0}, "ts_ns": TS, "step": -1, "i": 1}]
+    assert [list(rec) for rec in steps] == [["values", "ts_ns", "step", "i"]] * 2

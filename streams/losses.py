@@ -1,0 +1,158 @@
+"""The loss-series detectors (``nan_loss``, ``loss_spike``; see :mod:`streams.detect`) and their state.
+
+The spike window is kept twice: in arrival order (what the changelog stores)
+and sorted, so the median is O(1) and "is the MAD small enough for an alert"
+is two bisections; the exact MAD is only computed for the rare value that may
+be a spike.  :func:`on_metric_column` is :func:`on_metric` over a batch's
+values of one series in one loop (the per-value work of a metrics batch).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from bisect import bisect_left, bisect_right, insort
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from streams.alerts import alert_record
+
+if TYPE_CHECKING:  # streams.detect imports this module
+    from streams.detect import DetectorSettings
+
+# -- metrics --------------------------------------------------------------------------------------
+
+
+@dataclass
+class SeriesState:
+    """The last values of one loss series (bounded by ``spike_window``) and whether NaN was reported."""
+
+    window: list[float] = field(default_factory=list)
+    nan_reported: bool = False
+    #: ``window`` sorted (not stored: rebuilt from ``window`` when they differ in length).
+    ordered: list[float] = field(default_factory=list, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if len(self.ordered) != len(self.window):
+            self.ordered = sorted(self.window)
+
+    def to_map(self) -> dict[str, Any]:
+        """Plain data for a table value (msgpack), the inverse of :meth:`from_map`."""
+        return {"w": self.window, "n": self.nan_reported}
+
+    @classmethod
+    def from_map(cls, doc: dict[str, Any]) -> SeriesState:
+        return cls(window=list(doc.get("w", ())), nan_reported=bool(doc.get("n", False)))
+
+
+def _median(ordered: list[float]) -> float:
+    """The median of a sorted, non-empty list (as :func:`statistics.median` computes it)."""
+    n = len(ordered)
+    mid = n // 2
+    return ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
+def on_metric(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str, step: int,
+              ts_ns: int, value: float) -> list[dict[str, Any]]:
+    """Alerts for one value of a loss series (``metric`` names a loss); updates ``state``."""
+    if not math.isfinite(value):
+        if state.nan_reported:
+            return []
+        state.nan_reported = True
+        return [alert_record(ts_ns, "nan_loss", f"{metric} is {value} at step {step}", node, rank,
+                       f"nan_loss/{node}/{rank}/{metric}", "error", metric=metric, value=value)]
+    window = state.window
+    ordered = state.ordered
+    if len(ordered) != len(window):  # the window was replaced or edited in place
+        ordered[:] = sorted(window)
+    n = len(window)
+    out: list[dict[str, Any]] = []
+    # At or below the median z <= 0, so the MAD (the costly part) is only looked at above it.
+    if n >= conf.spike_min_points and value > (med := _median(ordered)):
+        found = _spike(window, ordered, conf, node=node, rank=rank, metric=metric, step=step, ts_ns=ts_ns,
+                       value=value, med=med)
+        if found is not None:
+            out.append(found)
+    _push(window, ordered, value, conf.spike_window)
+    return out
+
+
+def _spike(window: list[float], ordered: list[float], conf: DetectorSettings, *, node: str, rank: int, metric: str,
+           step: int, ts_ns: int, value: float, med: float) -> dict[str, Any] | None:
+    """The loss_spike alert for ``value`` (finite, above the median ``med`` of the full window), or ``None``."""
+    # z > spike_z needs MAD < limit; MAD >= limit when fewer than half the values lie within
+    # ``limit`` of the median (two bisections): then no alert, without computing the MAD.
+    n = len(window)
+    limit = 0.6745 * (value - med) / conf.spike_z * (1 + 1e-9)
+    near = bisect_right(ordered, med + limit) - bisect_left(ordered, med - limit)
+    if near < (n + 1) // 2:
+        return None
+    mad = statistics.median([abs(x - med) for x in window])
+    scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
+    z = 0.6745 * (value - med) / scale
+    if not z > conf.spike_z:
+        return None
+    return alert_record(ts_ns, "loss_spike", f"{metric} jumped to {value:.6g} at step {step} "
+                  f"(median {med:.6g}, robust z {z:.1f})", node, rank,
+                  f"loss_spike/{node}/{rank}/{metric}/{step}", metric=metric, value=value)
+
+
+def _push(window: list[float], ordered: list[float], value: float, size: int) -> None:
+    """Add ``value`` to the window (and its sorted copy), dropping the oldest beyond ``size``."""
+    window.append(value)
+    insort(ordered, value)
+    extra = len(window) - size
+    if extra > 0:
+        for old in window[:extra]:
+            del ordered[bisect_left(ordered, old)]
+        del window[:extra]
+
+
+def on_metric_column(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str,
+                     points: list[tuple[int, int, int, float]]) -> list[tuple[int, dict[str, Any]]]:
+    """:func:`on_metric` for each ``(position, step, ts_ns, value)`` of ``points`` in order, in one loop; the
+    alerts come with the position of the value that raised them."""
+    out: list[tuple[int, dict[str, Any]]] = []
+    window = state.window
+    ordered = state.ordered
+    if len(ordered) != len(window):
+        ordered[:] = sorted(window)
+    size = conf.spike_window
+    min_points = conf.spike_min_points
+    isfinite = math.isfinite
+    for pos, step, ts_ns, value in points:
+        if not isfinite(value):  # no window change: the single-value rule (at most one alert per series)
+            out += [(pos, a) for a in on_metric(state, conf, node=node, rank=rank, metric=metric, step=step,
+                                                  ts_ns=ts_ns, value=value)]
+            continue
+        n = len(window)
+        if n >= min_points:
+            mid = n // 2
+            med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+            if value > med:
+                found = _spike(window, ordered, conf, node=node, rank=rank, metric=metric, step=step, ts_ns=ts_ns,
+                               value=value, med=med)
+                if found is not None:
+                    out.append((pos, found))
+        # _push, inlined: this loop runs once per loss value
+        window.append(value)
+        insort(ordered, value)
+        if n >= size:
+            for old in window[: n + 1 - size]:
+                del ordered[bisect_left(ordered, old)]
+            del window[: n + 1 - size]
+    return out
+
+
+#: Answers of :func:`is_loss` by name (metric names repeat on every step; bounded).
+_LOSS_NAMES: dict[str, bool] = {}
+
+
+def is_loss(metric: str) -> bool:
+    """Whether a metric series is watched by the loss detectors."""
+    hit = _LOSS_NAMES.get(metric)
+    if hit is None:
+        hit = "loss" in metric.lower()
+        if len(_LOSS_NAMES) < 65_536:
+            _LOSS_NAMES[metric] = hit
+    return hit
