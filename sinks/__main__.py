@@ -59,6 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--max-age-ms", type=int, default=WriterConfig.max_age_ms, help="longest a row waits before it is inserted"
     )
+    parser.add_argument(
+        "--busy-max-age-ms",
+        type=int,
+        default=WriterConfig.busy_max_age_ms,
+        help="longest a row waits while the sink is busy or behind (larger, fewer inserts)",
+    )
     parser.add_argument("--drain-timeout-s", type=float, default=DRAIN_TIMEOUT_S)
     parser.add_argument(
         "--log-retention-days", type=int, help="days log lines are kept (RUNSTREAM_LOG_RETENTION_DAYS, default 30)"
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> None:
             "log_retention_days": args.log_retention_days,
         }
     )
-    config = WriterConfig(group_id=args.group_id, max_age_ms=args.max_age_ms)
+    config = WriterConfig(group_id=args.group_id, max_age_ms=args.max_age_ms, busy_max_age_ms=args.busy_max_age_ms)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     sys.exit(asyncio.run(serve(settings, config, args.drain_timeout_s)))
 

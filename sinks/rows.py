@@ -19,6 +19,8 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
+from itertools import chain, repeat
+from operator import itemgetter
 from typing import Any
 
 import pyarrow as pa
@@ -270,63 +272,79 @@ def _within(values: list[int], bounds: tuple[int, int]) -> bool:
 _TS_NS = TS_NS
 
 
-def _fast_values(records: list[Any], label: str) -> list[list[Any]] | None:
-    """Columns of metric (``label="step"``) or resource (``"device"``) records, or None."""
-    names: list[Any] = []
-    labels: list[Any] = []
-    ts: list[Any] = []
-    values: list[Any] = []
-    idx: list[Any] = []
-    sub: list[int] = []
+def _per_value(per_record: list[Any], counts: list[int], uniform: bool) -> list[Any]:
+    """Each record's value repeated once per value of the record (C-level ``repeat``)."""
+    return per_record if uniform else list(chain.from_iterable(map(repeat, per_record, counts)))
+
+
+def _fast_values(records: list[Any], label: str, extra: str | None = None) -> list[list[Any]] | None:
+    """Columns of metric (``label="step"``) or resource (``"device"``) records, or None.
+
+    Whole columns per pass (``map``/``itemgetter``/``chain`` in C) rather than
+    Python work per record: log lines give about one metric point each, so
+    these envelopes hold ~1000 records of one value.  ``extra`` names a
+    per-record text field (the metrics' ``source``, default ``"sdk"``) added
+    as a last column.  A record without values adds no row, and its fields are
+    then not checked (only that ``values``, ``ts_ns`` and ``i`` are there).
+    """
+    if not records:
+        return [[] for _ in range(6 + (extra is not None))]
     try:
-        for r in records:
-            vals = r["values"]
-            if type(vals) is not dict:
-                return None
-            k = len(vals)
-            names.extend(vals)
-            values.extend(vals.values())
-            ts.extend([r["ts_ns"]] * k)
-            idx.extend([r["i"]] * k)
-            value = r.get("step", -1) if label == "step" else r["device"]
-            labels.extend([-1 if value is None and label == "step" else value] * k)
-            sub.extend(range(k))
+        vals = list(map(itemgetter("values"), records))
+        ts = list(map(itemgetter("ts_ns"), records))
+        idx = list(map(itemgetter("i"), records))
+        if label == "step":
+            labels = list(map(dict.get, records, repeat("step"), repeat(-1)))
+        else:
+            labels = list(map(itemgetter("device"), records))
+        extras = list(map(dict.get, records, repeat(extra), repeat("sdk"))) if extra is not None else []
     except (KeyError, TypeError, AttributeError):
         return None
+    if set(map(type, vals)) != {dict}:
+        return None
+    counts = list(map(len, vals))
+    if 0 in counts:
+        keep = [j for j, k in enumerate(counts) if k]
+        pick = itemgetter(*keep) if len(keep) > 1 else (lambda seq: tuple(seq[j] for j in keep))
+        vals, ts, idx, labels, counts = (list(pick(x)) for x in (vals, ts, idx, labels, counts))
+        extras = list(pick(extras)) if extra is not None else []
+    if label == "step" and None in labels:
+        labels = [-1 if v is None else v for v in labels]
     ok = (
-        _all(names, str)
-        and _all(ts, int)
+        _all(ts, int)
         and _within(ts, _TS_NS)
         and _all(idx, int)
         and _within(idx, _U32)
-        and _within(sub, _U16)
+        and (not counts or max(counts) - 1 <= _U16[1])
         and (_all(labels, int) and _within(labels, _I64) if label == "step" else _all(labels, str))
+        and (extra is None or _all(extras, str))
     )
     if not ok:
         return None
+    names = list(chain.from_iterable(vals))
+    if not _all(names, str):
+        return None
+    values = list(chain.from_iterable(map(dict.values, vals)))
     if not _all(values, float):
         if not all(type(v) is float or type(v) is int for v in values):
             return None
         values = [float(v) for v in values]
-    us = [t // 1000 for t in ts]
-    if label == "step":
-        return [names, labels, us, values, idx, sub]
-    return [us, labels, names, values, idx, sub]
+    uniform = set(counts) <= {1}
+    us = _per_value([t // 1000 for t in ts], counts, uniform)
+    idx = _per_value(idx, counts, uniform)
+    labels = _per_value(labels, counts, uniform)
+    sub = [0] * len(names) if uniform else list(chain.from_iterable(map(range, counts)))
+    columns = [names, labels, us, values, idx, sub] if label == "step" else [us, labels, names, values, idx, sub]
+    if extra is not None:
+        columns.append(_per_value(extras, counts, uniform))
+    return columns
 
 
 def _fast_metrics(records: list[Any], base: _Base) -> list[list[Any]] | None:
-    columns = _fast_values(records, "step")
+    columns = _fast_values(records, "step", extra="source")
     if columns is None:
         return None
-    if any("source" in r for r in records):
-        source: list[Any] = []
-        for r in records:
-            source.extend([r.get("source", "sdk")] * len(r["values"]))
-        if not _all(source, str):
-            return None
-    else:
-        source = ["sdk"] * len(columns[0])
-    names, steps, us, values, idx, sub = columns
+    names, steps, us, values, idx, sub, source = columns
     return [names, steps, us, values, source, idx, sub]
 
 

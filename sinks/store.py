@@ -302,6 +302,43 @@ class Store:
 
         self._on_thread(go)
 
+    def insert_values(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
+        """Insert a few rows of numbers and text into ``table`` as one ``INSERT ... VALUES`` statement.
+
+        For the sink's bookkeeping: one statement whose every value is a
+        server-side parameter (``{v0:String}``, ``{v1:Int64}``), and none of
+        :meth:`insert_rows`'s column-type lookup and conversion (measured on
+        chDB: ~5.5 ms of CPU per small insert instead of ~12-19 ms, and no
+        pandas import on the first call).  Raises ``TypeError`` for a value
+        that is not an ``int`` or a ``str``.
+        """
+        check_identifier(table)
+        for column in columns:
+            check_identifier(column)
+        if not rows:
+            return
+        params: dict[str, Any] = {}
+        tuples = []
+        for row in rows:
+            slots = []
+            for value in row:
+                if isinstance(value, bool) or not isinstance(value, (int, str)):
+                    raise TypeError(f"insert_values takes ints and strings, not {type(value).__name__}")
+                name = f"v{len(params)}"
+                params[name] = value
+                slots.append(f"{{{name}:{'String' if isinstance(value, str) else 'Int64'}}}")
+            tuples.append(f"({', '.join(slots)})")
+        sql = f"INSERT INTO {self.database}.{table} ({', '.join(columns)}) VALUES {', '.join(tuples)}"
+        settings = {**INSERT_SETTINGS, **TABLE_INSERT_SETTINGS.get(table, {})}
+
+        def go() -> None:
+            try:
+                self._client.command(sql, parameters=params, settings=settings)
+            except (ClickHouseError, OSError) as exc:
+                raise classify(exc, reading=False) from exc
+
+        self._on_thread(go)
+
     def close(self) -> None:
         """Close both connections and stop both lanes' threads (idempotent)."""
         if self._closed:

@@ -14,6 +14,10 @@ Delivery is at-least-once and storage exactly-once:
   stay bounded;
 * a flush runs while the next fetch is turned into rows (the insert itself
   runs on the store's write lane without the GIL), one flush at a time;
+  rows wait ``max_age_ms`` for it while the stream is quiet and longer, up to
+  ``busy_max_age_ms``, while flushes take long or the consumer is behind the
+  log end (:func:`flush_age_ms`): every insert has a fixed cost, so a busy
+  sink makes fewer, larger ones;
 * a permanent error is narrowed down by bisection: ClickHouse stores the
   rows it accepts and each row it refuses becomes a ``dead_letters`` row
   with ClickHouse's reason;
@@ -58,6 +62,15 @@ class WriterConfig:
     max_rows: int = 200_000
     max_bytes: int = 64 * 1024 * 1024
     max_age_ms: int = 250
+    #: While the sink is busy, a row may wait longer: the next flush starts no sooner than
+    #: ``busy_age_factor`` times the last flush's duration after its oldest row arrived, and
+    #: when the consumer is behind the log end it waits ``busy_max_age_ms``; never longer.
+    #: Each insert costs chDB a fixed ~10-25 ms of CPU per table (more for ``metrics``, whose
+    #: views write two more parts) plus merging the parts later, so under a sustained stream
+    #: larger, fewer inserts cost far less CPU per row (bench/sink.py); a quiet stream's small
+    #: flushes take a few tens of ms and keep ``max_age_ms``.
+    busy_max_age_ms: int = 1000
+    busy_age_factor: float = 2.0
     group_id: str = "runstream-sink"
     retry_backoff_max_s: float = 5.0
     retry_backoff_min_s: float = 0.1
@@ -70,6 +83,20 @@ class WriterConfig:
     #: fetch only after about a quarter of this wait even when records arrive meanwhile
     #: (measured one hop: 500 ms -> p50 128 ms, 50 ms -> 9 ms), so it is a direct part of freshness.
     fetch_max_wait_ms: int = 50
+
+
+def flush_age_ms(config: WriterConfig, last_flush_s: float, behind: bool) -> float:
+    """How long the oldest buffered row may wait before a flush, in milliseconds.
+
+    ``max_age_ms`` for a quiet stream; ``busy_age_factor`` times the last
+    flush's duration when that is longer; ``busy_max_age_ms`` when the consumer
+    is ``behind`` the log end; never less than ``max_age_ms`` nor more than the
+    larger of the two limits.
+    """
+    cap = max(config.max_age_ms, config.busy_max_age_ms)
+    if behind:
+        return float(cap)
+    return float(min(cap, max(config.max_age_ms, config.busy_age_factor * last_flush_s * 1000)))
 
 
 class _Stopping(Exception):
@@ -132,6 +159,8 @@ class SinkWriter:
         #: Seconds spent inserting into each table, summed (retries and isolation included).
         self._insert_s: dict[str, float] = {}
         self._last_flush_ns: int | None = None
+        #: Seconds the last flush that inserted something took (sets the next flush's age).
+        self._last_flush_took_s = 0.0
         #: Seconds spent in flushes (inserting, recording spans, committing), summed.
         self._flush_s = 0.0
         #: One flush at a time: the main loop's and a revocation's.
@@ -313,7 +342,23 @@ class SinkWriter:
         if sum(p.pending_bytes() for p in parts) >= self.config.max_bytes:
             return True
         oldest = min((t for p in parts if (t := p.oldest_s()) is not None), default=None)
-        return oldest is not None and (time.monotonic() - oldest) * 1000 >= self.config.max_age_ms
+        return oldest is not None and (time.monotonic() - oldest) * 1000 >= self._age_limit_ms()
+
+    def _age_limit_ms(self) -> float:
+        """How long the oldest buffered row may wait now (see ``WriterConfig.busy_max_age_ms``)."""
+        return flush_age_ms(self.config, self._last_flush_took_s, self._behind())
+
+    def _behind(self) -> bool:
+        """Whether the broker held more than was read, at the last fetch, for a partition with rows buffered."""
+        consumer = self._consumer
+        if consumer is None:
+            return False
+        for tp, part in self._parts.items():
+            if part.segments:
+                end = consumer.highwater(tp)
+                if end is not None and end > part.last_offset + 1:
+                    return True
+        return False
 
     async def _on_revoked(self, revoked: set[Any]) -> None:
         """Store and commit what was read from ``revoked``, then forget those partitions.
@@ -340,11 +385,13 @@ class SinkWriter:
         async with self._flush_lock:
             started = time.monotonic()
             try:
-                await self._flush_locked(final, only)
+                if await self._flush_locked(final, only):
+                    self._last_flush_took_s = time.monotonic() - started
             finally:
                 self._flush_s += time.monotonic() - started
 
-    async def _flush_locked(self, final: bool, only: set[Any] | None) -> None:
+    async def _flush_locked(self, final: bool, only: set[Any] | None) -> bool:
+        """Insert and commit what is ready; whether there was anything."""
         now_s = time.monotonic()
         ready: list[tuple[PartitionLog, list[Segment]]] = []
         for tp, part in list(self._parts.items()):
@@ -354,14 +401,14 @@ class SinkWriter:
             if segs:
                 ready.append((part, segs))
         if not ready:
-            return
+            return False
         new_spans = [
             (s.topic, s.partition, s.first, s.last, s.first_digest) for _, segs in ready for s in segs if not s.recorded
         ]
         if new_spans:
             started = time.monotonic()
             await self._retrying(
-                self.store.insert_rows,
+                self.store.insert_values,
                 SINK_SPANS,
                 new_spans,
                 ["topic", "partition", "first_offset", "last_offset", "first_digest"],
@@ -389,6 +436,7 @@ class SinkWriter:
             part.remove(segs)
         self._counts["flushes"] += 1
         self._last_flush_ns = time.time_ns()
+        return True
 
     async def _insert(self, seg: Segment, table: str, data: Any) -> None:
         started = time.monotonic()

@@ -13,7 +13,7 @@ from runstream.errors import QueryLimitExceeded, StorageUnavailable
 from sinks.migrate import applied_versions, discover, migrate, split_statements
 from sinks.rows import ColumnBuffer
 from sinks.store import StorageError, Store, classify, split_dsn
-from tests.sinks.conftest import envelope, log_records
+from tests.sinks.conftest import BASE_NS, envelope, log_records
 
 #: The same escape sequences the `text` column strips (CSI, OSC, charset, keypad/cursor save).
 ANSI = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)|[()*+][0-9A-Za-z]|[=>78])")
@@ -162,3 +162,45 @@ def test_unreachable_server_is_retriable_and_hides_the_password() -> None:
     with pytest.raises(StorageUnavailable) as info:
         Store(f"http://user:s3cret@127.0.0.1:{free_port()}/db")
     assert info.value.retriable and "s3cret" not in str(info.value)
+
+
+def test_insert_values_stores_text_as_given(store: Store) -> None:
+    """insert_values stores quotes, backslashes, newlines and braces in text exactly, and the numbers."""
+    topic = "a'b\\c\n\t{x:String} ; DROP TABLE t"
+    store.insert_values(
+        tables.SINK_SPANS,
+        [(topic, 3, 10, 2**62, "d1"), ("plain", -1, 0, 0, "")],
+        ["topic", "partition", "first_offset", "last_offset", "first_digest"],
+    )
+    rows = store.query_rows(
+        f"SELECT topic, partition, first_offset, last_offset, first_digest FROM {store.database}.sink_spans "
+        "ORDER BY partition DESC"
+    )
+    assert rows == [(topic, 3, 10, 2**62, "d1"), ("plain", -1, 0, 0, "")]
+
+
+def test_insert_values_refuses_values_it_cannot_bind(store: Store) -> None:
+    """insert_values takes ints and strings only (a float or a bool is a TypeError, nothing stored)."""
+    columns = ["topic", "partition", "first_offset", "last_offset", "first_digest"]
+    with pytest.raises(TypeError):
+        store.insert_values(tables.SINK_SPANS, [("t", True, 0, 0, "")], columns)
+    with pytest.raises(TypeError):
+        store.insert_values(tables.SINK_SPANS, [("t", 1, 0.5, 0, "")], columns)
+    assert store.query_rows(f"SELECT count() FROM {store.database}.sink_spans") == [(0,)]
+
+
+def test_small_metric_parts_are_written_packed(store: Store) -> None:
+    """A small insert into metrics writes packed parts there and in both views' tables (migration 007)."""
+    buf = ColumnBuffer()
+    records = [
+        {"ts_ns": BASE_NS + step, "step": step, "values": {"loss": 1.0 / (step + 1)}, "i": step} for step in range(50)
+    ]
+    buf.add_envelope(envelope("metrics", records))
+    store.insert_arrow(tables.METRICS, buf.to_arrow(tables.METRICS))
+    rows = store.query_rows(
+        "SELECT table, groupUniqArray(part_storage_type) FROM system.parts "
+        "WHERE database = {db:String} AND active AND table IN ('metrics', 'metric_summary', 'metric_rollup') "
+        "GROUP BY table ORDER BY table",
+        {"db": store.database},
+    )
+    assert rows == [("metric_rollup", ["Packed"]), ("metric_summary", ["Packed"]), ("metrics", ["Packed"])]
