@@ -34,7 +34,7 @@ Design, so that a 0.1 % effect is not drowned by a shared machine's drift:
 The steps run in a child process whose stdout/stderr go to /dev/null (the
 per-step prints would drown the table), with one BLAS thread.
 
-    python bench/overhead.py [--pairs 24] [--steps 16] [--step-ms 100] [--work matmul]
+    python bench/overhead.py [--pairs 24] [--steps 16] [--step-ms 100] [--reps N] [--work matmul]
                              [--flush-interval-s 0.05] [--sample-interval-s 1.0]
                              [--json bench/results/overhead.json]
 
@@ -196,7 +196,8 @@ def child(args: argparse.Namespace) -> int:
 
     logging.basicConfig(level=logging.INFO, stream=sys.stderr, format="%(levelname)s %(name)s %(message)s")
     work = _workload(args.work)
-    reps = _calibrate(work, args.step_ms)
+    # A fixed --reps makes runs on a loaded machine (or of two versions) do the same work per step.
+    reps = args.reps if args.reps else _calibrate(work, args.step_ms)
     order = random.Random(args.seed)
     pairs: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as data_dir:
@@ -287,6 +288,8 @@ def analyse(raw: dict[str, Any], seed: int) -> dict[str, Any]:
         "in_step_pct": 100.0 * in_step_us / 1e3 / base_ms,
         "background_cpu_ms_per_step": background_ms,
         "background_pct_of_step": 100.0 * background_ms / base_ms,
+        # Per second of the timed steps' wall time: comparable across runs whose steps differ in length.
+        "background_pct_of_core": 100.0 * background_s / (1e-9 * sum(every("with", "wall_ns"))),
         "background_cpu_ms_per_step_by_thread": {k: 1e3 * v / steps_with for k, v in sorted(by_thread.items())},
         "without_background_cpu_ms_per_step": 1e3
         * sum(p["without"]["background_cpu_s"] for p in pairs)
@@ -328,7 +331,8 @@ def _print(res: dict[str, Any], args: argparse.Namespace) -> None:
     threads = ", ".join(f"{k} {v:.3f}" for k, v in res["background_cpu_ms_per_step_by_thread"].items())
     print(
         f"background threads CPU: {res['background_cpu_ms_per_step']:.3f} ms/step "
-        f"= {res['background_pct_of_step']:.3f} % of a step ({threads}); "
+        f"= {res['background_pct_of_step']:.3f} % of a step, {res['background_pct_of_core']:.3f} % of a core "
+        f"({threads}); "
         f"without runstream {res['without_background_cpu_ms_per_step']:.3f} ms/step"
     )
     print(
@@ -352,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--pairs", type=int, default=24, help="A/B block pairs")
     parser.add_argument("--steps", type=int, default=16, help="timed steps per block")
     parser.add_argument("--step-ms", type=float, default=100.0)
+    parser.add_argument("--reps", type=int, default=0, help="workload repeats per step (0: calibrate to --step-ms)")
     parser.add_argument("--work", choices=("matmul", "sort"), default="matmul")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--flush-interval-s", type=float, default=Options().flush_interval_s)
@@ -383,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
             out = Path(tmp) / "raw.json"
             cmd = [sys.executable, __file__, "--child", "--kafka", bootstrap, "--prefix", prefix, "--out", str(out)]
             cmd += ["--pairs", str(args.pairs), "--steps", str(args.steps), "--step-ms", str(args.step_ms)]
+            cmd += ["--reps", str(args.reps)]
             cmd += ["--work", args.work, "--seed", str(args.seed)]
             cmd += [
                 "--flush-interval-s",

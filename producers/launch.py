@@ -265,9 +265,7 @@ def launch(
             if raw:
                 saved_tty = termios.tcgetattr(sys.stdin.fileno())
                 tty.setraw(sys.stdin.fileno())
-                threading.Thread(
-                    target=_pump_stdin, args=(sys.stdin.fileno(), master), daemon=True
-                ).start()
+                threading.Thread(target=_pump_stdin, args=(sys.stdin.fileno(), master), daemon=True).start()
         else:
             child = subprocess.Popen(
                 command,

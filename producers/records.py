@@ -97,8 +97,8 @@ def coerce_values(values: Any, prefix: str = "") -> tuple[dict[str, float | int]
 def metric_record(item: MetricItem) -> dict[str, Any]:
     ts_ns, step, values = item
     if step is None:
-        return {"ts_ns": ts_ns, "values": values}
-    return {"ts_ns": ts_ns, "step": step, "values": values}
+        return {"ts_ns": ts_ns, "values": plain_values(values)}
+    return {"ts_ns": ts_ns, "step": step, "values": plain_values(values)}
 
 
 def log_record(item: LogItem) -> dict[str, Any]:
@@ -109,10 +109,33 @@ def log_record(item: LogItem) -> dict[str, Any]:
     return rec
 
 
+def plain_values(values: dict[str, Any]) -> dict[str, Any]:
+    """``values`` with every number a plain ``int`` or ``float`` (the map itself when already so).
+
+    ``run.log``'s fast path lets through what sums to a float (``bool``, int
+    and float subclasses, ``Fraction``); they are made plain here, on the
+    sender's thread.  A value that is no number after all is left out.
+    """
+    for v in values.values():
+        if v.__class__ is not float and v.__class__ is not int:
+            break
+    else:
+        return values
+    out: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            out[name] = to_number(value)
+        except InvalidValue:
+            continue
+    return out
+
+
 def metric_records(items: Sequence[MetricItem]) -> list[dict[str, Any]]:
-    """:func:`metric_record` of each item (one comprehension: no call per record)."""
+    """:func:`metric_record` of each item, values made plain (one comprehension: no call per record)."""
     return [
-        {"ts_ns": ts, "values": values} if step is None else {"ts_ns": ts, "step": step, "values": values}
+        {"ts_ns": ts, "values": plain_values(values)}
+        if step is None
+        else {"ts_ns": ts, "step": step, "values": plain_values(values)}
         for ts, step, values in items
     ]
 

@@ -193,7 +193,12 @@ _OPENING_WORDS: tuple[str, ...] = tuple(dict.fromkeys(o for _, _, openings in _P
 _OPENS: tuple[tuple[int, ...], ...] = tuple(
     tuple(i for i, (_, _, openings) in enumerate(_PREFILTER_TABLE) if word in openings) for word in _OPENING_WORDS
 )
-_OPENINGS = ahocorasick_rs.AhoCorasick(list(_OPENING_WORDS))
+#: One overlapping scan of the batch's UTF-8 bytes (the openings are ASCII, so they occur
+#: where they occur in the text): a DFA over bytes scans ~2x faster than the text automaton,
+#: and one scan replaces an "anything?" scan followed by the overlapping one.
+_OPENINGS = ahocorasick_rs.BytesAhoCorasick(
+    [w.encode() for w in _OPENING_WORDS], implementation=ahocorasick_rs.Implementation.DFA
+)
 
 
 def candidate(text: str) -> bool:
@@ -224,11 +229,12 @@ def candidate_lines(lines: Sequence[str]) -> list[int]:
     low = joined.lower()
     if len(low) != len(joined):  # a few characters lower-case to two: offsets would drift
         return [i for i, line in enumerate(lines) if candidate(line)]
-    if not _OPENINGS.find_matches_as_indexes(low):  # the common case: one scan, nothing found
-        return []
     # Every occurrence (overlapping ones too), so that no pattern that may match is left out.
+    words = _OPENINGS.find_matches_as_indexes(low.encode("utf-8", "surrogatepass"), overlapping=True)
+    if not words:  # the common case: one scan, nothing found
+        return []
     opens = _OPENS
-    present = {i for word, _, _ in _OPENINGS.find_matches_as_indexes(low, overlapping=True) for i in opens[word]}
+    present = {i for word, _, _ in words for i in opens[word]}
     spans = [m.span() for i in sorted(present) for m in _PREFILTER[i][1].finditer(low)]
     if not spans:
         return []

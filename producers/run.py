@@ -277,10 +277,16 @@ class Run:
             and (step is None or (step.__class__ is int and step >= 0))
             and self._known.issuperset(values)  # names already checked once
         ):
-            for v in values.values():
-                if v.__class__ is not float and v.__class__ is not int:
-                    break
-            else:
+            # One pass in C instead of a Python loop over the values: 0.0 plus every value is
+            # an exact float only for Python numbers and their immutable kin (bool, int and
+            # float subclasses, Fraction), which the sender makes plain (records.plain_values).
+            # A numpy scalar, an array or a tensor sums to its own type and text raises: those
+            # take the checked path, which converts them now (a tensor may change in place).
+            try:
+                fast = sum(values.values(), 0.0).__class__ is float
+            except Exception:  # noqa: BLE001 - TypeError for text; anything from exotic objects
+                fast = False
+            if fast:
                 q.append((_time_ns(), step, values.copy()))
                 if n >= self._wake_at and not self._sender.wake_pending:
                     self._sender.wake()

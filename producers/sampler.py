@@ -59,11 +59,16 @@ from typing import Any
 
 import psutil
 
+from producers import procfs
 from producers.nvml import GROUPS, FieldUnsupported, GpuBackend, GpuError, GpuUnavailable
 
 log = logging.getLogger("runstream.sdk")
 
 Record = dict[str, Any]
+
+#: The process tree is walked again at least every this many samples (new processes,
+#: such as data loader workers, show up within that many intervals; exits at once).
+TREE_WALK_EVERY = 5
 
 
 def _num(x: float) -> float:
@@ -92,10 +97,13 @@ class HostProbe:
         self.root_pid = root_pid
         self._rates = _Rates()
         self._cpu_last: tuple[float, float] | None = None
-        #: pid -> (process, its user+system CPU seconds at the previous sample).
-        self._procs: dict[int, tuple[psutil.Process, float]] = {}
+        #: pid -> (process or its start time in ticks, its user+system CPU seconds at the previous sample).
+        self._procs: dict[int, tuple[Any, float]] = {}
         self._proc_last_s: float | None = None
         self.tree_pids: set[int] = set()
+        #: Samples left before the process tree is walked again (0: walk at the next one).
+        self._walk_in = 0
+        self._disks = procfs.DiskTotals() if procfs.AVAILABLE else None
 
     def read(self, now_s: float, node_wide: bool = True) -> dict[str, float]:
         """One host reading; ``now_s`` is a monotonic clock for the rates. Never raises.
@@ -112,39 +120,62 @@ class HostProbe:
         return values
 
     def _cpu(self, values: dict[str, float], now_s: float) -> None:
-        t = psutil.cpu_times()
-        # As psutil does: guest time is already inside user time on Linux.
-        total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
-        busy = total - t.idle - getattr(t, "iowait", 0.0)
+        if procfs.AVAILABLE:
+            busy, total = procfs.cpu_busy_total()
+        else:
+            t = psutil.cpu_times()
+            # As psutil does: guest time is already inside user time on Linux.
+            total = sum(t) - getattr(t, "guest", 0.0) - getattr(t, "guest_nice", 0.0)
+            busy = total - t.idle - getattr(t, "iowait", 0.0)
         last, self._cpu_last = self._cpu_last, (busy, total)
         if last is not None and total > last[1]:
             values["cpu_pct"] = _num(min(100.0, max(0.0, 100.0 * (busy - last[0]) / (total - last[1]))))
 
     def _memory(self, values: dict[str, float], now_s: float) -> None:
+        if procfs.AVAILABLE:
+            try:
+                values["mem_used_bytes"], values["mem_total_bytes"] = procfs.memory_used_total()
+                return
+            except ValueError:  # an old kernel without MemAvailable: psutil estimates it
+                pass
         vm = psutil.virtual_memory()
         values["mem_used_bytes"] = float(vm.total - vm.available)
         values["mem_total_bytes"] = float(vm.total)
 
     def _tree(self, values: dict[str, float], now_s: float) -> None:
-        pids = _descendants(self.root_pid)
+        # Walking the tree opens one /proc file per thread of every process in it (a torch
+        # trainer has dozens): between walks the known pids are read directly, and a walk
+        # comes every TREE_WALK_EVERY samples or as soon as one of them has exited.
+        if self._walk_in <= 0 or not self._procs:
+            pids = _descendants(self.root_pid)
+            self._walk_in = TREE_WALK_EVERY
+        else:
+            pids = list(self._procs)
+        self._walk_in -= 1
         rss = 0.0
         cpu_delta = 0.0
-        seen: dict[int, tuple[psutil.Process, float]] = {}
+        seen: dict[int, tuple[Any, float]] = {}
         for pid in pids:
             cached = self._procs.get(pid)
             try:
-                proc = cached[0] if cached is not None else psutil.Process(pid)
-                with proc.oneshot():
-                    mem = proc.memory_info().rss
-                    times = proc.cpu_times()
-            except psutil.Error:  # exited between the listing and the reading
+                if procfs.AVAILABLE:
+                    cpu_s, mem, ident = procfs.process_stat(pid)
+                    if cached is not None and cached[0] != ident:
+                        cached = None  # the pid now belongs to another process
+                else:
+                    proc = cached[0] if cached is not None else psutil.Process(pid)
+                    with proc.oneshot():
+                        mem = proc.memory_info().rss
+                        times = proc.cpu_times()
+                    cpu_s, ident = times.user + times.system, proc
+            except (OSError, ValueError, IndexError, psutil.Error):  # exited between the listing and the reading
+                self._walk_in = 0
                 continue
-            cpu_s = times.user + times.system
             rss += mem
             if cached is not None:
                 # A pid reused within one interval would read as a drop: never negative.
                 cpu_delta += max(0.0, cpu_s - cached[1])
-            seen[pid] = (proc, cpu_s)
+            seen[pid] = (ident, cpu_s)
         last_s, self._proc_last_s = self._proc_last_s, now_s
         self._procs = seen
         self.tree_pids = set(seen)
@@ -159,12 +190,18 @@ class HostProbe:
 
     def _io(self, values: dict[str, float], now_s: float) -> None:
         pairs: list[tuple[str, float]] = []
-        disk = psutil.disk_io_counters()
-        if disk is not None:
-            pairs += [("disk_read_bytes_per_s", disk.read_bytes), ("disk_write_bytes_per_s", disk.write_bytes)]
-        net = psutil.net_io_counters()
-        if net is not None:
-            pairs += [("net_sent_bytes_per_s", net.bytes_sent), ("net_recv_bytes_per_s", net.bytes_recv)]
+        if self._disks is not None:
+            read, written = self._disks.read()
+            pairs += [("disk_read_bytes_per_s", read), ("disk_write_bytes_per_s", written)]
+            sent, recv = procfs.net_totals()
+            pairs += [("net_sent_bytes_per_s", sent), ("net_recv_bytes_per_s", recv)]
+        else:
+            disk = psutil.disk_io_counters()
+            if disk is not None:
+                pairs += [("disk_read_bytes_per_s", disk.read_bytes), ("disk_write_bytes_per_s", disk.write_bytes)]
+            net = psutil.net_io_counters()
+            if net is not None:
+                pairs += [("net_sent_bytes_per_s", net.bytes_sent), ("net_recv_bytes_per_s", net.bytes_recv)]
         for name, counter in pairs:
             rate = self._rates.rate(name, float(counter), now_s)
             if rate is not None:

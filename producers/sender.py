@@ -119,6 +119,10 @@ class Sender:
         #: A wake arrived while no wait was in progress (during a cycle): skip the next wait.
         self._woken = False
         self._producer: Any = None
+        #: Partition of each topic our key went to, learnt from the first acknowledgement of the
+        #: current producer: later sends name it, which skips aiokafka's partitioner (a murmur2
+        #: hash in Python, ~10 us per send).  Forgotten with the producer (the topic may differ).
+        self._partitions: dict[str, int] = {}
         self._outbox: deque[Batch] = deque()
         self._inflight: dict[int, Batch] = {}
         self._unacked = 0
@@ -399,13 +403,15 @@ class Sender:
             self._note_outage(exc)
             return
         self._producer = producer
+        self._partitions.clear()
 
     async def _send_outbox(self) -> None:
         loop = asyncio.get_running_loop()
         while self._outbox and loop.time() >= self._next_attempt:
             batch = self._outbox[0]
+            topic = self.topics.raw(batch.kind)
             try:
-                fut = await self._producer.send(self.topics.raw(batch.kind), batch.value, key=self.key)
+                fut = await self._producer.send(topic, batch.value, key=self.key, partition=self._partitions.get(topic))
             except Exception as exc:  # noqa: BLE001
                 if is_retriable(exc):
                     self._note_outage(exc)
@@ -425,6 +431,9 @@ class Sender:
         del self._inflight[batch.seq]
         exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
         if exc is None:
+            partition = getattr(fut.result(), "partition", None)
+            if partition is not None and self._producer is not None:
+                self._partitions[self.topics.raw(batch.kind)] = partition
             self._unacked -= batch.count
             self.buffer.count("acked", batch.kind, batch.records)
             self._resolve(batch.kind, batch.start, batch.count, "")
@@ -454,6 +463,7 @@ class Sender:
         (at worst the batch is stored twice, once by identity).
         """
         producer, self._producer = self._producer, None
+        self._partitions.clear()
         if producer is None:
             return
         for batch in sorted(self._inflight.values(), key=lambda b: b.seq):

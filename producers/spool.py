@@ -231,8 +231,7 @@ class DiskSpool:
             self.dropped_bytes += got.dropped_bytes
             self.damaged_segments += 1
             log.warning(
-                "Spool segment damaged; kept what precedes the damage. segment=%s kept_envelopes=%d "
-                "dropped_bytes=%d",
+                "Spool segment damaged; kept what precedes the damage. segment=%s kept_envelopes=%d dropped_bytes=%d",
                 path.name,
                 len(got.entries),
                 got.dropped_bytes,

@@ -62,13 +62,9 @@ def valid_records(envelopes: list[Envelope]) -> list[dict[str, Any]]:
     return [VALIDATORS[e.kind](r, DEFAULT_LIMITS) for e in envelopes for r in e.records]
 
 
-def run_script(
-    code: str, env: dict[str, str], timeout_s: float, **kwargs: Any
-) -> subprocess.CompletedProcess[str]:
+def run_script(code: str, env: dict[str, str], timeout_s: float, **kwargs: Any) -> subprocess.CompletedProcess[str]:
     """Run ``code`` in a fresh interpreter with ``env`` added (RUNSTREAM_* cleared)."""
-    full = {
-        k: v for k, v in os.environ.items() if not k.startswith(("RUNSTREAM_", "TORCHELASTIC_"))
-    }
+    full = {k: v for k, v in os.environ.items() if not k.startswith(("RUNSTREAM_", "TORCHELASTIC_"))}
     full.update(env)
     full["PYTHONPATH"] = str(ROOT) + os.pathsep + full.get("PYTHONPATH", "")
     return subprocess.run(
@@ -135,9 +131,7 @@ class Outage:
             done = threading.Semaphore(0)
             for a, b in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(a, b, done), daemon=True).start()
-            threading.Thread(
-                target=self._close_after, args=(client, upstream, done), daemon=True
-            ).start()
+            threading.Thread(target=self._close_after, args=(client, upstream, done), daemon=True).start()
 
     @staticmethod
     def _pump(src: socket.socket, dst: socket.socket, done: threading.Semaphore) -> None:

@@ -71,11 +71,7 @@ def test_metric_without_step_has_no_step_field() -> None:
 
 def test_nan_and_inf_survive_exactly() -> None:
     """NaN and ±Inf metric values decode as they were logged."""
-    (batch,) = (
-        batcher()
-        .build("metrics", 0, [(TS, 0, {"a": math.nan, "b": math.inf, "c": -math.inf})])
-        .batches
-    )
+    (batch,) = batcher().build("metrics", 0, [(TS, 0, {"a": math.nan, "b": math.inf, "c": -math.inf})]).batches
     values = decode(batch.value).records[0]["values"]
     assert math.isnan(values["a"]) and values["b"] == math.inf and values["c"] == -math.inf
 
@@ -92,9 +88,7 @@ def test_oversized_envelope_is_split_by_bytes() -> None:
 
 def test_unencodable_value_is_made_wire_safe() -> None:
     """An integer beyond 64 bits becomes a float instead of breaking the envelope."""
-    (batch,) = (
-        batcher().build("metrics", 0, [(TS, 0, {"big": 1 << 70}), (TS, 1, {"ok": 1.0})]).batches
-    )
+    (batch,) = batcher().build("metrics", 0, [(TS, 0, {"big": 1 << 70}), (TS, 1, {"ok": 1.0})]).batches
     records = decode(batch.value).records
     assert records[0]["values"]["big"] == pytest.approx(float(1 << 70))
     assert records[1]["values"]["ok"] == 1.0

@@ -11,6 +11,7 @@ import time
 import uuid
 import warnings
 from collections.abc import Iterator
+from typing import TextIO
 
 from producers.capture import Capture, LineAssembler, emit_traceback
 
@@ -191,6 +192,7 @@ def test_lines_from_many_threads_are_all_captured_whole() -> None:
         pumper = threading.Thread(target=pump_forever)
         pumper.start()
         try:
+
             def writer(t: int) -> None:
                 for i in range(2000):
                     sys.stdout.write(f"t{t} {i}\n")
@@ -312,10 +314,19 @@ def test_warnings_are_captured_as_stderr_lines() -> None:
     """warnings.warn shown on stderr becomes stderr lines."""
     with capturing() as (lines, _, err), warnings.catch_warnings():
         warnings.simplefilter("always")
+
         # What Python does by default (pytest records warnings instead).
-        warnings.showwarning = lambda msg, cat, fn, ln, file=None, line=None: sys.stderr.write(
-            warnings.formatwarning(msg, cat, fn, ln, line)
-        )
+        def show(
+            message: Warning | str,
+            category: type[Warning],
+            filename: str,
+            lineno: int,
+            file: TextIO | None = None,
+            line: str | None = None,
+        ) -> None:
+            sys.stderr.write(warnings.formatwarning(message, category, filename, lineno, line))
+
+        warnings.showwarning = show
         warnings.warn("careful", UserWarning, stacklevel=1)
     assert any("UserWarning: careful" in line for line in texts(lines, "stderr")), (
         lines,

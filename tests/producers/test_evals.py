@@ -156,7 +156,9 @@ def test_run_methods_raise_for_bad_input_and_buffer_nothing(tmp_path: Path) -> N
     """A Run's log_* raise ValueError for bad input and put no evals record in the buffer."""
     settings = settings_mod.load({"kafka": "127.0.0.1:9", "data_dir": str(tmp_path)}, environ={})
     run = runstream.init(
-        project="evals", settings=settings, capture=False,
+        project="evals",
+        settings=settings,
+        capture=False,
         options=Options(sample=False, spool=False, finish_timeout_s=0.05),
     )
     try:

@@ -13,9 +13,7 @@ def ident(env: dict[str, str], **kw: object):  # type: ignore[no-untyped-def]
 
 def test_explicit_run_id_wins() -> None:
     """An explicit run_id beats RUNSTREAM_RUN_ID and torchrun's id."""
-    assert (
-        ident({"TORCHELASTIC_RUN_ID": "job"}, run_id="mine", settings_run_id="env").run_id == "mine"
-    )
+    assert ident({"TORCHELASTIC_RUN_ID": "job"}, run_id="mine", settings_run_id="env").run_id == "mine"
 
 
 def test_runstream_run_id_beats_torchrun() -> None:

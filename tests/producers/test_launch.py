@@ -63,9 +63,7 @@ def _finishes(found: dict[str, list[Envelope]]) -> int:
 
 def _read(bootstrap: str, topics: Topics, finishes: int = 1) -> dict[str, list[Envelope]]:
     return asyncio.run(
-        read_envelopes(
-            bootstrap, topics, ("runs", "logs", "metrics"), lambda f: _finishes(f) >= finishes, scaled(20)
-        )
+        read_envelopes(bootstrap, topics, ("runs", "logs", "metrics"), lambda f: _finishes(f) >= finishes, scaled(20))
     )
 
 

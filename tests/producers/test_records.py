@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from producers.records import InvalidValue, coerce_values, start_record, to_number, to_wire_safe
+from producers.records import (
+    InvalidValue,
+    coerce_values,
+    metric_records,
+    start_record,
+    to_number,
+    to_wire_safe,
+)
 from runstream.events import VALIDATORS
 from runstream.events.limits import DEFAULT_LIMITS
 
@@ -24,6 +31,22 @@ def test_non_numbers_are_refused(value: object) -> None:
     """Text, containers, multi-element arrays and plain objects are not numbers."""
     with pytest.raises(InvalidValue):
         to_number(value)
+
+
+def test_metric_records_make_fast_path_values_plain() -> None:
+    """Values run.log's fast path lets through (bool, int and float subclasses, Fraction) leave as int/float."""
+    from enum import IntEnum
+    from fractions import Fraction
+
+    class Two(IntEnum):
+        TWO = 2
+
+    class Half(float):
+        pass
+
+    (rec,) = metric_records([(1, 3, {"ok": True, "e": Two.TWO, "h": Half(0.5), "f": Fraction(1, 4), "x": 1.5})])
+    assert rec == {"ts_ns": 1, "step": 3, "values": {"ok": 1, "e": 2, "h": 0.5, "f": 0.25, "x": 1.5}}
+    assert all(type(v) in (int, float) for v in rec["values"].values())
 
 
 def test_coerce_flattens_nested_maps_and_reports_bad_names() -> None:

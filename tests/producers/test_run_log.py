@@ -30,9 +30,7 @@ def offline(tmp_path: Path) -> Iterator[Any]:
     runs: list[Run] = []
 
     def make(**options: Any) -> Run:
-        settings = settings_mod.load(
-            {"kafka": f"127.0.0.1:{_closed_port()}", "data_dir": str(tmp_path)}, environ={}
-        )
+        settings = settings_mod.load({"kafka": f"127.0.0.1:{_closed_port()}", "data_dir": str(tmp_path)}, environ={})
         opts = Options(spool=False, finish_timeout_s=0.05, retry_initial_s=5.0, **options)
         run = runstream.init(project="unit", settings=settings, options=opts, capture=False)
         runs.append(run)
@@ -67,9 +65,17 @@ def test_numpy_values_and_steps_are_converted(offline: Any) -> None:
     assert all(type(v) in (int, float) for v in rec[2].values())
 
 
-def test_non_numbers_are_left_out_and_counted(
-    offline: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_mutable_values_are_read_at_the_call(offline: Any) -> None:
+    """A 0-d array changed in place after run.log is logged with its value at the call."""
+    run = offline()
+    run.log({"loss": 1.0}, step=0)  # the name is known: the next call takes the fast checks
+    value = np.array(2.5)
+    run.log({"loss": value}, step=1)
+    value += 1.0
+    assert [r[2] for r in metrics(run)] == [{"loss": 1.0}, {"loss": 2.5}]
+
+
+def test_non_numbers_are_left_out_and_counted(offline: Any, caplog: pytest.LogCaptureFixture) -> None:
     """A value that is no number is dropped from the record, with one warning per name."""
     run = offline()
     for _ in range(3):
@@ -167,9 +173,7 @@ def test_name_and_project_defaults(offline: Any) -> None:
     assert run.name.endswith(run.id[:6])
 
 
-def test_thread_exception_logs_traceback_and_fails_run_at_end(
-    offline: Any, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_thread_exception_logs_traceback_and_fails_run_at_end(offline: Any, monkeypatch: pytest.MonkeyPatch) -> None:
     """An uncaught exception in a thread is logged as ERROR lines; the run will end failed."""
     import threading
 

@@ -117,8 +117,12 @@ def test_outage_spools_envelopes_to_disk(tmp_path: Path) -> None:
     buffer = Buffer(options.bounds())
     spool = DiskSpool.for_settings(settings, 1 << 20)
     sender = Sender(
-        buffer, Batcher(producer="p", run="r", node="n", rank=0), settings=settings, options=options,
-        key=b"r", spool=spool,
+        buffer,
+        Batcher(producer="p", run="r", node="n", rank=0),
+        settings=settings,
+        options=options,
+        key=b"r",
+        spool=spool,
     )
     sender.start()
     try:
