@@ -13,8 +13,9 @@ Starts ``runstream up`` on free ports (as bench/e2e.py does) and measures, on th
   and a consumer of the bench's own records when each line reaches the raw
   and the clean logs topic (the trainer's and the stream processors' share);
 * fan-out: ``--clients`` websocket clients subscribed to one run's logs, each
-  timing every line it receives (per-client p50/p99; missing lines and
-  ``dropped`` frames are counted);
+  timing every line it receives (per-client p50/p99; missing and duplicate
+  lines and ``dropped`` frames are counted, and the histories answered only
+  after the lines began: those clients' subscriptions raced the hand-off);
 
 both while another trainer prints ``--background-rate`` lines/s into its own
 run.  The browser, the clients and the server share this machine's cores, so
@@ -311,7 +312,8 @@ async def _client(
 
     pattern = re.compile(rf"^{tag} fresh (\d+) (\d+)$")
     seen: dict[int, float] = {}
-    dropped = 0
+    dropped = duplicates = 0
+    history_at = None
     async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
         await ws.send(
             json.dumps({"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs", "filters": {"limit": 1}})
@@ -330,6 +332,8 @@ async def _client(
                 break
             now = time.time_ns()
             frame = json.loads(raw)
+            if frame.get("last") and history_at is None:
+                history_at = time.monotonic()
             if frame.get("type") == "dropped":
                 dropped += 1
                 await ws.send(
@@ -340,9 +344,12 @@ async def _client(
             for item in frame.get("items") or ():
                 m = pattern.match(item.get("line", ""))
                 if m:
+                    duplicates += int(m.group(1)) in seen
                     seen.setdefault(int(m.group(1)), (now - int(m.group(2))) / 1e6)
     out["seen"] = seen
     out["dropped"] = dropped
+    out["duplicates"] = duplicates
+    out["history_at"] = history_at
 
 
 def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -350,16 +357,23 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
     trainer = Trainer(kafka, args.count, args.interval_ms / 1000, work)
     ws_url = url.replace("http://", "ws://") + "/ws"
 
-    async def go() -> list[dict[str, Any]]:
+    async def go(started: list[float]) -> list[dict[str, Any]]:
         ready = asyncio.Event()
         subscribed = [0, args.clients]
-        started = [0.0]
         outs: list[dict[str, Any]] = [{} for _ in range(args.clients)]
         timeout_s = args.count * args.interval_ms / 1000 + 60
         tasks = [
             asyncio.create_task(
                 _client(
-                    ws_url, token, trainer.run_id, trainer.tag, ready, subscribed, started, outs[i], args.count,
+                    ws_url,
+                    token,
+                    trainer.run_id,
+                    trainer.tag,
+                    ready,
+                    subscribed,
+                    started,
+                    outs[i],
+                    args.count,
                     timeout_s,
                 )
             )
@@ -372,7 +386,8 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
         await asyncio.gather(*tasks)
         return outs
 
-    outs = asyncio.run(go())
+    started: list[float] = [0.0]
+    outs = asyncio.run(go(started))
     trainer.wait()
     per_client = [sorted(o["seen"].values()) for o in outs]
     every = [v for c in per_client for v in c]
@@ -390,6 +405,10 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
         "missing_lines": sum(args.count - len(o["seen"]) for o in outs),
         "clients_complete": sum(len(o["seen"]) == args.count for o in outs),
         "dropped_frames": sum(o["dropped"] for o in outs),
+        "duplicate_lines": sum(o["duplicates"] for o in outs),
+        # Histories answered after the trainer started: lines flowed while they were read (the
+        # hand-off race a late history must survive with no line missing).
+        "late_histories": sum(o["history_at"] is None or o["history_at"] > started[0] for o in outs),
     }
 
 
@@ -429,11 +448,14 @@ def report(result: dict[str, Any]) -> None:
         f"per-client p50 best/worst {f['client_p50_ms']['best']:.0f}/{f['client_p50_ms']['worst']:.0f} ms, "
         f"p99 best/worst {f['client_p99_ms']['best']:.0f}/{f['client_p99_ms']['worst']:.0f} ms; "
         f"{f['clients_complete']}/{f['clients']} clients got every line, {f['missing_lines']} missing, "
-        f"{f['dropped_frames']} dropped frames"
+        f"{f['duplicate_lines']} duplicates, {f['dropped_frames']} dropped frames; "
+        f"{f['late_histories']} histories answered after the lines began"
     )
     print(
         f"background load {result['background']['rate_per_s']} lines/s "
-        f"({result['background']['lines']} lines); targets p50 < {TARGET_P50_MS} ms, p99 < {TARGET_P99_MS} ms"
+        f"({result['background']['lines']} lines); targets p50 < {TARGET_P50_MS} ms, p99 < {TARGET_P99_MS} ms; "
+        f"load average {result['machine']['load_avg_1m']['before']:.1f} before, "
+        f"{result['machine']['load_avg_1m']['after']:.1f} after on {result['machine']['cpus']} CPUs"
     )
 
 
@@ -445,6 +467,7 @@ def main() -> None:
     parser.add_argument("--background-rate", type=int, default=2000, help="background lines/s (0: none)")
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ui_fresh.json")
     args = parser.parse_args()
+    load_before = os.getloadavg()[0]
     with tempfile.TemporaryDirectory(prefix="rs-uibench-") as tmp:
         work = Path(tmp)
         proc, api, kafka = start_up(work / "data")
@@ -464,7 +487,14 @@ def main() -> None:
             proc.send_signal(signal.SIGTERM)
             proc.wait(300)
     result = {
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            # Other work on the machine competes with the measured processes: the 1-minute load
+            # average before and after the run says how much.
+            "load_avg_1m": {"before": load_before, "after": os.getloadavg()[0]},
+        },
         "settings": {"count": args.count, "interval_ms": args.interval_ms, "clients": args.clients},
         "background": {"rate_per_s": args.background_rate, "lines": lines},
         "browser": browser,

@@ -5,9 +5,15 @@ directly.  :mod:`ui.feed` moves frames between a websocket and a
 :class:`Client`; :mod:`ui.live` feeds :meth:`Hub.publish` from Kafka.
 
 A subscription starts *buffering*: live records for its run and stream are
-kept (in arrival order) while its history is read from ClickHouse.
-:meth:`Hub.complete_history` then queues the history, the buffered records
-that the history does not hold (by identity), and switches to *live*.  A
+kept (in arrival order) while its history is read from ClickHouse, after the
+live source's recent window (records read before the subscription, maybe not
+stored yet).  :meth:`Hub.complete_history` then queues the history merged
+with the buffered and recent records it does not hold (by identity), in time
+order, and switches to *live*.  When the history is the newest ``limit``
+records, recent-window records older than its first are outside the window
+asked for and left out; a record that arrived *after* the subscription is
+never left out (the history may have been read after the sink stored it, and
+then cut it by the limit: the client asked before that record existed).  A
 live record the history already held (the live source read it after the sink
 stored it) is skipped by its identity (never by its producer's mark: a record
 that comes late, out of order, is still delivered).
@@ -129,8 +135,11 @@ class Cursor:
                 raise ValueError("bad shape")
             out: dict[str, tuple[int, int, int, int]] = {}
             for producer, mark in marks.items():
-                if not (isinstance(mark, list) and len(mark) == 4
-                        and all(isinstance(x, int) and not isinstance(x, bool) for x in mark)):
+                if not (
+                    isinstance(mark, list)
+                    and len(mark) == 4
+                    and all(isinstance(x, int) and not isinstance(x, bool) for x in mark)
+                ):
                     raise ValueError("bad mark")
                 out[producer] = (mark[0], mark[1], mark[2], mark[3])
         except (ValueError, KeyError, TypeError, binascii.Error) as exc:
@@ -157,8 +166,16 @@ class Filters:
 
     def query_args(self) -> dict[str, Any]:
         """The filters as keyword arguments of the history queries."""
-        return {"q": self.q, "regex": self.regex, "levels": list(self.levels), "node": self.node,
-                "rank": self.rank, "stream": self.stream, "names": list(self.names), "device": self.device}
+        return {
+            "q": self.q,
+            "regex": self.regex,
+            "levels": list(self.levels),
+            "node": self.node,
+            "rank": self.rank,
+            "stream": self.stream,
+            "names": list(self.names),
+            "device": self.device,
+        }
 
 
 _FILTER_KEYS = {
@@ -211,8 +228,10 @@ def parse_filters(stream: str, filters: Any) -> Filters:
     if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < 2**31):
         raise FeedError("filter 'rank' must be a non-negative integer")
     names_value = filters.get("names") or []
-    if not isinstance(names_value, list) or len(names_value) > MAX_NAMES or not all(
-        isinstance(n, str) and 0 < len(n) <= MAX_FILTER_CHARS for n in names_value
+    if (
+        not isinstance(names_value, list)
+        or len(names_value) > MAX_NAMES
+        or not all(isinstance(n, str) and 0 < len(n) <= MAX_FILTER_CHARS for n in names_value)
     ):
         raise FeedError(f"filter 'names' must be a list of at most {MAX_NAMES} names")
     limit = filters.get("limit", 1000)
@@ -221,9 +240,17 @@ def parse_filters(stream: str, filters: Any) -> Filters:
     stream_value = _text(filters, "stream")
     if stream_value is not None and stream_value not in ("stdout", "stderr", "logging"):
         raise FeedError("filter 'stream' must be stdout, stderr or logging")
-    return Filters(q=_text(filters, "q"), regex=regex, levels=tuple(levels), node=_text(filters, "node"),
-                   rank=rank, stream=stream_value, names=tuple(names_value), device=_text(filters, "device"),
-                   limit=limit)
+    return Filters(
+        q=_text(filters, "q"),
+        regex=regex,
+        levels=tuple(levels),
+        node=_text(filters, "node"),
+        rank=rank,
+        stream=stream_value,
+        names=tuple(names_value),
+        device=_text(filters, "device"),
+        limit=limit,
+    )
 
 
 def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
@@ -293,6 +320,9 @@ class Subscription:
         self.live_keys: set[Key] = set()
         self.live_order: deque[Key] = deque()
         self.live = False
+        #: The live source's recent window when the subscription came (read before it, maybe not stored).
+        self.recent: list[Rec] = []
+        #: Live records that arrived after the subscription, while its history was read.
         self.buffer: list[Rec] = []
         self.pending: list[Rec] = []
         self.frames: list[dict[str, Any]] = []
@@ -333,8 +363,7 @@ class Client:
                     out[-1]["coalesced"] = sub.coalesced
                     sub.coalesced = 0
             if sub.dropping:
-                out.append({"sub": sub.sub_id, "type": "dropped", "count": sub.dropped,
-                            "cursor": sub.cursor.encode()})
+                out.append({"sub": sub.sub_id, "type": "dropped", "count": sub.dropped, "cursor": sub.cursor.encode()})
                 sub.ended = True
                 del self.subs[sub.sub_id]
         return out
@@ -346,11 +375,12 @@ class Client:
 def _frames(sub: Subscription, kind: str, recs: list[Rec], last: bool = False) -> list[dict[str, Any]]:
     frames: list[dict[str, Any]] = []
     for start in range(0, len(recs), FRAME_ITEMS):
-        chunk = recs[start:start + FRAME_ITEMS]
+        chunk = recs[start : start + FRAME_ITEMS]
         for rec in chunk:
             sub.cursor.advance(rec)
-        frames.append({"sub": sub.sub_id, "type": kind, "items": [r.data for r in chunk],
-                       "cursor": sub.cursor.encode()})
+        frames.append(
+            {"sub": sub.sub_id, "type": kind, "items": [r.data for r in chunk], "cursor": sub.cursor.encode()}
+        )
     if last:
         if not frames:
             frames.append({"sub": sub.sub_id, "type": kind, "items": [], "cursor": sub.cursor.encode()})
@@ -436,36 +466,54 @@ class Hub:
                 del self._index[(sub.run, sub.stream)]
 
     def seed(self, sub: Subscription, recent: Iterable[Rec]) -> None:
-        """Put records the live source saw before the subscription (its recent window) in the buffer."""
+        """Keep the records the live source saw before the subscription (its recent window) for the hand-off."""
         if not sub.live:
-            sub.buffer[:0] = [r for r in recent if sub.match(r)]
+            sub.recent = [r for r in recent if sub.match(r)]
 
-    def complete_history(self, sub: Subscription, history: list[Rec], window_start: Key | None,
-                         window_ts_us: int | None = None) -> None:
-        """Queue ``history``, then buffered records it lacks, and go live.
+    def complete_history(
+        self, sub: Subscription, history: list[Rec], window_start: Key | None, window_ts_us: int | None = None
+    ) -> None:
+        """Queue ``history`` merged with the recent and buffered records it lacks, in time order, and go live.
 
         ``history`` is in time order.  ``window_start``/``window_ts_us``: when
-        the history was cut by its limit, the oldest record it kept; buffered
-        records older than it lie outside the window asked for and are skipped.
+        the history was cut by its limit, the oldest record it kept; records of
+        the recent window older than it lie outside the window asked for and
+        are skipped.  Records buffered since the subscription are never
+        skipped (only those the history or the cursor already holds): the
+        client subscribed before they arrived, so they are live to it even if
+        the sink stored them before the history was read and the limit cut them.
         """
         if sub.ended:
             return
         have = {r.key for r in history}
         fresh = [r for r in history if not sub.start_cursor.seen(r.key)]
+        arrived = {r.key for r in sub.buffer}
         extra: list[Rec] = []
-        for rec in sub.buffer:
-            if rec.key in have or sub.start_cursor.seen(rec.key):
+        cut = (window_ts_us, window_start) if window_start is not None and window_ts_us is not None else None
+        for rec in sub.recent:
+            if rec.key in have or rec.key in arrived or sub.start_cursor.seen(rec.key):
                 continue
-            if window_start is not None and window_ts_us is not None and \
-                    (rec.ts_us, rec.key) < (window_ts_us, window_start):
+            if cut is not None and (rec.ts_us, rec.key) < cut:
                 continue
             have.add(rec.key)
             extra.append(rec)
+        for rec in sub.buffer:
+            if rec.key in have or sub.start_cursor.seen(rec.key):
+                continue
+            have.add(rec.key)
+            extra.append(rec)
+        sub.recent = []
         sub.buffer = []
         sub.live = True
-        sub.frames.extend(_frames(sub, "history", fresh + extra, last=True))
+        out = fresh + extra
+        if extra and sub.stream != "status":
+            # A record buffered since the subscription may be older than the history's newest (stored
+            # before the history was read, then cut by its limit): the frame stays in time order.  Not
+            # status: its history is a snapshot of the run that the events after it must follow.
+            out.sort(key=lambda r: (r.ts_us, r.key))
+        sub.frames.extend(_frames(sub, "history", out, last=True))
         sub.history_keys = {r.key for r in fresh}
-        self.counts["delivered"] += len(fresh) + len(extra)
+        self.counts["delivered"] += len(out)
         sub.client.notify()
 
     def wants(self, run: str, stream: str) -> bool:

@@ -1,7 +1,7 @@
 """The live feed's source: the ``clean.*`` and ``alerts`` topics, read from Kafka in this process.
 
-A consumer with no group (manual assignment of every partition, starting at
-the end offsets) so it never takes partitions from the sink; live records
+A consumer with no group (manual assignment of every partition) so it never
+takes partitions from the sink; live records
 reach browsers without waiting for the sink's insert.  A message is decoded
 only when someone watches its run: the clean topics are keyed by run id, so
 a message of a run nobody subscribed to is kept as its raw bytes in a short
@@ -12,6 +12,12 @@ starts from that window (decoding what is still raw), so a record read here
 before the subscription but not yet stored by the sink is not missed.  The
 window must outlast the sink's insert delay; its bounds are ``recent_s``,
 ``recent_messages`` and ``recent_bytes``.
+
+Where reading starts: on the first start, ``start_lookback_s`` back (by
+message time) rather than at the end, so the window also holds what was
+produced just before this process started and is not stored yet (the sink
+of a fresh process is still joining its group); after losing the broker,
+exactly where it stopped, so a subscriber misses nothing of the outage.
 """
 
 from __future__ import annotations
@@ -53,6 +59,14 @@ class LiveConfig:
     #: watched or not.  Measured against Tansu (produce -> Hub.publish p50; CPU of the idle
     #: consumer): 10 ms 5 ms, 9.5 %; 40 ms 6 ms, 3.7 %; 60 ms 12 ms; 100 ms 28 ms, 1.7 %.
     fetch_max_wait_ms: int = 40
+    #: On the first start, read back this far (by message time) instead of from the end offsets: a
+    #: record produced just before this process started, not yet stored by the sink (a fresh sink
+    #: is still joining its group), would otherwise be in neither a subscription's history nor its
+    #: live records.  As long as ``recent_s``: the same promise, that the sink stores within it.
+    start_lookback_s: float = 120.0
+    #: ... but never more than this many messages back per partition (a longer backlog is the sink's
+    #: to store; the feed would only lag behind it).
+    start_lookback_messages: int = 20_000
 
 
 class _Entry:
@@ -226,6 +240,8 @@ class LiveSource:
         self._alerts = topics.alerts
         self._stopping = False
         self._running = False
+        #: Per partition, the offset of the next message to read: a restarted consumer resumes there.
+        self._positions: dict[Any, int] = {}
         self.counts = {"messages": 0, "records": 0, "undecodable": 0}
 
     @property
@@ -253,7 +269,8 @@ class LiveSource:
 
     async def _consume(self, consumer: Any) -> None:
         known: set[Any] = set()
-        await kafka.assign_partitions(consumer, self.topic_names, known, at_end=True)
+        new = await kafka.assign_partitions(consumer, self.topic_names, known, at_end=True)
+        await self._start_positions(consumer, new)
         self._running = True
         loop = asyncio.get_running_loop()
         rescan_at = loop.time() + self.config.rescan_s
@@ -268,10 +285,42 @@ class LiveSource:
             batch = await consumer.getmany(timeout_ms=self.config.poll_ms, max_records=5000)
             for tp, messages in batch.items():
                 for message in messages:
+                    self._positions[tp] = message.offset + 1
                     self._accept(tp.topic, message.key, message.value)
                     # Let connection writers drain between messages: a large fetch must not fill
                     # every client's queue before any of them had a chance to send.
                     await asyncio.sleep(0)
+
+    async def _start_positions(self, consumer: Any, partitions: list[Any]) -> None:
+        """Seek ``partitions`` (just assigned, at their end) to where reading starts.
+
+        A partition read before (the consumer was restarted after losing the
+        broker) resumes at its next offset; one never read starts
+        ``start_lookback_s`` back by message time, at most
+        ``start_lookback_messages`` before its end, or at its end when nothing
+        is that recent.  Blocks on the broker's offset answers.
+        """
+        fresh = []
+        for tp in partitions:
+            if tp in self._positions:
+                consumer.seek(tp, self._positions[tp])
+            else:
+                fresh.append(tp)
+        if not fresh:
+            return
+        found = {}
+        if self.config.start_lookback_s > 0:
+            since_ms = int((time.time() - self.config.start_lookback_s) * 1000)
+            found = await consumer.offsets_for_times({tp: since_ms for tp in fresh})
+        for tp in fresh:
+            end = await consumer.position(tp)
+            hit = found.get(tp)
+            # Nothing that recent: Kafka answers None, Tansu offset 0 with timestamp -1.
+            if hit is not None and hit.timestamp >= 0 and hit.offset < end:
+                start = max(hit.offset, end - self.config.start_lookback_messages)
+                consumer.seek(tp, start)
+                end = start
+            self._positions[tp] = end
 
     def _accept(self, topic: str, key: bytes | None, value: bytes | None) -> None:
         self.counts["messages"] += 1

@@ -49,6 +49,7 @@ def make_app(
     **options: Any,
 ) -> Starlette:
     """The app under test; health defaults to "queries answer, ingest works"."""
+
     async def default_health() -> dict[str, Any]:
         return {"ingest": {"ok": True}, "queries": await queries_health(queries, call)}
 
@@ -59,15 +60,41 @@ def _dt(ts_us: int) -> datetime:
     return datetime.fromtimestamp(ts_us / 1e6, tz=timezone.utc)
 
 
-def _run_event(run_id: str, ts_us: int, event: str, *, project: str = "", name: str = "",
-               node: str = "node-0", rank: int = 0, status: str = "", config: Any = None,
-               tags: list[str] | None = None, seq: int = 0) -> dict[str, Any]:
+def _run_event(
+    run_id: str,
+    ts_us: int,
+    event: str,
+    *,
+    project: str = "",
+    name: str = "",
+    node: str = "node-0",
+    rank: int = 0,
+    status: str = "",
+    config: Any = None,
+    tags: list[str] | None = None,
+    seq: int = 0,
+) -> dict[str, Any]:
     return {
-        "run_id": run_id, "ts": _dt(ts_us), "event": event, "project": project, "name": name,
-        "node": node, "rank": rank, "status": status, "exit_code": 0 if event == "finish" else None,
-        "reason": "", "config": json.dumps(config or {}), "tags": tags or [], "host": node,
-        "pid": 1000 + rank, "world_size": 2, "argv": ["train.py"], "producer": f"p-{node}-{rank}",
-        "seq": seq, "idx": 0, "ingest_ts": _dt(ts_us),
+        "run_id": run_id,
+        "ts": _dt(ts_us),
+        "event": event,
+        "project": project,
+        "name": name,
+        "node": node,
+        "rank": rank,
+        "status": status,
+        "exit_code": 0 if event == "finish" else None,
+        "reason": "",
+        "config": json.dumps(config or {}),
+        "tags": tags or [],
+        "host": node,
+        "pid": 1000 + rank,
+        "world_size": 2,
+        "argv": ["train.py"],
+        "producer": f"p-{node}-{rank}",
+        "seq": seq,
+        "idx": 0,
+        "ingest_ts": _dt(ts_us),
     }
 
 
@@ -81,31 +108,59 @@ def seed(store: Store) -> Seeded:
     tag = uuid.uuid4().hex[:8]
     now_us = time.time_ns() // 1000
     t0 = now_us - 2 * 3600 * 1_000_000
-    seeded = Seeded(project=f"ui-tests-{tag}", run_id=f"run-{tag}", xss_run_id=f"xss-{tag}",
-                    dlq_reason=f"not a batch envelope {tag}")
+    seeded = Seeded(
+        project=f"ui-tests-{tag}",
+        run_id=f"run-{tag}",
+        xss_run_id=f"xss-{tag}",
+        dlq_reason=f"not a batch envelope {tag}",
+    )
 
     events = []
     for rank, node in enumerate(("node-0", "node-1")):
-        events.append(_run_event(seeded.run_id, t0 + rank, "start", project=seeded.project,
-                                 name="lr-3e-4", node=node, rank=rank,
-                                 config={"lr": 0.0003, "batch": 64}, tags=["baseline"]))
-        events.append(_run_event(seeded.run_id, t0 + 3600 * 1_000_000 + rank, "finish",
-                                 node=node, rank=rank, status="finished", seq=1))
-    events.append(_run_event(seeded.xss_run_id, now_us - 5_000_000, "start",
-                             project=f"ui-xss-{tag}", name=XSS_NAME))
+        events.append(
+            _run_event(
+                seeded.run_id,
+                t0 + rank,
+                "start",
+                project=seeded.project,
+                name="lr-3e-4",
+                node=node,
+                rank=rank,
+                config={"lr": 0.0003, "batch": 64},
+                tags=["baseline"],
+            )
+        )
+        events.append(
+            _run_event(
+                seeded.run_id, t0 + 3600 * 1_000_000 + rank, "finish", node=node, rank=rank, status="finished", seq=1
+            )
+        )
+    events.append(_run_event(seeded.xss_run_id, now_us - 5_000_000, "start", project=f"ui-xss-{tag}", name=XSS_NAME))
     events.append(_run_event(seeded.xss_run_id, now_us - 1_000_000, "heartbeat", seq=1))
     _insert(store, tables.RUN_EVENTS, events)
 
     seeded.losses = [50.0 if step == 150 else round(1.0 / (1 + step), 6) for step in range(300)]
     metrics = []
-    series = {"loss": seeded.losses, "acc": [step / 300 for step in range(300)],
-              "grad_norm": [1.0, float("nan"), 2.0]}
+    series = {"loss": seeded.losses, "acc": [step / 300 for step in range(300)], "grad_norm": [1.0, float("nan"), 2.0]}
     for name, values in series.items():
         for step, value in enumerate(values):
             ts = t0 + 1_000_000 + step * 1_000_000
-            metrics.append({"run_id": seeded.run_id, "name": name, "step": step, "ts": _dt(ts),
-                            "value": value, "node": "node-0", "rank": 0, "producer": "p-node-0-0",
-                            "seq": 10 + step, "idx": 0, "sub": 0, "ingest_ts": _dt(ts)})
+            metrics.append(
+                {
+                    "run_id": seeded.run_id,
+                    "name": name,
+                    "step": step,
+                    "ts": _dt(ts),
+                    "value": value,
+                    "node": "node-0",
+                    "rank": 0,
+                    "producer": "p-node-0-0",
+                    "seq": 10 + step,
+                    "idx": 0,
+                    "sub": 0,
+                    "ingest_ts": _dt(ts),
+                }
+            )
     _insert(store, tables.METRICS, metrics)
 
     levels = ["INFO", "INFO", "WARNING", "", "ERROR", "DEBUG"]
@@ -115,23 +170,61 @@ def seed(store: Store) -> Seeded:
         if i % 9 == 0:
             line = f"Checkpoint saved at step {i}"
         level = levels[i % len(levels)]
-        logs.append({"run_id": seeded.run_id, "ts": _dt(t0 + 2_000_000 + i * 10_000),
-                     "node": f"node-{i % 2}", "rank": i % 2,
-                     "stream": "logging" if level else "stdout", "level": level, "logger": "",
-                     "line": line, "orig_bytes": 0, "producer": "p-logs", "seq": i, "idx": 0,
-                     "ingest_ts": _dt(t0)})
+        logs.append(
+            {
+                "run_id": seeded.run_id,
+                "ts": _dt(t0 + 2_000_000 + i * 10_000),
+                "node": f"node-{i % 2}",
+                "rank": i % 2,
+                "stream": "logging" if level else "stdout",
+                "level": level,
+                "logger": "",
+                "line": line,
+                "orig_bytes": 0,
+                "producer": "p-logs",
+                "seq": i,
+                "idx": 0,
+                "ingest_ts": _dt(t0),
+            }
+        )
         seeded.lines.append(line)
-    logs.append({"run_id": seeded.xss_run_id, "ts": _dt(now_us - 2_000_000), "node": "node-0",
-                 "rank": 0, "stream": "stderr", "level": "", "logger": "", "line": XSS_LINE,
-                 "orig_bytes": 0, "producer": "p-xss", "seq": 0, "idx": 0,
-                 "ingest_ts": _dt(now_us)})
+    logs.append(
+        {
+            "run_id": seeded.xss_run_id,
+            "ts": _dt(now_us - 2_000_000),
+            "node": "node-0",
+            "rank": 0,
+            "stream": "stderr",
+            "level": "",
+            "logger": "",
+            "line": XSS_LINE,
+            "orig_bytes": 0,
+            "producer": "p-xss",
+            "seq": 0,
+            "idx": 0,
+            "ingest_ts": _dt(now_us),
+        }
+    )
     _insert(store, tables.LOGS, logs)
 
-    _insert(store, tables.DEAD_LETTERS, [{
-        "ts": _dt(now_us), "topic": "runstream.metrics", "partition": 0, "offset": 7,
-        "reason": seeded.dlq_reason, "sample": "\\x00\\x01garbage", "producer": "", "seq": -1,
-        "idx": -1, "run_id": "",
-    }])
+    _insert(
+        store,
+        tables.DEAD_LETTERS,
+        [
+            {
+                "ts": _dt(now_us),
+                "topic": "runstream.metrics",
+                "partition": 0,
+                "offset": 7,
+                "reason": seeded.dlq_reason,
+                "sample": "\\x00\\x01garbage",
+                "producer": "",
+                "seq": -1,
+                "idx": -1,
+                "run_id": "",
+            }
+        ],
+    )
     return seeded
 
 
@@ -194,8 +287,8 @@ def run_async(coro: Any) -> Any:
         return pool.submit(asyncio.run, coro).result()
 
 
-def start_server(broker: str, tmp: Any, *extra: str) -> Server:
-    """Create the topics, start the server and wait for its ready file (raises on failure)."""
+def start_server(broker: str, tmp: Any, *extra: str, topics: Any = None) -> Server:
+    """Create the topics (``topics``, or new ones), start the server and wait for its ready file (raises on failure)."""
     import os
     import subprocess
     import sys
@@ -205,7 +298,7 @@ def start_server(broker: str, tmp: Any, *extra: str) -> Server:
     from runstream.topics import Topics
     from tests.conftest import scaled
 
-    topics = Topics(f"t{uuid.uuid4().hex[:10]}.")
+    topics = topics or Topics(f"t{uuid.uuid4().hex[:10]}.")
     run_async(kafka.ensure_topics(broker, topics.all(), 2))
     port = free_port()
     ready = tmp / "ready"
@@ -213,9 +306,25 @@ def start_server(broker: str, tmp: Any, *extra: str) -> Server:
     env = dict(os.environ, RUNSTREAM_TOKEN=TOKEN)
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed with the process
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ui.serve", "--kafka", broker, "--clickhouse", f"chdb://{tmp / 'chdb'}",
-         "--topic-prefix", topics.prefix, "--port", str(port), "--ready-file", str(ready), *extra],
-        stdout=log_file, stderr=subprocess.STDOUT, env=env,
+        [
+            sys.executable,
+            "-m",
+            "ui.serve",
+            "--kafka",
+            broker,
+            "--clickhouse",
+            f"chdb://{tmp / 'chdb'}",
+            "--topic-prefix",
+            topics.prefix,
+            "--port",
+            str(port),
+            "--ready-file",
+            str(ready),
+            *extra,
+        ],
+        stdout=log_file,
+        stderr=subprocess.STDOUT,
+        env=env,
     )
     log_file.close()
     deadline = time.monotonic() + scaled(60)

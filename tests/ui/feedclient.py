@@ -5,19 +5,37 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 from runstream import kafka, wire
 from tests.conftest import scaled
 from tests.ui.conftest import TOKEN, Server
 
 
+class Bus(Protocol):
+    """Where an :class:`Emitter` writes: a broker and the topic names (a :class:`Server` is one)."""
+
+    kafka: str
+    topics: Any
+
+
+@dataclass
+class Broker:
+    """A broker and topic names with no server started on them yet."""
+
+    kafka: str
+    topics: Any
+
+
 class Emitter:
     """One producer writing validated ("clean") envelopes for one run, as the stream processors do."""
 
-    def __init__(self, server: Server, run: str, node: str = "node-0", rank: int = 0) -> None:
+    def __init__(self, server: Bus, run: str, node: str = "node-0", rank: int = 0) -> None:
         self.server = server
         self.run = run
         self.node = node
@@ -99,6 +117,27 @@ def lines_of(frames: list[dict[str, Any]], sub: str = "s1") -> list[str]:
 
 def has_lines(n: int, sub: str = "s1") -> Callable[[list[dict[str, Any]]], bool]:
     return lambda frames: len(lines_of(frames, sub)) >= n
+
+
+async def stored_lines(server: Server, run: str, at_least: int, timeout_s: float = 30.0) -> int:
+    """How many of ``run``'s log lines the sink stored, once at least ``at_least``; TimeoutError after ``timeout_s``."""
+
+    def count() -> int:
+        request = urllib.request.Request(
+            f"{server.url}/api/runs/{run}/logs?limit=10000", headers={"Authorization": f"Bearer {TOKEN}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=scaled(10)) as answer:
+                return len(json.loads(answer.read()).get("lines") or [])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 404:  # nothing of the run stored yet
+                return 0
+            raise
+
+    async with asyncio.timeout(scaled(timeout_s)):
+        while (stored := await asyncio.to_thread(count)) < at_least:
+            await asyncio.sleep(0.05)
+    return stored
 
 
 class RawSlowClient:

@@ -3,15 +3,31 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import uuid
+from pathlib import Path
+from typing import Any
 
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from runstream import kafka
+from runstream.topics import Topics
 from tests.conftest import scaled
-from tests.ui.conftest import TOKEN, Server
-from tests.ui.feedclient import Emitter, RawSlowClient, collect, connect, has_lines, items, lines_of, subscribe
+from tests.ui.conftest import TOKEN, Server, start_server, stop_server
+from tests.ui.feedclient import (
+    Broker,
+    Emitter,
+    RawSlowClient,
+    collect,
+    connect,
+    has_lines,
+    items,
+    lines_of,
+    stored_lines,
+    subscribe,
+)
 
 
 def new_run() -> str:
@@ -24,12 +40,12 @@ async def test_history_then_live_has_no_gap_and_no_duplicate(server: Server) -> 
     expected = [f"line {n}" for n in range(300)]
     async with Emitter(server, run) as emit:
         for start in range(0, 100, 5):
-            await emit.lines(expected[start:start + 5])
+            await emit.lines(expected[start : start + 5])
         await asyncio.sleep(0.3)  # some stored by the sink, the newest maybe not yet
 
         async def more() -> None:
             for start in range(100, 300, 5):
-                await emit.lines(expected[start:start + 5])
+                await emit.lines(expected[start : start + 5])
                 await asyncio.sleep(0.005)
 
         producing = asyncio.create_task(more())
@@ -41,6 +57,68 @@ async def test_history_then_live_has_no_gap_and_no_duplicate(server: Server) -> 
             frames += await collect(ws, lambda f: "after" in lines_of(f))
     assert lines_of(frames) == [*expected, "after"]
     assert [f["type"] for f in frames if f.get("last")] == ["history"]
+
+
+async def test_clients_subscribing_while_lines_flow_miss_no_line(server: Server) -> None:
+    """Clients subscribing with a one-line history while lines flow each get every line sent after they subscribed."""
+    run = new_run()
+    sent: list[int] = []
+    subscribed = asyncio.Event()
+    async with Emitter(server, run) as emit, contextlib.AsyncExitStack() as stack:
+
+        async def produce() -> None:
+            # Lines flow before, while and for a while after the clients subscribe.
+            while not subscribed.is_set() or len(sent) < stop_at:
+                await emit.lines([f"line {len(sent)}"])
+                sent.append(len(sent))
+                await asyncio.sleep(0.005)
+
+        stop_at = 1 << 30
+        producing = asyncio.create_task(produce())
+        await stored_lines(server, run, 1)  # a one-line history of this run is cut from now on
+        sockets = [await stack.enter_async_context(connect(server)) for _ in range(100)]
+
+        async def join(ws: Any) -> tuple[Any, int, list[dict[str, Any]]]:
+            await subscribe(ws, run, filters={"limit": 1})
+            # The feed answers messages in order: this error says the subscription is registered.
+            await ws.send(json.dumps({"op": "unsubscribe", "sub": "probe"}))
+            frames = await collect(ws, lambda f: any(x.get("type") == "error" for x in f))
+            return ws, len(sent) + 1, frames  # +1: the line in flight may predate the subscription
+
+        # All at once, as a hundred open pages do: their histories queue on the read lane while lines flow.
+        clients = await asyncio.gather(*(join(ws) for ws in sockets))
+        stop_at = len(sent) + 50
+        subscribed.set()
+        await producing
+        await emit.lines(["after"])
+        for ws, first_after, frames in clients:
+            frames += await collect(ws, lambda f: "after" in lines_of(f))
+            got = lines_of(frames)
+            first = int(got[0].split()[1])
+            assert not [f for f in frames if f.get("type") == "dropped"]
+            assert got == [*(f"line {n}" for n in range(first, len(sent))), "after"] and first <= first_after
+
+
+async def test_lines_sent_just_before_the_server_started_reach_a_subscriber(broker: str, tmp_path: Path) -> None:
+    """Lines produced just before the server started, and not stored yet, reach a new subscription."""
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}.")
+    await kafka.ensure_topics(broker, topics.all(), 2)
+    run = new_run()
+    async with Emitter(Broker(broker, topics), run) as emit:
+        await emit.lines(["before 0", "before 1"])
+    # No sink: nothing is stored, so only the live source can know these lines (as when a cold sink
+    # is still joining its group while the first subscriber's history is read).
+    fresh = await asyncio.to_thread(start_server, broker, tmp_path, "--no-sink", topics=topics)
+    try:
+        async with connect(fresh) as ws:
+            await subscribe(ws, run)
+            frames = await collect(ws, has_lines(2))
+            async with Emitter(fresh, run) as emit:
+                await emit.lines(["after"])
+            frames += await collect(ws, lambda f: "after" in lines_of(f))
+    finally:
+        await asyncio.to_thread(stop_server, fresh)
+    assert lines_of(frames) == ["before 0", "before 1", "after"]
 
 
 async def test_reconnect_with_cursor_gets_exactly_what_was_missed(server: Server) -> None:
@@ -101,7 +179,7 @@ async def test_slow_client_does_not_stall_a_fast_one_and_gets_a_drop_marker(serv
             await subscribe(fast, run)
             await collect(fast, lambda f: any(x.get("last") for x in f))
             for start in range(0, len(expected), 50):
-                await emit.lines(expected[start:start + 50])
+                await emit.lines(expected[start : start + 50])
             frames = await collect(fast, has_lines(len(expected)), timeout_s=60)
         stalled = await asyncio.to_thread(slow.read_all)
     finally:

@@ -66,14 +66,50 @@ def test_seeded_recent_records_close_the_gap_before_subscribing() -> None:
     assert items(client.take_frames()) == [{"line": "1"}, {"line": "2"}]
 
 
-def test_buffered_records_older_than_a_cut_history_are_left_out() -> None:
-    """When the history is the newest N, buffered records before its first are outside the window."""
+def test_recent_window_records_older_than_a_cut_history_are_left_out() -> None:
+    """When the history is the newest N, recent-window records before its first are outside the window."""
     hub, client = Hub(), Client(lambda: None)
     sub = subscribe(hub, client)
     hub.seed(sub, [rec("p", 1), rec("p", 5)])
     first = rec("p", 3)
     hub.complete_history(sub, [first, rec("p", 4)], first.key, first.ts_us)
     assert items(client.take_frames()) == [{"line": "3"}, {"line": "4"}, {"line": "5"}]
+
+
+def test_records_arriving_while_a_cut_history_is_read_are_all_delivered() -> None:
+    """Lines that arrive after subscribing reach the client even when the sink stored them and the limit cut them."""
+    hub, client = Hub(), Client(lambda: None)
+    sub = subscribe(hub, client, filters={"limit": 1})
+    hub.seed(sub, [rec("p", 0)])
+    hub.publish("r1", "logs", [rec("p", n) for n in range(1, 8)])
+    newest_stored = rec("p", 5)  # the history was read after the sink stored 1..5; its limit kept the newest
+    hub.complete_history(sub, [newest_stored], newest_stored.key, newest_stored.ts_us)
+    hub.publish("r1", "logs", [rec("p", 8)])
+    assert [i["line"] for i in items(client.take_frames())] == [str(n) for n in range(1, 9)]
+
+
+def test_many_subscriptions_racing_the_hand_off_miss_no_line() -> None:
+    """A hundred clients subscribing while lines flow, histories read late and cut to one, each get every later line."""
+    hub = Hub()
+    lines = [rec("p", n) for n in range(400)]
+    sink_lag, clients = 3, []
+    answers: dict[int, list[Any]] = {}
+    for n, line in enumerate(lines):
+        hub.publish("r1", "logs", [line])
+        stored = lines[: max(0, n + 1 - sink_lag)]
+        for sub in answers.pop(n, []):  # one read lane: histories answered one by one, late
+            newest = stored[-1:]
+            hub.complete_history(sub, newest, newest[0].key if newest else None, newest[0].ts_us if newest else None)
+        if n < 100:
+            client = Client(lambda: None)
+            sub = subscribe(hub, client, filters={"limit": 1})
+            hub.seed(sub, lines[max(0, n - 20) : n + 1])  # the live source's recent window
+            answers.setdefault(n + 1 + (n * 7) % 60, []).append(sub)
+            clients.append((n, client))
+    for n, client in clients:
+        got = [int(i["line"]) for i in items(client.take_frames())]
+        # No gap, no duplicate, in order, from at most the subscription on, up to the newest line.
+        assert got == list(range(got[0], len(lines))) and got[0] <= n + 1, (n, got[:5])
 
 
 def test_resume_skips_what_the_cursor_has() -> None:
@@ -151,8 +187,9 @@ def test_log_filters_apply_to_live_records() -> None:
     assert [i["line"] for i in items(client.take_frames())] == ["CUDA \x1b[31mout of\x1b[0m memory"]
 
 
-@pytest.mark.parametrize("filters", [{"regex": "("}, {"level": "LOUD"}, {"rank": -1}, {"nope": 1},
-                                     {"limit": 10**6}, "x"])
+@pytest.mark.parametrize(
+    "filters", [{"regex": "("}, {"level": "LOUD"}, {"rank": -1}, {"nope": 1}, {"limit": 10**6}, "x"]
+)
 def test_bad_filters_are_refused(filters: Any) -> None:
     """A malformed filter raises FeedError naming it."""
     with pytest.raises(FeedError):
@@ -182,8 +219,7 @@ def test_live_copy_of_a_record_the_history_held_is_skipped() -> None:
     hub.publish("r1", "logs", [rec("p", 2), rec("q", 5), rec("p", 3), rec("q", 6)])
     hub.publish("r1", "logs", [rec("p", 3), rec("p", 4)])
     frames = client.take_frames()
-    assert items(frames) == [{"line": "1"}, {"line": "2"}, {"line": "5"}, {"line": "3"}, {"line": "6"},
-                             {"line": "4"}]
+    assert items(frames) == [{"line": "1"}, {"line": "2"}, {"line": "5"}, {"line": "3"}, {"line": "6"}, {"line": "4"}]
 
 
 def test_late_live_record_below_the_mark_is_still_delivered() -> None:
