@@ -32,8 +32,10 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/codec.py
 	$(PY) bench/broker.py
+	$(PY) bench/idle.py
 	$(PY) bench/sdk.py
 	$(PY) bench/storage.py
+	$(PY) bench/sink.py
 	$(PY) bench/e2e.py
 	$(PY) bench/streams.py
 	$(PY) bench/overhead.py

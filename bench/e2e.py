@@ -83,9 +83,10 @@ class Api:
             return json.loads(resp.read())
 
 
-def start_up(data_dir: Path) -> tuple[subprocess.Popen[str], Api, str]:
+def start_up(data_dir: Path, partitions: int | None = None) -> tuple[subprocess.Popen[str], Api, str]:
+    extra = ["--partitions", str(partitions)] if partitions else []
     proc = subprocess.Popen([sys.executable, "-m", "runstream", "up", "--data-dir", str(data_dir),
-                             "--port", "0", "--kafka-port", "0"], stdout=subprocess.PIPE,
+                             "--port", "0", "--kafka-port", "0", *extra], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, cwd=ROOT)
     url = token = kafka = ""
     assert proc.stdout is not None
@@ -352,6 +353,8 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=200)
     parser.add_argument("--background-lines", type=int, default=100_000)
     parser.add_argument("--trace", action="store_true", help="print each stage's progress every 0.5 s")
+    parser.add_argument("--partitions", type=int, help="partitions per topic (runstream up --partitions; "
+                        "default: runstream up's own)")
     parser.add_argument("--synthetic", action="store_true",
                         help="print one made-up progress line (every line a metric-extraction candidate) "
                              "instead of the real training logs' lines")
@@ -359,7 +362,7 @@ def main() -> None:
     global CORPUS, UP_PID
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
         CORPUS = None if args.synthetic else real_corpus(Path(tmp) / "corpus.txt")
-        proc, api, kafka = start_up(Path(tmp))
+        proc, api, kafka = start_up(Path(tmp), args.partitions)
         UP_PID = proc.pid
         tracer = Tracer(kafka) if args.trace else None
         if tracer:
@@ -394,6 +397,7 @@ def main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                            "platform": platform.platform()},
+                               "partitions": args.partitions or "runstream up's default",
                                "throughput": results, "freshness": fresh}, indent=2))
     print(f"wrote {out.relative_to(ROOT)}")
 

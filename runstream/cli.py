@@ -21,12 +21,23 @@ from runstream.errors import RunstreamError
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 
+def _positive_int(text: str) -> int:
+    """An argparse type: a whole number of at least 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {value}")
+    return value
+
+
 def _cmd_up(args: argparse.Namespace) -> int:
     from runstream.embedded import Embedded, free_port
 
     settings = settings_mod.load({"data_dir": args.data_dir, "topic_prefix": args.topic_prefix})
     port = args.port or free_port(args.host if args.host in LOOPBACK else "127.0.0.1")
-    system = Embedded(settings, host=args.host, port=port, kafka_port=args.kafka_port)
+    system = Embedded(settings, host=args.host, port=port, kafka_port=args.kafka_port, partitions=args.partitions)
     stopping = {"signal": 0}
 
     def on_signal(signum: int, frame: FrameType | None) -> None:
@@ -146,6 +157,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--kafka-port", type=int, default=9092,
                     help="broker port on 127.0.0.1 (default 9092; 0 = any free port)")
     up.add_argument("--topic-prefix", help="topic prefix (RUNSTREAM_TOPIC_PREFIX, default runstream.)")
+    up.add_argument("--partitions", type=_positive_int, default=1,
+                    help="partitions per topic (default 1: the embedded system runs one stream worker and one "
+                    "sink, and every partition costs the broker CPU on each fetch)")
     up.set_defaults(func=_cmd_up)
 
     sync = sub.add_parser(

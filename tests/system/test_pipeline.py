@@ -213,3 +213,14 @@ def test_nan_metric_values_come_back_as_valid_json(system: System) -> None:
     asyncio.run(_produce(system.kafka, "runstream.metrics", [wire.encode(env)], run_id.encode()))
     points = wait_for(lambda: (p := _series(system, run_id, "loss")) and len(p) == 3 and p, 60, "points")
     assert points == [[0, 1.0], [1, "NaN"], [2, "Infinity"]]
+
+
+def test_embedded_topics_have_one_partition_each(system: System) -> None:
+    """``runstream up`` creates every topic and changelog with one partition (its default)."""
+    from runstream.embedded import STREAMS_GROUP
+    from runstream.topics import Topics, changelog_topics
+
+    names = Topics().all() + changelog_topics(STREAMS_GROUP)
+    offsets = asyncio.run(kafka.end_offsets(system.kafka, names))
+    per_topic = {name: sorted(tp.partition for tp in offsets if tp.topic == name) for name in names}
+    assert per_topic == {name: [0] for name in names}
