@@ -189,6 +189,14 @@ def test_insert_values_refuses_values_it_cannot_bind(store: Store) -> None:
     assert store.query_rows(f"SELECT count() FROM {store.database}.sink_spans") == [(0,)]
 
 
+def test_insert_values_refuses_numbers_outside_int64(store: Store) -> None:
+    """insert_values raises ValueError for an int outside Int64 (never stored wrapped), and stores nothing."""
+    columns = ["topic", "partition", "first_offset", "last_offset", "first_digest"]
+    with pytest.raises(ValueError):
+        store.insert_values(tables.SINK_SPANS, [("t", 1, 0, 2**63, "")], columns)
+    assert store.query_rows(f"SELECT count() FROM {store.database}.sink_spans") == [(0,)]
+
+
 def test_small_metric_parts_are_written_packed(store: Store) -> None:
     """A small insert into metrics writes packed parts there and in both views' tables (migration 007)."""
     buf = ColumnBuffer()
