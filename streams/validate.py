@@ -20,7 +20,7 @@ common, well-formed ``logs`` and ``metrics`` records take a fast path
 exact-type tests and builds the same output; anything it is not sure about
 (wrong types, a long line, an alias level, a NUL) falls back to the full
 validator in :mod:`runstream.events`, which owns the reasons.  A raw ``logs``
-message is first offered to the typed decoder (:mod:`streams.fastdecode`),
+or ``metrics`` message is first offered to its typed decoder (:mod:`streams.fastdecode`),
 which decodes and checks the envelope and all its records in one C pass when
 they are all plainly well-formed, and otherwise leaves it to the path above.
 """
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from operator import itemgetter
 
@@ -36,7 +37,7 @@ from runstream import deadletter, wire
 from runstream.errors import DecodeError, InvalidRecord, UnsupportedVersion
 from runstream.events import VALIDATORS, Limits
 from streams.enrich import LOG_METRICS_SUFFIX, LogEnricher
-from streams.fastdecode import LogDecoder, log_decoder
+from streams.fastdecode import TypedDecoder, log_decoder, metric_decoder
 from streams.fastpath import BatchChecker, FastChecker, fast_batch, fast_checker
 
 
@@ -75,13 +76,14 @@ def process(
 
     ``enricher`` carries traceback state across a producer's batches; without
     one, a fresh one is used (no state across calls).  ``kind``: the kind the
-    message's topic carries, a hint for the typed fast decoder (the envelope's
+    message's topic carries, a hint for the typed fast decoders (the envelope's
     own ``kind`` decides what it is).
     """
     out = Outcome()
     now = time.time_ns() if ingest_ns is None else ingest_ns
-    if kind == "logs" and value:
-        env = _log_decoder(limits)(value)
+    typed = _typed_decoder(kind, limits) if value and kind in _TYPED else None
+    if typed is not None:
+        env = typed(value)  # type: ignore[arg-type]  # ``value`` is non-empty bytes here
         if env is not None:
             _finish(env, env.records, now, limits, enricher, out)
             return out
@@ -167,14 +169,16 @@ def _finish(env: wire.Envelope, clean: list[dict[str, object]], now: int, limits
     out.key = env.run.encode()
 
 
-#: The typed log decoders per limits, built once (building one defines its struct types).
-_LOG_DECODERS: dict[Limits, LogDecoder] = {}
+#: The kinds with a typed decoder, and the decoders per (kind, limits), built once (building one defines its
+#: struct types; the metrics one remembers the names already checked).
+_TYPED: dict[str, Callable[[Limits], TypedDecoder]] = {"logs": log_decoder, "metrics": metric_decoder}
+_TYPED_DECODERS: dict[tuple[str, Limits], TypedDecoder] = {}
 
 
-def _log_decoder(limits: Limits) -> LogDecoder:
-    found = _LOG_DECODERS.get(limits)
+def _typed_decoder(kind: str, limits: Limits) -> TypedDecoder:
+    found = _TYPED_DECODERS.get((kind, limits))
     if found is None:
-        found = _LOG_DECODERS[limits] = log_decoder(limits)
+        found = _TYPED_DECODERS[(kind, limits)] = _TYPED[kind](limits)
     return found
 
 
