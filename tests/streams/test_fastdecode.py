@@ -8,21 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runstream import wire
 from runstream.events import Limits
 from streams.fastdecode import log_decoder
-from streams.validate import Outcome, process
+from tests.streams.typed_paths import FRAMING, INTS, MIN_TS, TS, both_paths, mostly_plain, raw, view
 
 LIMITS = Limits(max_line_bytes=64, max_records_per_batch=5, max_text_field_chars=8)
-TS = 1_795_428_000 * 1_000_000_000
-MIN_TS = 946_684_800 * 1_000_000_000
-
-_int = st.integers(-(2**63), 2**64 - 1)  # what MessagePack holds
 _text = st.sampled_from(["step 1 loss=2.5", "WARNING: x", "Traceback (most recent call last):", "a\x00b",
                          "é" * 16, "x" * 17, "x" * 40, "[rank3]: iter 4: loss 1.5", ""]) | st.text(max_size=20)
 _record = st.fixed_dictionaries(
-    {"ts_ns": st.sampled_from([TS, TS + 1, MIN_TS, MIN_TS - 1, TS + 10**15]) | _int | st.booleans(),
-     "line": _text | st.binary(max_size=4) | _int},
+    {"ts_ns": st.sampled_from([TS, TS + 1, MIN_TS, MIN_TS - 1, TS + 10**15]) | INTS | st.booleans(),
+     "line": _text | st.binary(max_size=4) | INTS},
     optional={"stream": st.sampled_from(["stdout", "stderr", "logging", "other", None]),
               "level": st.sampled_from(["", None, "INFO", "warn", "WARNING", "fatal", "CRITICAL", 3]),
               "logger": st.sampled_from(["", "torch", "x" * 9, None]),
@@ -30,39 +25,7 @@ _record = st.fixed_dictionaries(
 _plain = st.fixed_dictionaries({"ts_ns": st.sampled_from([TS, TS + 1, MIN_TS]), "line": _text},
                                optional={"stream": st.sampled_from(["stdout", "stderr"]),
                                          "level": st.sampled_from(["", "INFO", "ERROR"]), "logger": st.just("")})
-# Mostly plain batches with at most one doubtful record, so that one doubt decides which path is taken.
-_records = st.tuples(st.lists(_plain, max_size=5), st.lists(_record | _int | st.none(), max_size=1)).map(
-    lambda parts: parts[0] + parts[1]) | st.lists(_record, max_size=6)
-_framing = st.dictionaries(st.sampled_from(["v", "kind", "producer", "seq", "rank", "v_minor", "ingest_ns", "later"]),
-                           st.sampled_from([1, 2, True, "1", "logs", "metrics", "", "q" * 129, 0, -1, "x", [1]]),
-                           max_size=1)
-
-
-def _raw(records: list[Any], framing: dict[str, Any]) -> bytes:
-    doc = wire.Envelope(kind="logs", producer="p", seq=0, run="run1", node="n", rank=0, sent_ns=TS,
-                        records=records).to_map()
-    doc.update(framing)
-    return wire.pack(doc)
-
-
-def _process(value: bytes, kind: str | None) -> Outcome:
-    return process(value, topic="runstream.logs", partition=1, offset=42, limits=LIMITS, ingest_ns=TS, kind=kind)
-
-
-def _canon(doc: Any) -> Any:
-    """``doc`` with every map's items sorted (field order aside) and floats as their repr (NaN, -0.0)."""
-    if isinstance(doc, dict):
-        return sorted((repr(k), _canon(v)) for k, v in doc.items())
-    if isinstance(doc, list):
-        return [_canon(v) for v in doc]
-    return repr(doc)
-
-
-def _view(out: Outcome) -> Any:
-    """Everything an outcome says, the envelopes decoded, in canonical form."""
-    return _canon([out.key, wire.unpack(out.clean) if out.clean else None, out.clean_records, out.dead,
-                   dict(out.discarded), dict(out.flagged), wire.unpack(out.metrics) if out.metrics else None,
-                   out.metric_records])
+_records = mostly_plain(_plain, _record)
 
 
 _PLAIN: dict[str, Any] = {"ts_ns": TS, "line": "a", "stream": "stdout", "level": ""}
@@ -87,16 +50,16 @@ _EDGES: list[tuple[list[Any], dict[str, Any]]] = [
 @pytest.mark.parametrize(("records", "framing"), _EDGES)
 def test_typed_decoder_equals_the_general_path_at_the_edges(records: list[Any], framing: dict[str, Any]) -> None:
     """At each edge of what the typed decoder accepts, the outcome is the general path's."""
-    value = _raw(records, framing)
-    assert _view(_process(value, "logs")) == _view(_process(value, None))
+    fast, general = both_paths(raw("logs", records, framing), "logs", LIMITS)
+    assert view(fast) == view(general)
 
 
 @settings(max_examples=500, deadline=None)
-@given(_records, _framing)
+@given(_records, FRAMING)
 def test_typed_decoder_equals_the_general_path(records: list[Any], framing: dict[str, Any]) -> None:
     """Clean records, derived metrics, dead letters and counters are the same with the typed decoder as without."""
-    value = _raw(records, framing)
-    assert _view(_process(value, "logs")) == _view(_process(value, None))
+    fast, general = both_paths(raw("logs", records, framing), "logs", LIMITS)
+    assert view(fast) == view(general)
 
 
 @settings(max_examples=200, deadline=None)
@@ -104,16 +67,17 @@ def test_typed_decoder_equals_the_general_path(records: list[Any], framing: dict
                           st.sampled_from(["", "INFO", "ERROR"])), min_size=1, max_size=5))
 def test_sdk_batches_give_the_same_bytes(fields: list[tuple[int, str, str, str]]) -> None:
     """A batch as the SDK sends it (these fields, in this order) gives byte-identical clean and metrics messages."""
-    value = _raw([{"ts_ns": ts, "line": line, "stream": stream, "level": level} for ts, line, stream, level in fields],
-                 {})
-    fast, general = _process(value, "logs"), _process(value, None)
+    records = [{"ts_ns": ts, "line": line, "stream": stream, "level": level} for ts, line, stream, level in fields]
+    value = raw("logs", records, {})
+    fast, general = both_paths(value, "logs", LIMITS)
     assert (fast.clean, fast.metrics, fast.dead) == (general.clean, general.metrics, general.dead)
 
 
 def test_typed_decoder_takes_plain_batches_and_refuses_the_rest() -> None:
     """The decoder answers plain SDK batches (defaults filled, indexes added) and None for anything doubtful."""
     decode = log_decoder(LIMITS)
-    env = decode(_raw([{"ts_ns": TS, "line": "a", "stream": "stdout", "level": ""}, {"ts_ns": TS, "line": "b"}], {}))
+    env = decode(raw("logs", [{"ts_ns": TS, "line": "a", "stream": "stdout", "level": ""}, {"ts_ns": TS, "line": "b"}],
+                     {}))
     assert env is not None and env.records == [
         {"ts_ns": TS, "line": "a", "stream": "stdout", "level": "", "logger": "", "i": 0},
         {"ts_ns": TS, "line": "b", "stream": "stdout", "level": "", "logger": "", "i": 1}]
@@ -123,13 +87,13 @@ def test_typed_decoder_takes_plain_batches_and_refuses_the_rest() -> None:
                              ([{"ts_ns": TS, "line": "a"}] * 6, {}),
                              ([{"ts_ns": TS, "line": "a"}], {"kind": "metrics"}),
                              ([], {})]:
-        assert decode(_raw(records, framing)) is None, (records, framing)
+        assert decode(raw("logs", records, framing)) is None, (records, framing)
     assert decode(b"\xc1") is None and decode(b"") is None
 
 
 def test_invalid_utf8_takes_the_general_path() -> None:
     """A line that is not valid UTF-8 is not decoded by the typed decoder; the message is dead-lettered as before."""
-    value = _raw([{"ts_ns": TS, "line": "zzzz"}], {}).replace(b"zzzz", b"z\xffzz")
+    value = raw("logs", [{"ts_ns": TS, "line": "zzzz"}], {}).replace(b"zzzz", b"z\xffzz")
     assert log_decoder(LIMITS)(value) is None
-    fast = _process(value, "logs")
-    assert fast.clean is None and len(fast.dead) == 1 and _view(fast) == _view(_process(value, None))
+    fast, general = both_paths(value, "logs", LIMITS)
+    assert fast.clean is None and len(fast.dead) == 1 and view(fast) == view(general)

@@ -9,29 +9,24 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from runstream import wire
 from runstream.events import Limits
 from streams.fastdecode import metric_decoder
-from streams.validate import Outcome, process
+from tests.streams.typed_paths import FRAMING, INTS, MIN_TS, TS, both_paths, mostly_plain, raw, view
 
 LIMITS = Limits(max_records_per_batch=5, max_metric_name_chars=6, max_metric_keys_per_record=3)
-TS = 1_795_428_000 * 1_000_000_000
-MIN_TS = 946_684_800 * 1_000_000_000
-
-_int = st.integers(-(2**63), 2**64 - 1)  # what MessagePack holds
 _number = (
     st.floats()
     | st.sampled_from([math.nan, math.inf, -math.inf, -0.0, 0.5])
-    | _int
+    | INTS
     | st.booleans()
     | st.none()
     | st.just("1")
 )
 _name = st.sampled_from(["loss", "lr", "x" * 6, "x" * 7, "", "a\nb", "é", "acc/1"]) | st.text(max_size=8)
-_values = st.dictionaries(_name, _number, max_size=4) | _int | st.none()
+_values = st.dictionaries(_name, _number, max_size=4) | INTS | st.none()
 _record = st.fixed_dictionaries(
-    {"ts_ns": st.sampled_from([TS, TS + 1, MIN_TS, MIN_TS - 1, TS + 10**15]) | _int | st.booleans(), "values": _values},
-    optional={"step": st.sampled_from([0, 1, -1, -2, None, True, 1.0]) | _int, "extra": st.just(1)},
+    {"ts_ns": st.sampled_from([TS, TS + 1, MIN_TS, MIN_TS - 1, TS + 10**15]) | INTS | st.booleans(), "values": _values},
+    optional={"step": st.sampled_from([0, 1, -1, -2, None, True, 1.0]) | INTS, "extra": st.just(1)},
 )
 _plain = st.fixed_dictionaries(
     {
@@ -40,52 +35,7 @@ _plain = st.fixed_dictionaries(
     },
     optional={"step": st.integers(0, 5)},
 )
-# Mostly plain batches with at most one doubtful record, so that one doubt decides which path is taken.
-_records = st.tuples(st.lists(_plain, max_size=5), st.lists(_record | _int | st.none(), max_size=1)).map(
-    lambda parts: parts[0] + parts[1]
-) | st.lists(_record, max_size=6)
-_framing = st.dictionaries(
-    st.sampled_from(["v", "kind", "producer", "seq", "rank", "v_minor", "ingest_ns", "later"]),
-    st.sampled_from([1, 2, True, "1", "logs", "metrics", "", "q" * 129, 0, -1, "x", [1]]),
-    max_size=1,
-)
-
-
-def _raw(records: list[Any], framing: dict[str, Any]) -> bytes:
-    doc = wire.Envelope(
-        kind="metrics", producer="p", seq=0, run="run1", node="n", rank=0, sent_ns=TS, records=records
-    ).to_map()
-    doc.update(framing)
-    return wire.pack(doc)
-
-
-def _process(value: bytes, kind: str | None) -> Outcome:
-    return process(value, topic="runstream.metrics", partition=1, offset=42, limits=LIMITS, ingest_ns=TS, kind=kind)
-
-
-def _canon(doc: Any) -> Any:
-    """``doc`` with every map's items sorted (field order aside) and floats as their repr (NaN, -0.0)."""
-    if isinstance(doc, dict):
-        return sorted((repr(k), _canon(v)) for k, v in doc.items())
-    if isinstance(doc, list):
-        return [_canon(v) for v in doc]
-    return repr(doc)
-
-
-def _view(out: Outcome) -> Any:
-    """Everything an outcome says, the envelopes decoded, in canonical form."""
-    return _canon(
-        [
-            out.key,
-            wire.unpack(out.clean) if out.clean else None,
-            out.clean_records,
-            out.dead,
-            dict(out.discarded),
-            dict(out.flagged),
-            out.metrics,
-            out.metric_records,
-        ]
-    )
+_records = mostly_plain(_plain, _record)
 
 
 _PLAIN: dict[str, Any] = {"ts_ns": TS, "step": 1, "values": {"loss": 0.5}}
@@ -148,16 +98,16 @@ _EDGES: list[tuple[list[Any], dict[str, Any]]] = [
 @pytest.mark.parametrize(("records", "framing"), _EDGES)
 def test_typed_decoder_equals_the_general_path_at_the_edges(records: list[Any], framing: dict[str, Any]) -> None:
     """At each edge of what the typed metrics decoder accepts, the outcome is the general path's."""
-    value = _raw(records, framing)
-    assert _view(_process(value, "metrics")) == _view(_process(value, None))
+    fast, general = both_paths(raw("metrics", records, framing), "metrics", LIMITS)
+    assert view(fast) == view(general)
 
 
 @settings(max_examples=500, deadline=None)
-@given(_records, _framing)
+@given(_records, FRAMING)
 def test_typed_decoder_equals_the_general_path(records: list[Any], framing: dict[str, Any]) -> None:
     """Clean records, dead letters and counters are the same with the typed metrics decoder as without."""
-    value = _raw(records, framing)
-    assert _view(_process(value, "metrics")) == _view(_process(value, None))
+    fast, general = both_paths(raw("metrics", records, framing), "metrics", LIMITS)
+    assert view(fast) == view(general)
 
 
 @settings(max_examples=200, deadline=None)
@@ -174,14 +124,15 @@ def test_typed_decoder_equals_the_general_path(records: list[Any], framing: dict
 )
 def test_sdk_batches_give_the_same_bytes(fields: list[tuple[int, int | None, dict[str, float]]]) -> None:
     """A batch as the SDK sends it (steps given, or left out, throughout) gives a byte-identical clean message."""
-    value = _raw(
+    value = raw(
+        "metrics",
         [
             {"ts_ns": ts, "values": values} if step is None else {"ts_ns": ts, "step": step, "values": values}
             for ts, step, values in fields
         ],
         {},
     )
-    fast, general = _process(value, "metrics"), _process(value, None)
+    fast, general = both_paths(value, "metrics", LIMITS)
     assert metric_decoder(LIMITS)(value) is not None
     assert (fast.clean, fast.dead) == (general.clean, general.dead)
 
@@ -189,7 +140,8 @@ def test_sdk_batches_give_the_same_bytes(fields: list[tuple[int, int | None, dic
 def test_typed_decoder_keeps_non_finite_values_and_makes_integers_floats() -> None:
     """NaN and ±Inf come out exactly, an integer value as a float, a missing step as -1, each record with its index."""
     env = metric_decoder(LIMITS)(
-        _raw(
+        raw(
+            "metrics",
             [
                 {"ts_ns": TS, "values": {"a": math.nan, "b": -math.inf, "c": 3}},
                 {"ts_ns": TS, "values": {"a": math.inf}},
@@ -217,14 +169,14 @@ def test_typed_decoder_refuses_what_is_doubtful() -> None:
         ([], {}),
     ]
     for records, framing in doubtful:
-        assert decode(_raw(records, framing)) is None, (records, framing)
+        assert decode(raw("metrics", records, framing)) is None, (records, framing)
     assert decode(b"\xc1") is None and decode(b"") is None
 
 
 def test_a_name_refused_once_is_refused_again() -> None:
     """A name the decoder refused is never remembered as checked: the next batch with it is refused too."""
     decode = metric_decoder(LIMITS)
-    bad = _raw([{"ts_ns": TS, "values": {"ok": 1.0, "a\x01": 1.0}}], {})
+    bad = raw("metrics", [{"ts_ns": TS, "values": {"ok": 1.0, "a\x01": 1.0}}], {})
     assert decode(bad) is None
-    assert decode(_raw([{"ts_ns": TS, "values": {"ok": 1.0}}], {})) is not None
+    assert decode(raw("metrics", [{"ts_ns": TS, "values": {"ok": 1.0}}], {})) is not None
     assert decode(bad) is None
