@@ -91,7 +91,8 @@ class _Rates:
 
 
 class HostProbe:
-    """Host-wide and process-tree readings through psutil (blocks on /proc reads only)."""
+    """Host-wide and process-tree readings from ``/proc`` (:mod:`producers.procfs`), through psutil where
+    those readers are unavailable (blocks on /proc reads only)."""
 
     def __init__(self, root_pid: int) -> None:
         self.root_pid = root_pid

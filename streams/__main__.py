@@ -11,7 +11,7 @@ import argparse
 from pathlib import Path
 
 from runstream import settings as settings_mod
-from runstream.topics import DEFAULT_APP_ID
+from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS
 from streams.app import StreamSettings, run_worker
 from streams.detect import DetectorSettings
 
@@ -21,7 +21,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--kafka", help="bootstrap servers host:port (RUNSTREAM_KAFKA)")
     parser.add_argument("--topic-prefix", help="topic prefix (RUNSTREAM_TOPIC_PREFIX)")
     parser.add_argument("--data-dir", help="state directory (RUNSTREAM_DATA_DIR)")
-    parser.add_argument("--partitions", type=int, default=4, help="partitions of the raw topics")
+    parser.add_argument("--partitions", type=int, default=DEFAULT_PARTITIONS,
+                        help=f"partitions of the stream topics and table changelogs (default {DEFAULT_PARTITIONS})")
     parser.add_argument("--loglevel", default="warn", choices=["crit", "error", "warn", "info", "debug"])
     parser.add_argument("--ready-file", type=Path, help="rewritten with the assigned partitions after each rebalance")
     parser.add_argument("--app-id", default=DEFAULT_APP_ID,

@@ -66,7 +66,7 @@ import faust
 from runstream import kafka, wire
 from runstream.events import Limits
 from runstream.settings import Settings
-from runstream.topics import DEFAULT_APP_ID, RAW_KINDS, changelog_topics
+from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS, RAW_KINDS, changelog_topics
 from streams import detect
 from streams.detect import DetectorSettings, GpuState, MetricsState, RunState
 from streams.enrich import LogEnricher
@@ -90,7 +90,7 @@ class StreamSettings:
 
     settings: Settings
     limits: Limits = field(default_factory=Limits)
-    partitions: int = 4
+    partitions: int = DEFAULT_PARTITIONS
     app_id: str = APP_ID
     stats_interval_s: float = 30.0
     #: Source messages whose forwarded output may await the broker's ack at once.
