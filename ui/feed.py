@@ -170,6 +170,9 @@ class Feed:
                 return
             since = sub.start_cursor.since_us(self.resume_slack_us)
             recs, more = await self.call(self.history.read, sub.run, sub.stream, sub.filters, since)
+            # Every record that history holds is then one the live source has published too (to this
+            # subscription's buffer, or before it, to the recent window): the hand-off keeps time order.
+            await self.live.caught_up(sub.stream)
             cut_at = recs[0] if more and since is None and recs else None
             self.hub.complete_history(sub, recs, cut_at.key if cut_at else None, cut_at.ts_us if cut_at else None)
             if more and since is not None:

@@ -18,6 +18,15 @@ message time) rather than at the end, so the window also holds what was
 produced just before this process started and is not stored yet (the sink
 of a fresh process is still joining its group); after losing the broker,
 exactly where it stopped, so a subscriber misses nothing of the outage.
+
+The hand-off: the sink reads the same topics on its own, and can store a
+record before this source has read it (the source lags under load: a hundred
+pages opening at once).  A history read then would hold that record while
+older ones still come live after it, out of order.  So after reading a
+history the feed waits (bounded) in :meth:`LiveSource.caught_up` until this
+source has published every message the broker held after that read: every
+stored record is then one the hub has, in the recent window or the
+subscription's buffer, and the merge puts it in time order.
 """
 
 from __future__ import annotations
@@ -67,6 +76,9 @@ class LiveConfig:
     #: ... but never more than this many messages back per partition (a longer backlog is the sink's
     #: to store; the feed would only lag behind it).
     start_lookback_messages: int = 20_000
+    #: How long a subscription's hand-off waits for this source to read up to the broker's end
+    #: (:meth:`LiveSource.caught_up`) before going live anyway.
+    catch_up_timeout_s: float = 3.0
 
 
 class _Entry:
@@ -242,6 +254,14 @@ class LiveSource:
         self._running = False
         #: Per partition, the offset of the next message to read: a restarted consumer resumes there.
         self._positions: dict[Any, int] = {}
+        self._consumer: Any = None
+        self._stream_topics = {topic: STREAM_OF_KIND[kind] for topic, kind in self._kinds.items()}
+        self._stream_topics[self._alerts] = "alerts"
+        #: Set (and replaced) whenever the read positions advanced.
+        self._advanced = asyncio.Event()
+        #: End-offset requests: the one in flight, and the next (which callers join until it is sent).
+        self._ends_sent: asyncio.Task[dict[Any, int]] | None = None
+        self._ends_next: asyncio.Task[dict[Any, int]] | None = None
         self.counts = {"messages": 0, "records": 0, "undecodable": 0}
 
     @property
@@ -265,12 +285,14 @@ class LiveSource:
                 await asyncio.sleep(1.0)
             finally:
                 self._running = False
+                self._consumer = None
                 await consumer.stop()
 
     async def _consume(self, consumer: Any) -> None:
         known: set[Any] = set()
         new = await kafka.assign_partitions(consumer, self.topic_names, known, at_end=True)
         await self._start_positions(consumer, new)
+        self._consumer = consumer
         self._running = True
         loop = asyncio.get_running_loop()
         rescan_at = loop.time() + self.config.rescan_s
@@ -290,6 +312,59 @@ class LiveSource:
                     # Let connection writers drain between messages: a large fetch must not fill
                     # every client's queue before any of them had a chance to send.
                     await asyncio.sleep(0)
+            if batch:
+                self._advanced.set()
+                self._advanced = asyncio.Event()
+
+    async def caught_up(self, stream: str) -> bool:
+        """Wait until every message of ``stream``'s topic that the broker holds now is published.
+
+        Bounded by ``catch_up_timeout_s``; whether it caught up (False when the
+        broker cannot be asked, or this source lags further behind).  Called
+        after a history was read: its records are then all ones this source
+        has read (see the module's note on the hand-off).
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.catch_up_timeout_s
+        try:
+            ends = await asyncio.wait_for(asyncio.shield(self._end_offsets()), self.config.catch_up_timeout_s)
+        except (kafka.KafkaError, OSError, TimeoutError, asyncio.TimeoutError):
+            return False
+        wanted = {tp: end for tp, end in ends.items() if self._stream_topics.get(tp.topic) == stream}
+        while True:
+            advanced = self._advanced
+            if all(self._positions.get(tp, 0) >= end for tp, end in wanted.items()):
+                return True
+            left = deadline - loop.time()
+            if left <= 0 or not self._running:
+                return False
+            try:
+                await asyncio.wait_for(advanced.wait(), left)
+            except (TimeoutError, asyncio.TimeoutError):
+                return False
+
+    def _end_offsets(self) -> asyncio.Task[dict[Any, int]]:
+        """The broker's end offsets of every partition read, asked *after* this call.
+
+        Callers share one request: those that come while one is in flight join
+        the next, which is sent when that one is answered (an answer to a
+        request sent before the caller came could predate its history).
+        """
+        if self._ends_next is None:
+            self._ends_next = asyncio.ensure_future(self._ask_ends(self._ends_sent))
+            # Its callers may have given up waiting: retrieve a failure so it is not logged as lost.
+            self._ends_next.add_done_callback(lambda t: t.cancelled() or t.exception())
+        return self._ends_next
+
+    async def _ask_ends(self, previous: asyncio.Task[dict[Any, int]] | None) -> dict[Any, int]:
+        if previous is not None:
+            await asyncio.wait([previous])
+        self._ends_sent, self._ends_next = self._ends_next, None
+        consumer = self._consumer
+        if consumer is None or not self._running:
+            raise kafka.KafkaError("the live source is not reading")
+        partitions = [tp for tp in consumer.assignment() if tp in self._positions]
+        return dict(await consumer.end_offsets(partitions)) if partitions else {}
 
     async def _start_positions(self, consumer: Any, partitions: list[Any]) -> None:
         """Seek ``partitions`` (just assigned, at their end) to where reading starts.
