@@ -1,10 +1,11 @@
-"""Coarse metric charts from ``metric_rollup`` (migrations 003 and 005): whole runs and time ranges.
+"""Coarse metric charts from ``metric_rollup`` (migrations 003, 005, 008): whole runs and time ranges.
 
 The rollup holds, per series and block of :data:`ROLLUP_STEPS` steps, the
-lowest and highest finite point as ``(value, step)``, the first NaN's step,
-the point counts and the block's first and last time.  A coarse chart cuts
-the blocks into buckets of whole blocks and gives each bucket its low, its
-high and its first NaN, exactly what a scan of the points would give, from a
+lowest and highest finite point (each packed into one integer, read back as
+``(value, step)`` by :func:`rollup_point`), the first NaN's step, the point
+counts and the block's first and last time.  A coarse chart cuts the blocks
+into buckets of whole blocks and gives each bucket its low, its high and its
+first NaN, exactly what a scan of the points would give, from a
 few thousand rollup rows instead of a million points.  With a time range,
 blocks whose first and last time both lie inside it come from the rollup and
 the few blocks the range cuts through (usually the two at its ends) are read
@@ -27,6 +28,31 @@ METRIC_ROLLUP = "metric_rollup"
 ROLLUP_STEPS = 256
 
 _SERIES = "run_id = {run:String} AND name = {name:String}"
+_SIGN = 1 << 63
+_ONES = (1 << 64) - 1
+
+
+def rollup_point(key: str) -> str:
+    """SQL of the ``(value, step)`` tuple that a rollup ``low``/``high`` key stands for in its ``block``.
+
+    The key (migration 008) is a UInt128: the value's bits made to order as
+    the numbers do in its high 64 bits (positive: sign bit set; negative: all
+    bits flipped; -0.0 stored as +0.0), the step within the block shifted left
+    by one above a bit that says the value was -0.0.
+    """
+    ordered = f"toUInt64(bitShiftRight({key}, 64))"
+    bits = f"bitXor({ordered}, if({ordered} >= {_SIGN}, {_SIGN}, {_ONES}))"
+    value = f"if(bitAnd({key}, 1) = 1, -0., reinterpretAsFloat64({bits}))"
+    step = f"bitShiftLeft(block, 8) + toInt64(bitAnd(bitShiftRight({key}, 1), 255))"
+    return f"({value}, {step})"
+
+
+#: The per-block rows of a series from the rollup: block, low and high as ``(value, step)``,
+#: first NaN step, finite and NaN counts (a GROUP BY block over the series' rollup rows).
+_BLOCKS = (
+    f"SELECT block, minIfMerge(low) AS lo_key, maxIfMerge(high) AS hi_key, {rollup_point('lo_key')} AS lo, "
+    f"{rollup_point('hi_key')} AS hi, minIfMerge(nan_step) AS s_nan, sum(finite) AS nf, sum(nans) AS nn"
+)
 
 
 def _per_bucket(total: str) -> str:
@@ -81,9 +107,7 @@ class MetricViews:
         # The total is counted in the raw table (a primary-key range, two small columns),
         # so a block stored twice (a backfill racing an insert) could never inflate it.
         return self._bucketed(
-            f"WITH pts AS (SELECT block, minIfMerge(low) AS lo, maxIfMerge(high) AS hi, "
-            f"minIfMerge(nan_step) AS s_nan, sum(finite) AS nf, sum(nans) AS nn "
-            f"FROM {rollup} WHERE {_SERIES} GROUP BY block), "
+            f"WITH pts AS ({_BLOCKS} FROM {rollup} WHERE {_SERIES} GROUP BY block), "
             f"(SELECT count() FROM {self._t[tables.METRICS]} WHERE {_SERIES}) AS counted " + _per_bucket("counted"),
             {"run": run_id, "name": name, "points": points},
             name,
@@ -120,9 +144,8 @@ class MetricViews:
         # The total adds the rollup's counts of whole blocks to the cut blocks' points in range
         # (reading every point's time to count them cost as much as the rest of the chart).
         return self._bucketed(
-            f"WITH pts AS (SELECT block, minIfMerge(low) AS lo, maxIfMerge(high) AS hi, "
-            f"minIfMerge(nan_step) AS s_nan, sum(finite) AS nf, sum(nans) AS nn "
-            f"FROM {rollup} WHERE {_SERIES} GROUP BY block HAVING {whole} "
+            f"WITH pts AS (SELECT block, lo, hi, s_nan, nf, nn FROM ("
+            f"{_BLOCKS} FROM {rollup} WHERE {_SERIES} GROUP BY block HAVING {whole}) "
             "UNION ALL "
             "SELECT bitShiftRight(step, 8), (value, step), (value, step), step, "
             "toUInt64(NOT isNaN(value)), toUInt64(isNaN(value)) "
