@@ -34,6 +34,7 @@ bench: $(STAMP)
 	$(PY) bench/broker.py
 	$(PY) bench/idle.py
 	$(PY) bench/sdk.py
+	$(PY) bench/capture.py
 	$(PY) bench/storage.py
 	$(PY) bench/sink.py
 	$(PY) bench/e2e.py

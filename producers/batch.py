@@ -22,9 +22,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from operator import attrgetter
+from typing import Any, overload
 
-from producers.records import REDACT, TO_RECORDS, to_wire_safe
+from producers.records import REDACT, TO_RECORDS, LogLine, to_wire_safe
 from producers.redact import LineRedactor
 from runstream.wire import Envelope, encode, pack
 
@@ -51,6 +52,28 @@ class Built:
     #: Position ranges ``(start, count)`` covered by no batch (all refused).
     gaps: list[tuple[int, int]] = field(default_factory=list)
     refused: int = 0
+
+
+_line_of = attrgetter("line")
+
+
+class _Streams(Sequence[str]):
+    """The stream of each record, read only where the redactor looks (lines it found, PEM blocks)."""
+
+    def __init__(self, records: list[LogLine]) -> None:
+        self._records = records
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    @overload
+    def __getitem__(self, i: int) -> str: ...
+    @overload
+    def __getitem__(self, i: slice) -> list[str]: ...
+    def __getitem__(self, i: int | slice) -> str | list[str]:
+        if isinstance(i, slice):
+            return [r.stream for r in self._records[i]]
+        return self._records[i].stream
 
 
 class Batcher:
@@ -93,13 +116,14 @@ class Batcher:
             self._emit(kind, start + off, records, built, repaired=False)
         return built
 
-    def _redact_lines(self, records: list[dict[str, Any]]) -> None:
+    def _redact_lines(self, records: list[LogLine]) -> None:
         try:
-            changes, found = self._lines.redact([r["line"] for r in records], [r["stream"] for r in records])
+            changes, found = self._lines.redact(list(map(_line_of, records)), _Streams(records))
         except Exception:  # noqa: BLE001 - a redaction bug must not stop the sender
             return
         for i, line in changes.items():
-            records[i]["line"] = line
+            # Each LogLine is this batch's own: the sender took it out of the buffer.
+            records[i].line = line
         if found:
             self.redacted["logs"] += found
 

@@ -4,16 +4,22 @@
   reaches the real stream first, unchanged (colours, ``isatty``, ``fileno``
   and ``encoding`` are the real stream's), and each complete line becomes a
   record ``(ts_ns, line, "stdout"|"stderr", "", "")``, its time that of the
-  write that ended it.  On the caller's thread a write only appends
-  ``(ts_ns, text)`` to a bounded queue (about 0.3 µs); :meth:`Capture.pump`,
-  called by the sender's thread before it takes log records (and by
-  ``flush``), turns the queued writes into lines.  When ``max_pending_writes``
-  writes wait unpumped, further writes are shown but not captured, and the
-  lines they end are counted (``on_drop``).  Partial writes wait
-  for their newline (at most ``max_line_chars``, then emitted in pieces);
-  carriage returns (progress bars) collapse to the line's last non-blank
-  state; :meth:`Capture.flush` emits a trailing partial line.  Bytes written
-  to ``.buffer`` are decoded as UTF-8 with replacement, never raising.
+  write that ended it.  On the caller's thread a write only appends its text
+  to a bounded queue, and a write holding newlines also appends the time,
+  once per newline, to a second queue (``print`` writes the text, then
+  ``"\n"``: one clock read per line, and no object built that the garbage
+  collector tracks).  :meth:`Capture.pump`, called by the sender's thread
+  before it takes log records (and by ``flush``), turns the queued writes
+  into lines.  When ``max_pending_writes`` writes wait unpumped, further
+  writes are shown but not captured, and the lines they end are counted
+  (``on_drop``).  Partial writes wait for their newline (at most
+  ``max_line_chars``, then emitted in pieces, each with the time of the
+  next line end queued with it, or of the pump); carriage returns (progress
+  bars) collapse to the line's last non-blank state; :meth:`Capture.flush`
+  emits a trailing partial line.  Bytes written to ``.buffer`` are decoded
+  as UTF-8 with replacement, never raising.  Writes from several threads at
+  once may swap their lines' times among themselves (each line still gets
+  one, in time order).
 * ``logging``: ``Logger.callHandlers`` is wrapped, so each record a logger
   emits is captured once, where it is emitted, with its level and logger
   name (message, then formatted exception and stack).  While the user's
@@ -39,7 +45,6 @@ import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
 from itertools import islice, repeat
-from operator import itemgetter
 from types import TracebackType
 from typing import Any, TextIO
 
@@ -47,13 +52,12 @@ from producers.records import level_name
 
 #: Receives one captured line: (ts_ns, line, stream, level, logger).
 Emit = Callable[[int, str, str, str, str], None]
-#: Receives many captured lines at once (the same tuples as :data:`Emit`'s arguments).
-EmitMany = Callable[[list[tuple[int, str, str, str, str]]], None]
+#: Receives many captured lines of one stream at once: (times, lines, stream), level and logger empty.
+EmitMany = Callable[[list[int], list[str], str], None]
 #: Told how many console lines were not captured because the write queue was full.
 OnDrop = Callable[[int], None]
 
 _time_ns = time.time_ns
-_second = itemgetter(1)
 
 
 #: Threads inside :func:`quiet` (thread ident -> nesting depth).  A plain dict, not a
@@ -148,39 +152,53 @@ class LineAssembler:
                 out.append(self._end_line())
         return out
 
-    def feed_timed(self, writes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
-        """Add several ``(ts_ns, text)`` writes; return the lines they completed and, for each,
-        the time of the write that ended it (two lists, in order).  Same lines as :meth:`feed`
-        on each text.  The common case (no carriage return, no overlong line) costs a few
-        passes over the batch (joined and split at C speed), no call per write or per line."""
-        texts = list(map(_second, writes))
+    def feed_batch(self, texts: list[str], times_of: Callable[[int], list[int]]) -> tuple[list[int], list[str]]:
+        """Add several writes; return the lines they completed and, for each, its time (two lists).
+
+        ``times_of(n)`` is called once, with the number of newlines in ``texts``,
+        and returns their times in order (each the time of the write that held
+        it).  Same lines as :meth:`feed` on each text.  A line completed without
+        a newline (an overlong one cut in pieces) gets the time of the next
+        newline in the batch, or the current time.  The common case (no
+        carriage return, no overlong line) costs a few passes over the batch
+        (joined and split at C speed), no call per write or per line.  Raises
+        ``TypeError`` (having changed nothing) if a text is no ``str``.
+        """
         joined = "".join(texts)
-        if "\r" in joined or self._had_cr:
-            return self._feed_each(writes)
         pieces = joined.split("\n")
+        times = times_of(len(pieces) - 1)
+        if "\r" in joined or self._had_cr:
+            return self._feed_each(texts, times)
         if self._parts:
             pieces[0] = "".join(self._parts) + pieces[0]
-        if max(map(len, pieces)) > self.max_line_chars:  # overlong: the general path cuts them
-            return self._feed_each(writes)
+        # Overlong lines take the general path, which cuts them (no piece is longer than the batch).
+        if len(joined) + self._len > self.max_line_chars and max(map(len, pieces)) > self.max_line_chars:
+            return self._feed_each(texts, times)
         rest = pieces.pop()
         self._parts = [rest] if rest else []
         self._len = len(rest)
-        if not pieces:
-            return [], []
-        # The writes holding a newline, in order; each ended at least one line.
-        ends = [ts for ts, text in writes if "\n" in text]
-        if len(ends) != len(pieces):  # some write ended several lines
-            ends = [ts for ts, text in writes for _ in range(text.count("\n"))]
-        return ends, pieces
+        return times, pieces
 
-    def _feed_each(self, writes: list[tuple[int, str]]) -> tuple[list[int], list[str]]:
-        times: list[int] = []
+    def _feed_each(self, texts: list[str], times: list[int]) -> tuple[list[int], list[str]]:
+        out_times: list[int] = []
         lines: list[str] = []
-        for ts, text in writes:
+        # Each write's time: its first newline's, or (no newline) the next one's, or now.
+        at = 0
+        stamps: list[int] = []
+        for text in texts:
+            stamps.append(times[at] if at < len(times) else -1)
+            at += text.count("\n")
+        later = _time_ns()
+        for i in range(len(texts) - 1, -1, -1):
+            if "\n" in texts[i] and stamps[i] >= 0:
+                later = stamps[i]
+            else:
+                stamps[i] = later
+        for text, ts in zip(texts, stamps, strict=True):
             done = self.feed(text)
-            times += [ts] * len(done)
+            out_times += [ts] * len(done)
             lines += done
-        return times, lines
+        return out_times, lines
 
     def flush(self) -> str | None:
         """The partial line held, if any (and forget it)."""
@@ -266,9 +284,12 @@ class StreamTee:
         self._emit = emit
         self._emit_many = emit_many
         self._lines = LineAssembler(max_line_chars)
-        #: (ts_ns, text) of writes not yet turned into lines; appended without a lock
-        #: by any thread, taken from the left by :meth:`pump` only.
-        self._pending: deque[tuple[int, str]] = deque()
+        #: Texts of writes not yet turned into lines; appended without a lock by any
+        #: thread, taken from the left by :meth:`pump` only.
+        self._pending: deque[str] = deque()
+        #: One time per newline queued in ``_pending``, in order, each appended before its
+        #: text (so there are never fewer than the newlines queued).
+        self._times: deque[int] = deque()
         self._max_pending = max(1, max_pending_writes)
         self._drop_lock = threading.Lock()
         #: Lines whose ending write found the queue full (reported by :meth:`take_dropped`).
@@ -293,6 +314,8 @@ class StreamTee:
         write_through = self._original.write
         pending = self._pending
         append = pending.append
+        add_time = self._times.append
+        add_times = self._times.extend
         max_pending = self._max_pending
         quiet_threads = _quiet
         get_ident = _get_ident
@@ -303,7 +326,17 @@ class StreamTee:
             n = write_through(text)
             if not quiet_threads or get_ident() not in quiet_threads:
                 if len(pending) < max_pending:
-                    append((now(), text))
+                    try:
+                        if "\n" in text:
+                            if text == "\n":  # print()'s line end
+                                add_time(now())
+                            else:
+                                add_times(repeat(now(), str.count(text, "\n")))
+                    except TypeError:  # not text, yet the stream took it: captured as its str()
+                        text = str(text)
+                        if "\n" in text:
+                            add_times(repeat(now(), text.count("\n")))
+                    append(text)
                 else:
                     drop(text)
             return n  # type: ignore[no-any-return]
@@ -318,12 +351,18 @@ class StreamTee:
         n = self._original.write(text)
         # The hot path: everything else happens in pump(), off the caller's thread.
         if self.active and not _is_quiet():
-            pending = self._pending
-            if len(pending) < self._max_pending:
-                pending.append((_time_ns(), text))
-            else:
-                self._drop(text)
+            self._queue(text)
         return n
+
+    def _queue(self, text: Any) -> None:
+        if len(self._pending) >= self._max_pending:
+            self._drop(text)
+            return
+        if type(text) is not str:
+            text = str(text)
+        if "\n" in text:
+            self._times.extend(repeat(_time_ns(), text.count("\n")))
+        self._pending.append(text)
 
     def writelines(self, lines: Any) -> None:
         for line in lines:
@@ -350,10 +389,7 @@ class StreamTee:
 
     def _capture_text(self, text: str) -> None:
         if text and self.active and not _is_quiet():
-            if len(self._pending) < self._max_pending:
-                self._pending.append((_time_ns(), text))
-            else:
-                self._drop(text)
+            self._queue(text)
 
     def _drop(self, text: Any) -> None:
         try:
@@ -373,24 +409,34 @@ class StreamTee:
 
     def pump(self) -> None:
         """Turn the queued writes into lines and emit them (one caller at a time; never raises)."""
-        pending, emit, stream = self._pending, self._emit, self._stream
+        pending = self._pending
         if not pending:
             return
         # popleft called len(pending) times in C (writers may append meanwhile, on the right).
-        writes = list(islice(iter(pending.popleft, None), len(pending)))
+        texts = list(islice(iter(pending.popleft, None), len(pending)))
         try:
             try:
-                times, lines = self._lines.feed_timed(writes)
-            except TypeError:  # a write of something not str (feed_timed's join refused it first)
-                writes = [(ts, text if type(text) is str else str(text)) for ts, text in writes]
-                times, lines = self._lines.feed_timed(writes)
+                times, lines = self._lines.feed_batch(texts, self._take_times)
+            except TypeError:  # not str after all (a str() that the join refused)
+                texts = [text if type(text) is str else str(text) for text in texts]
+                times, lines = self._lines.feed_batch(texts, self._take_times)
             if self._emit_many is not None:
-                self._emit_many(list(zip(times, lines, repeat(stream), repeat(""), repeat(""))))
+                if lines:
+                    self._emit_many(times, lines, self._stream)
             else:
+                emit, stream = self._emit, self._stream
                 for ts, line in zip(times, lines, strict=True):
                     emit(ts, line, stream, "", "")
         except Exception:  # noqa: BLE001 - capture must never raise into the sender
             pass
+
+    def _take_times(self, wanted: int) -> list[int]:
+        """The times of the next ``wanted`` newlines queued (the current time for any missing)."""
+        queued = self._times
+        times = list(islice(iter(queued.popleft, None), min(wanted, len(queued))))
+        if len(times) < wanted:  # only if a text's newlines were miscounted when written
+            times += [_time_ns()] * (wanted - len(times))
+        return times
 
     def flush_partial(self) -> None:
         """Emit the trailing partial line, if any (after :meth:`pump`)."""

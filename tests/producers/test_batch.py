@@ -7,6 +7,7 @@ import math
 import pytest
 
 from producers.batch import Batcher
+from producers.records import LogLine
 from runstream.events import VALIDATORS
 from runstream.events.limits import DEFAULT_LIMITS
 from runstream.wire import decode
@@ -61,6 +62,15 @@ def test_envelope_decodes_with_identity_and_validates() -> None:
     env = decode(out[0].value)
     assert env.records[2] == {"ts_ns": TS + 2, "step": 2, "values": {"loss": 1 / 3, "acc": 2.0}}
     assert decode(out[1].value).records[1]["logger"] == "train"
+
+
+def test_log_lines_and_tuples_make_the_same_envelope() -> None:
+    """Logs buffered as LogLines or as tuples give byte-identical envelopes."""
+    rows = [(TS, "epoch 1", "stdout", "", ""), (TS + 1, "password=hunter2x", "logging", "WARNING", "train")]
+    from_tuples = batcher().build("logs", 0, rows).batches
+    from_lines = batcher().build("logs", 0, [LogLine(*row) for row in rows]).batches
+    assert [b.value for b in from_lines] == [b.value for b in from_tuples]
+    assert "hunter2x" not in decode(from_lines[0].value).records[1]["line"]
 
 
 def test_metric_without_step_has_no_step_field() -> None:

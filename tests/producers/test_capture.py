@@ -158,6 +158,92 @@ def test_line_time_is_the_time_of_the_write_that_ended_it() -> None:
     assert before <= lines[0][0] <= after
 
 
+def test_every_line_of_a_multi_line_write_has_that_write_time() -> None:
+    """Lines ended by one write carry its time; a later write's lines are not earlier."""
+    with capturing() as (lines, _, _):
+        before = time.time_ns()
+        sys.stdout.write("a\nb\nc")
+        middle = time.time_ns()
+        sys.stdout.write("\n")
+        after = time.time_ns()
+        Capture._installed.pump()  # type: ignore[union-attr]
+    assert texts(lines) == ["a", "b", "c"]
+    assert before <= lines[0][0] == lines[1][0] <= middle <= lines[2][0] <= after
+
+
+def test_progress_bar_line_has_the_time_of_its_newline() -> None:
+    """A line redrawn with carriage returns is stamped by the write that ended it, not by its redraws."""
+    with capturing() as (lines, _, _):
+        for i in range(3):
+            sys.stdout.write(f"\rstep {i}")
+        before = time.time_ns()
+        sys.stdout.write("\n")
+        after = time.time_ns()
+        Capture._installed.pump()  # type: ignore[union-attr]
+    assert texts(lines) == ["step 2"]
+    assert before <= lines[0][0] <= after
+
+
+def test_piece_of_an_overlong_line_is_stamped_between_its_write_and_the_pump() -> None:
+    """A piece cut from a line with no newline yet gets a time no earlier than its write, no later than the pump."""
+    lines: list[Line] = []
+    with consoles():
+        cap = Capture(lambda *rec: lines.append(rec), max_line_chars=10)
+        cap.install()
+        try:
+            before = time.time_ns()
+            sys.stdout.write("x" * 25)
+            cap.pump()
+            after = time.time_ns()
+        finally:
+            cap.uninstall()
+    assert texts(lines) == ["x" * 10, "x" * 10, "x" * 5]
+    assert all(before <= ts <= after for ts, *_ in lines[:2])
+
+
+def test_pump_hands_many_lines_over_as_columns_of_one_stream() -> None:
+    """With emit_many, a pump hands over each stream's lines and their times at once."""
+    got: list[tuple[list[int], list[str], str]] = []
+    with consoles():
+        cap = Capture(lambda *rec: None, emit_many=lambda times, lines, stream: got.append((times, lines, stream)))
+        cap.install()
+        try:
+            print("one")
+            print("two", file=sys.stderr)
+            print("three")
+            cap.pump()
+        finally:
+            cap.uninstall()
+    by_stream = {stream: (times, lines) for times, lines, stream in got}
+    assert by_stream["stdout"][1] == ["one", "three"]
+    assert by_stream["stderr"][1] == ["two"]
+    assert len(by_stream["stdout"][0]) == 2 and by_stream["stdout"][0] == sorted(by_stream["stdout"][0])
+
+
+def test_write_of_something_not_text_is_captured_as_its_str() -> None:
+    """A stream that takes any object passes it through; the capture keeps its str() and never raises."""
+
+    class Anything(io.StringIO):
+        def write(self, obj: object) -> int:
+            return super().write(str(obj))
+
+    lines: list[Line] = []
+    with consoles():
+        sys.stdout = Anything()
+        cap = Capture(lambda *rec: lines.append(rec))
+        cap.install()
+        try:
+            sys.stdout.write(b"raw\n")  # type: ignore[arg-type]
+            sys.stdout.write(["a\n"])  # type: ignore[arg-type]
+            sys.stdout.write(42)  # type: ignore[arg-type]
+            before = time.time_ns()
+            sys.stdout.write("\n")
+        finally:
+            cap.uninstall()
+    assert texts(lines) == ["b'raw\\n'['a\\n']42"]
+    assert lines[0][0] >= before
+
+
 def test_full_write_queue_counts_the_lines_it_could_not_capture() -> None:
     """Past max_pending_writes, writes still reach the terminal and each lost line is counted once."""
     lines: list[Line] = []

@@ -7,7 +7,10 @@ import pytest
 
 from producers.records import (
     InvalidValue,
+    LogLine,
     coerce_values,
+    log_record,
+    log_records,
     metric_records,
     start_record,
     to_number,
@@ -15,6 +18,7 @@ from producers.records import (
 )
 from runstream.events import VALIDATORS
 from runstream.events.limits import DEFAULT_LIMITS
+from runstream.wire import pack
 
 
 def test_numpy_scalars_become_python_numbers() -> None:
@@ -125,3 +129,23 @@ def test_multi_element_tensor_refused() -> None:
     """A tensor of several elements is not a metric value."""
     with pytest.raises(InvalidValue):
         to_number(TensorLike(1.0, 2.0))
+
+
+@pytest.mark.parametrize("logger", ["", "train.loop"])
+def test_log_line_encodes_as_the_log_record_map(logger: str) -> None:
+    """A LogLine is the same MessagePack bytes as its record map (logger left out when empty)."""
+    line = LogLine(1_800_000_000_000_000_000, "epoch 1 \u2588", "logging", "INFO", logger)
+    expected = {"ts_ns": line.ts_ns, "line": line.line, "stream": "logging", "level": "INFO"}
+    if logger:
+        expected["logger"] = logger
+    assert log_record(line) == expected
+    assert pack([line]) == pack([expected])
+
+
+def test_log_records_turn_tuples_into_log_lines_with_a_bounded_logger() -> None:
+    """Buffered tuples become LogLines; a logger name beyond the text limit is cut to it."""
+    long_name = "x" * (DEFAULT_LIMITS.max_text_field_chars + 5)
+    kept = LogLine(2, "b", "stdout", "", "")
+    out = log_records([(1, "a", "logging", "WARNING", long_name), kept])
+    assert out[0] == LogLine(1, "a", "logging", "WARNING", long_name[: DEFAULT_LIMITS.max_text_field_chars])
+    assert out[1] is kept

@@ -8,12 +8,18 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from sdk_support import read_envelopes, run_script, scaled, valid_records
 
 from producers.batch import Batcher
 from producers.records import redact_run, start_record
 from producers.redact import (
+    _FAST_WORDS,
+    _OPENING_WORDS,
     _PREFILTER_TABLE,
+    _SCAN_TABLE,
+    _TO_ASCII_LOWER,
     _WHITESPACE,
     LineRedactor,
     _redact_full,
@@ -185,6 +191,54 @@ def test_secret_after_unusual_whitespace_is_found_in_a_batch(line: str) -> None:
     assert candidate(line)
     assert candidate_lines(batch) == [1]
     assert redact_text(line)[1] >= 1
+
+
+def test_only_the_listed_characters_lower_case_into_ascii() -> None:
+    """Beyond ASCII, only the characters the batch scan rules out first have an ASCII letter in their lower case."""
+    into_ascii = {chr(c) for c in range(0x80, 0x110000) if any(x.isascii() for x in chr(c).lower())}
+    assert into_ascii == set(_TO_ASCII_LOWER)
+
+
+def test_no_character_lower_cases_into_whitespace() -> None:
+    """Whitespace has no case: no other character lower-cases into one (the scan lower-cases bytes only)."""
+    spaces = set(_WHITESPACE)
+    assert [hex(c) for c in range(0x110000) if chr(c) not in spaces and spaces & set(chr(c).lower())] == []
+
+
+def test_every_ascii_opening_holds_a_fast_scan_word_at_its_start() -> None:
+    """Each ASCII opening, as the fast scan sees its bytes, starts with one of the fast scan's words."""
+    for word in _OPENING_WORDS:
+        if word.isascii():
+            seen = word.encode().translate(_SCAN_TABLE).decode()
+            assert any(seen.startswith(fast) for fast in _FAST_WORDS), word
+
+
+# Secret-like ``key sep value`` pieces, cased and spaced every way the scans treat differently.
+_KEYS = ["key", "API_KEY", "api_\u212aey", "\u0130d_token", "Token", "max_tokens", "Bearer", "https://me:pw@h", "x"]
+_SPACES = ["", " ", "\t", "\x0b", "\xa0", "\u3000", "\n"]
+_PIECE = st.tuples(
+    st.sampled_from(["", "step 1 ", "█ "]),
+    st.sampled_from(_KEYS),
+    st.sampled_from(_SPACES),
+    st.sampled_from(["=", ":", '"', ""]),
+    st.sampled_from(_SPACES),
+    st.sampled_from(["s3cr3tValue99", "8", "", "eyJhbGciOi.eyJzdWIiOi.sig"]),
+).map("".join)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.lists(_PIECE, min_size=1, max_size=12).map(" ".join))
+def test_batch_prefilter_marks_exactly_the_lines_the_line_prefilter_passes(text: str) -> None:
+    """On any lines built from secret-like pieces, ``candidate_lines`` marks exactly the lines ``candidate`` passes."""
+    lines = text.split("\n")
+    assert candidate_lines(lines) == [i for i, line in enumerate(lines) if candidate(line)]
+
+
+def test_key_spelled_with_kelvin_sign_is_marked_in_a_batch() -> None:
+    """A key whose K is the Kelvin sign (lower case: an ASCII k) still marks its line in a batch."""
+    line = "API_\u212aEY=Hunter22secret"
+    assert candidate(line)
+    assert candidate_lines(["step 1 loss 0.5", line, "done"]) == [1]
 
 
 def test_batch_prefilter_marks_the_real_logs_as_the_line_prefilter_does(real_logs_dir: Path) -> None:

@@ -178,7 +178,8 @@ def test_thread_exception_logs_traceback_and_fails_run_at_end(offline: Any, monk
     import threading
 
     monkeypatch.setattr(threading, "excepthook", lambda args: None)
-    run = offline()
+    # No timed drain: the sender would take lines out of the queue read below.
+    run = offline(flush_interval_s=3600.0)
 
     def boom() -> None:
         raise RuntimeError("worker died")
@@ -186,7 +187,7 @@ def test_thread_exception_logs_traceback_and_fails_run_at_end(offline: Any, monk
     thread = threading.Thread(target=boom, name="loader")
     thread.start()
     thread.join()
-    lines = [(r[1], r[2], r[3]) for r in run._buffer.queues["logs"]]  # noqa: SLF001
+    lines = [(r.line, r.stream, r.level) for r in run._buffer.queues["logs"]]  # noqa: SLF001
     assert lines[0] == ("Exception in thread loader:", "stderr", "ERROR")
     assert lines[-1] == ("RuntimeError: worker died", "stderr", "ERROR")
     assert not run.finished
