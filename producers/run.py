@@ -50,7 +50,6 @@ from itertools import repeat
 from types import FrameType, TracebackType
 from typing import Any
 
-from producers import evals as evals_mod
 from producers import identity as identity_mod
 from producers.batch import Batcher
 from producers.buffer import Buffer
@@ -121,6 +120,14 @@ def init(
     with _active_lock:
         _active = run
     return run
+
+
+def _evals() -> Any:
+    """:mod:`producers.evals`, imported at the first eval logged: it needs numpy, which a run
+    that logs no eval should not pay for at ``init`` (about 60 ms)."""
+    from producers import evals
+
+    return evals
 
 
 class Run:
@@ -345,8 +352,8 @@ class Run:
         Shapes and limits: :mod:`producers.evals`.  Raises ``ValueError`` for bad
         input; returns false when the record was dropped (buffer full).
         """
-        name = evals_mod.check_name(name)
-        return self._put_eval(name, "confusion_matrix", evals_mod.confusion_matrix(y_true, y_pred, labels))
+        name = _evals().check_name(name)
+        return self._put_eval(name, "confusion_matrix", _evals().confusion_matrix(y_true, y_pred, labels))
 
     def log_pr_curve(
         self, y_true: Any, y_score: Any, labels: Any, name: str = "pr_curve", thresholds: Any = 101
@@ -357,23 +364,23 @@ class Run:
         count (evenly over 0..1) or the values.  Raises ``ValueError`` for bad
         input; returns false when the record was dropped (buffer full).
         """
-        name = evals_mod.check_name(name)
-        return self._put_eval(name, "pr_curve", evals_mod.pr_curve(y_true, y_score, labels, thresholds))
+        name = _evals().check_name(name)
+        return self._put_eval(name, "pr_curve", _evals().pr_curve(y_true, y_score, labels, thresholds))
 
     def log_table(self, name: str, columns: Any, rows: Any) -> bool:
         """Log a table: ``columns`` names, ``rows`` lists of cells. Raises ``ValueError``."""
-        name = evals_mod.check_name(name)
-        return self._put_eval(name, "table", evals_mod.table(columns, rows))
+        name = _evals().check_name(name)
+        return self._put_eval(name, "table", _evals().table(columns, rows))
 
     def log_row(self, name: str, **values: Any) -> bool:
         """Log one row of the table ``name`` (rows of one name form a table). Raises ``ValueError``."""
-        name = evals_mod.check_name(name)
-        return self._put_eval(name, "row", evals_mod.row(values))
+        name = _evals().check_name(name)
+        return self._put_eval(name, "row", _evals().row(values))
 
     def log_list(self, name: str, values: Any) -> bool:
         """Log a list of numbers under ``name``. Raises ``ValueError``."""
-        name = evals_mod.check_name(name)
-        return self._put_eval(name, "list", evals_mod.list_values(values))
+        name = _evals().check_name(name)
+        return self._put_eval(name, "list", _evals().list_values(values))
 
     def _put_eval(self, name: str, kind: str, data: dict[str, Any]) -> bool:
         return self._buffer.put("evals", {"ts_ns": _time_ns(), "name": name, "type": kind, "data": data})

@@ -204,3 +204,23 @@ def test_run_sends_every_eval_kind_to_the_broker(sdk_broker: str, sdk_topics: To
     assert records[0]["data"] == evals.confusion_matrix(t, scores.argmax(axis=1), labels)
     assert records[1]["data"] == evals.pr_curve(t, scores, labels, thresholds=5)
     assert records[3]["data"] == {"values": {"epoch": 2, "acc": 0.7}}
+
+
+def test_init_leaves_numpy_unimported_until_the_first_eval(tmp_path: Path) -> None:
+    """A run that logs no eval does not pay numpy's import at init; the first eval imports it and works."""
+    from sdk_support import run_script
+
+    code = (
+        "import sys, socket, runstream\n"
+        "from producers.options import Options\n"
+        "s = socket.socket(); s.bind(('127.0.0.1', 0)); port = s.getsockname()[1]; s.close()\n"
+        "run = runstream.init(project='unit', kafka=f'127.0.0.1:{port}', capture=False,\n"
+        "                      options=Options(spool=False, finish_timeout_s=0.05))\n"
+        "print('numpy' in sys.modules)\n"
+        "run.log_table('t', ['a'], [[1]])\n"
+        "print('numpy' in sys.modules)\n"
+        "run.finish()\n"
+    )
+    proc = run_script(code, {"RUNSTREAM_DATA_DIR": str(tmp_path)}, scaled(30))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "True"]
