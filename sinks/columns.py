@@ -56,12 +56,17 @@ def piece_len(piece: Piece) -> int:
 
 
 class Column:
-    """One table column as pieces, converted to Arrow once (:meth:`to_arrow`)."""
+    """One table column as pieces, converted to Arrow once (:meth:`to_arrow`).
 
-    __slots__ = ("pieces", "type")
+    A ``dictionary`` column (a ``LowCardinality(String)`` one) made of runs
+    only comes out dictionary-encoded (see :func:`runs_dictionary`).
+    """
 
-    def __init__(self, type: pa.DataType) -> None:
+    __slots__ = ("dictionary", "pieces", "type")
+
+    def __init__(self, type: pa.DataType, dictionary: bool = False) -> None:
         self.type = type
+        self.dictionary = dictionary
         self.pieces: list[Piece] = []
 
     def add(self, piece: Piece) -> None:
@@ -92,11 +97,13 @@ class Column:
         self.pieces.clear()
 
     def to_arrow(self) -> pa.Array:
-        """Every piece as one array of this column's type."""
+        """Every piece as one array of this column's type (dictionary-encoded: see the class)."""
         pieces = self.pieces
         if not pieces:
             return pa.array([], type=self.type)
         if all(isinstance(p, Run) for p in pieces):
+            if self.dictionary:
+                return runs_dictionary(pieces, self.type)  # type: ignore[arg-type]
             return runs_array(pieces, self.type)  # type: ignore[arg-type]
         arrays = [self._array(p) for p in pieces]
         return arrays[0] if len(arrays) == 1 else pa.concat_arrays(arrays)
@@ -118,8 +125,8 @@ def _key(value: Any) -> Any:
     return (type(value), tuple(value) if isinstance(value, list) else value)
 
 
-def runs_array(runs: Iterable[Run], kind: pa.DataType) -> pa.Array:
-    """The runs as one array: each distinct value converted once, then repeated by index."""
+def _codes(runs: Iterable[Run]) -> tuple[list[Any], np.ndarray]:
+    """The runs' distinct values, and each row's index into them (int32)."""
     codes: dict[Any, int] = {}
     values: list[Any] = []
     index: list[int] = []
@@ -132,11 +139,22 @@ def runs_array(runs: Iterable[Run], kind: pa.DataType) -> pa.Array:
             values.append(run.value)
         index.append(code)
         counts.append(run.n)
+    return values, np.repeat(np.array(index, np.int32), counts)
+
+
+def runs_dictionary(runs: Iterable[Run], kind: pa.DataType) -> pa.DictionaryArray:
+    """The runs as one dictionary-encoded array: the distinct values of type ``kind``, int32 indices."""
+    values, index = _codes(runs)
+    return pa.DictionaryArray.from_arrays(pa.array(index), pa.array(values, type=kind))
+
+
+def runs_array(runs: Iterable[Run], kind: pa.DataType) -> pa.Array:
+    """The runs as one array: each distinct value converted once, then repeated by index."""
+    values, index = _codes(runs)
     if len(values) == 1 and pa.types.is_list(kind) and not values[0]:
         # n empty lists: offsets all 0, no values (take over a list array is slow).
-        return pa.ListArray.from_arrays(pa.array(np.zeros(sum(counts) + 1, np.int32)), pa.array([], kind.value_type))
-    distinct = pa.array(values, type=kind)
-    return distinct.take(pa.array(np.repeat(np.array(index, np.int32), counts)))
+        return pa.ListArray.from_arrays(pa.array(np.zeros(len(index) + 1, np.int32)), pa.array([], kind.value_type))
+    return pa.array(values, type=kind).take(pa.array(index))
 
 
 # -- the log fast path ----------------------------------------------------
@@ -244,7 +262,11 @@ def _fields(records: list[Any]) -> Callable[[str], list[Any]] | None:
     if type(first) is not dict:
         return None
     n = len(records)
-    if _LOG_KEYS.issuperset(first) and set(map(len, records)) == {len(first)}:
+    try:
+        sizes = set(map(len, records))
+    except TypeError:  # a record without a length (nil, a number) is no map: the per-record path refuses it
+        return None
+    if _LOG_KEYS.issuperset(first) and sizes == {len(first)}:
         try:
             # Same size and every one of the first's keys: the same keys (KeyError otherwise;
             # a record that is not a map raises TypeError for a string key).

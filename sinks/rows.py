@@ -28,7 +28,8 @@ import pyarrow as pa
 from runstream import deadletter, tables
 from runstream.wire import Envelope
 from sinks.columns import TS_NS, Column, Piece, Run, log_columns, piece_len, text_bytes
-from sinks.schemas import SCHEMAS
+from sinks.fastdecode import Framing
+from sinks.schemas import LOW_CARDINALITY, SCHEMAS
 
 _I32 = (-(2**31), 2**31 - 1)
 _U16 = (0, 2**16 - 1)
@@ -409,7 +410,8 @@ class ColumnBuffer:
 
     def __init__(self) -> None:
         self._columns: dict[str, dict[str, Column]] = {
-            table: {f.name: Column(f.type) for f in schema} for table, schema in SCHEMAS.items()
+            table: {f.name: Column(f.type, f.name in LOW_CARDINALITY.get(table, ())) for f in schema}
+            for table, schema in SCHEMAS.items()
         }
         self._rows: dict[str, int] = dict.fromkeys(SCHEMAS, 0)
         self.nbytes = 0
@@ -479,6 +481,15 @@ class ColumnBuffer:
         columns: Sequence[Piece] | None = fast(env.records, base) if fast is not None else None
         if columns is None:
             columns = self._slow_rows(env, table, row_fn, base, stamp, topic, partition, offset, seq)
+        return self._add_columns(table, varying, columns, Framing(env.run, env.node, rank, env.producer, seq, ingest))
+
+    def add_decoded(self, kind: str, framing: Framing, columns: Sequence[Piece]) -> int:
+        """Add a clean envelope decoded by :mod:`sinks.fastdecode` (its values fit the columns); return its rows."""
+        table, varying, _ = _KINDS[kind]
+        return self._add_columns(table, varying, columns, framing)
+
+    def _add_columns(self, table: str, varying: tuple[str, ...], columns: Sequence[Piece], framing: Framing) -> int:
+        """Add one envelope's per-row ``columns`` and its envelope-wide values; return the rows added."""
         n = piece_len(columns[0]) if columns else 0
         if not n:
             return 0
@@ -486,17 +497,17 @@ class ColumnBuffer:
         for name, piece in zip(varying, columns, strict=True):
             cols[name].add(piece)
         for name, value in (
-            ("run_id", env.run),
-            ("node", env.node),
-            ("rank", rank),
-            ("producer", env.producer),
-            ("seq", seq),
-            ("ingest_ts", ingest),
+            ("run_id", framing.run),
+            ("node", framing.node),
+            ("rank", framing.rank),
+            ("producer", framing.producer),
+            ("seq", framing.seq),
+            ("ingest_ts", framing.ingest_us),
         ):
             if name in cols and name not in varying:
                 cols[name].add(Run(value, n))
         self._rows[table] += n
-        size = _ROW_OVERHEAD * n + len(env.run) + len(env.producer)
+        size = _ROW_OVERHEAD * n + len(framing.run) + len(framing.producer)
         text = _TEXT_COLUMN.get(table)
         if text is not None:
             size += text_bytes(columns[varying.index(text)])
@@ -598,10 +609,17 @@ class ColumnBuffer:
         self.nbytes += _ROW_OVERHEAD + len(row[4]) + len(row[5])
 
     def to_arrow(self, table: str) -> pa.Table:
-        """The rows buffered for ``table`` as an Arrow table with the table's column types."""
+        """The rows buffered for ``table`` as an Arrow table with the table's column types.
+
+        A ``LowCardinality`` text column (:data:`sinks.schemas.LOW_CARDINALITY`)
+        may come as ``dictionary<int32, string>`` instead of ``string``: the same values.
+        """
         schema = SCHEMAS[table]
         cols = self._columns[table]
-        return pa.Table.from_arrays([cols[f.name].to_arrow() for f in schema], schema=schema)
+        arrays = [cols[f.name].to_arrow() for f in schema]
+        if any(isinstance(a, pa.DictionaryArray) for a in arrays):
+            schema = pa.schema([f.with_type(a.type) for f, a in zip(schema, arrays, strict=True)])
+        return pa.Table.from_arrays(arrays, schema=schema)
 
     def clear(self) -> None:
         """Forget every buffered row."""

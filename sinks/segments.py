@@ -15,12 +15,20 @@ older incarnation of the topic (an in-memory broker starts again at offset
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from runstream import deadletter, wire
 from runstream.errors import DecodeError
+from sinks.columns import Piece
+from sinks.fastdecode import Framing, decode_logs, decode_metrics
 from sinks.rows import ColumnBuffer
+
+#: Kinds with a typed decoder: the usual message goes straight to columns, anything else the general way.
+_TYPED: dict[str, Callable[[bytes], tuple[Framing, list[Piece]] | None]] = {
+    "logs": decode_logs,
+    "metrics": decode_metrics,
+}
 
 
 def digest(value: bytes | None) -> str:
@@ -46,12 +54,17 @@ def add_message(
     offset: int,
     timestamp_ms: int,
     value: bytes | None,
+    typed: bool = True,
 ) -> int:
     """Decode one message into ``buffer``; return the data rows added.
 
     ``kind`` is the record kind of a clean topic, or ``None`` for the dead
     letter topic.  Whatever cannot be decoded becomes a ``dead_letters`` row
     stamped with the message's own timestamp (so a replay adds the same row).
+    A usual ``logs`` or ``metrics`` message goes through the kind's typed
+    decoder (:mod:`sinks.fastdecode`), anything else (and everything when
+    ``typed`` is false) through :func:`runstream.wire.decode` and
+    ``ColumnBuffer.add_envelope``: the same rows either way.
     """
     ts_ns = max(0, timestamp_ms) * 1_000_000
     if kind is None:
@@ -67,6 +80,10 @@ def add_message(
                 sample=(value or b"")[:256],
             )
         return 0
+    decoder = _TYPED.get(kind) if typed and value else None
+    decoded = decoder(value) if decoder is not None and value else None
+    if decoded is not None:
+        return buffer.add_decoded(kind, *decoded)
     try:
         env = wire.decode(value)
     except DecodeError as exc:

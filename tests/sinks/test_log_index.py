@@ -33,11 +33,24 @@ def _insert(store: Store, lines: list[str], parts: int) -> None:
 
 
 def _text_index_files(store: Store) -> list[list[str]]:
-    paths = store.query_rows(
-        "SELECT path FROM system.parts WHERE database = {db:String} AND table = {t:String} AND active",
+    """For each active logs part, the text index it holds: its files, or for a packed part (all files in one,
+    migration 009) the part's skip-index bytes while the table's text index has any; [] when it has none."""
+    parts = store.query_rows(
+        "SELECT path, part_storage_type, secondary_indices_compressed_bytes FROM system.parts "
+        "WHERE database = {db:String} AND table = {t:String} AND active",
         {"db": store.database, "t": tables.LOGS},
     )
-    return [[f for f in os.listdir(p) if f.startswith("skp_idx_text_idx")] for (p,) in paths]
+    ((text_bytes,),) = store.query_rows(
+        "SELECT data_compressed_bytes FROM system.data_skipping_indices "
+        "WHERE database = {db:String} AND table = {t:String} AND name = 'text_idx'",
+        {"db": store.database, "t": tables.LOGS},
+    )
+    return [
+        [f for f in os.listdir(path) if f.startswith("skp_idx_text_idx")]
+        if storage != "Packed"
+        else ([f"packed:{index_bytes}"] if index_bytes and text_bytes else [])
+        for path, storage, index_bytes in parts
+    ]
 
 
 def test_text_index_is_built_at_merge_not_at_insert(store: Store, real_logs_dir: Path) -> None:

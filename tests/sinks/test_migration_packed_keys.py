@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from sinks.metric_views import rollup_point
-from sinks.migrate import MIGRATIONS_DIR, migrate
+from sinks.migrate import MIGRATIONS_DIR, discover, migrate
 from sinks.queries import Queries
 from sinks.store import Store
 from tests.sinks.test_metric_edges import BUDGETS, RUN, SERIES, chart_reference, insert_series, summary_reference
@@ -79,9 +79,10 @@ def migrated(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Migrated]:
         store.close()
 
 
-def test_only_migration_008_is_applied_on_a_store_at_007(migrated: Migrated) -> None:
-    """A store migrated up to 007 gets exactly migration 008 on the next start."""
-    assert migrated.applied == [8]
+def test_only_migrations_after_007_are_applied_on_a_store_at_007(migrated: Migrated) -> None:
+    """A store migrated up to 007 gets exactly 008 and the later migrations on the next start."""
+    assert migrated.applied == [m.version for m in discover() if m.version >= 8]
+    assert migrated.applied[0] == 8
 
 
 def test_run_summaries_are_the_same_after_migration_008(migrated: Migrated) -> None:

@@ -6,12 +6,14 @@ import re
 import threading
 from pathlib import Path
 
+import pyarrow as pa
 import pytest
 
 from runstream import tables
 from runstream.errors import QueryLimitExceeded, StorageUnavailable
 from sinks.migrate import applied_versions, discover, migrate, split_statements
 from sinks.rows import ColumnBuffer
+from sinks.schemas import LOW_CARDINALITY
 from sinks.store import StorageError, Store, classify, split_dsn
 from tests.sinks.conftest import BASE_NS, envelope, log_records
 
@@ -212,3 +214,37 @@ def test_small_metric_parts_are_written_packed(store: Store) -> None:
         {"db": store.database},
     )
     assert rows == [("metric_rollup", ["Packed"]), ("metric_summary", ["Packed"]), ("metrics", ["Packed"])]
+
+
+def test_low_cardinality_columns_of_the_schemas_are_low_cardinality_in_clickhouse(store: Store) -> None:
+    """Every column the sink may send dictionary-encoded is a LowCardinality(String) column of its table."""
+    for table, names in LOW_CARDINALITY.items():
+        types = dict(
+            store.query_rows(
+                "SELECT name, type FROM system.columns WHERE database = {db:String} AND table = {t:String}",
+                {"db": store.database, "t": table},
+            )
+        )
+        assert {name: types[name] for name in names} == dict.fromkeys(names, "LowCardinality(String)"), table
+
+
+def test_dictionary_encoded_columns_are_stored_as_their_values(store: Store) -> None:
+    """Log and metric rows whose node, stream and logger came dictionary-encoded read back as sent."""
+    buf = ColumnBuffer()
+    buf.add_envelope(envelope("logs", log_records(["a", "b"]), node="node-7"))
+    buf.add_envelope(envelope("logs", log_records(["c"], stream="stderr"), node="node-8"))
+    buf.add_envelope(envelope("metrics", [{"ts_ns": BASE_NS, "values": {"loss": 1.5}, "source": "log"}], node="n9"))
+    logs, metrics = buf.to_arrow(tables.LOGS), buf.to_arrow(tables.METRICS)
+    assert pa.types.is_dictionary(logs.schema.field("node").type)
+    assert pa.types.is_dictionary(metrics.schema.field("node").type)
+    store.insert_arrow(tables.LOGS, logs)
+    store.insert_arrow(tables.METRICS, metrics)
+    db = store.database
+    assert store.query_rows(f"SELECT line, node, stream, logger FROM {db}.{tables.LOGS} ORDER BY line") == [
+        ("a", "node-7", "stdout", ""),
+        ("b", "node-7", "stdout", ""),
+        ("c", "node-8", "stderr", ""),
+    ]
+    assert store.query_rows(f"SELECT name, node, source, value FROM {db}.{tables.METRICS}") == [
+        ("loss", "n9", "log", 1.5)
+    ]
