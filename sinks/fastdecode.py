@@ -16,7 +16,7 @@ Anything else (another kind, a value of another type or out of range, an
 empty batch, bytes that are not MessagePack) answers ``None`` and the caller
 takes the general path, which owns every dead-letter reason; a message the
 typed path takes gives the same rows as the general path
-(``tests/sinks/test_fastdecode.py`` holds the two equal on arbitrary envelopes).
+(``tests/sinks/test_sink_fastdecode.py`` holds the two equal on arbitrary envelopes).
 """
 
 from __future__ import annotations
