@@ -10,7 +10,8 @@ its partitions (its ready file) until the clean topic's end offsets show every
 batch forwarded.  Worker start-up (imports, joining the group) is not timed.
 
     python bench/streams.py [--kinds logs,metrics] [--batches 300] [--records 1000]
-                            [--no-detect] [--stages] [--profile PATH] [--json bench/results/streams.json]
+                            [--no-detect] [--stages] [--profile PATH] [--profile-rate-hz 200]
+                            [--json bench/results/streams.json]
 
 ``--no-detect`` runs the worker without its aggregation and detection agents
 (tables, windows, alerts), to measure what they cost.  The clock stops when
@@ -19,7 +20,8 @@ detectors have caught up (``worker_cpu_with_detect_s``: the group has
 committed everything on the clean topics), its whole cost per record.  ``--stages`` also
 times the steps of the validator (decode, batch check, enrichment, encode) in
 this process on the same batches, as CPU time per record: numbers that hold
-on a busy machine.  ``--profile PATH`` samples the worker with py-spy.
+on a busy machine.  ``--profile PATH`` samples the worker with py-spy.  ``peak MB``: the worker's
+peak resident memory (``VmHWM``) once its detectors have caught up.
 
 Target: >= 200k log lines/s per worker on this machine.
 """
@@ -108,7 +110,8 @@ async def _forwarded(bootstrap: str, topic: str) -> int:
 
 
 def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Path,
-             profile: Path | None = None, broker_pid: int | None = None, detect: bool = True) -> dict[str, Any]:
+             profile: Path | None = None, broker_pid: int | None = None, detect: bool = True,
+             profile_rate_hz: int = 200) -> dict[str, Any]:
     topics = Topics(f"bench{kind}{os.getpid()}.")
     asyncio.run(kafka.ensure_topics(bootstrap, topics.all(), PARTITIONS))
     items = _batches(kind, batches, records)
@@ -136,8 +139,9 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         spy = None
         if profile is not None:  # sampled stacks of the worker while it works (py-spy, optional)
             # --nonblocking: py-spy reads the stacks without pausing the worker, so profiling slows it little.
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw", "--rate", "200",
-                                    "--nonblocking", "--output", str(profile.with_suffix(f".{kind}.txt"))],
+            spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
+                                    "--rate", str(profile_rate_hz), "--nonblocking",
+                                    "--output", str(profile.with_suffix(f".{kind}.txt"))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         while True:
             done = asyncio.run(_forwarded(bootstrap, topics.clean(kind)))
@@ -158,6 +162,7 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
             time.sleep(0.05)
         elapsed_all = time.perf_counter() - t0
         cpu_all = _cpu_s(proc.pid) - cpu0
+        peak_rss_mb = _peak_rss_mb(proc.pid)
         if spy is not None:
             spy.send_signal(2)
             spy.wait(30)
@@ -175,6 +180,7 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         # Until the detectors (tables, alerts) have also processed everything: the worker's whole cost.
         "elapsed_with_detect_s": round(elapsed_all, 3), "worker_cpu_with_detect_s": round(cpu_all, 2),
         "records_per_cpu_s_with_detect": round(n / cpu_all) if cpu_all > 0 else None,
+        "worker_peak_rss_mb": peak_rss_mb,
     }
 
 
@@ -226,12 +232,21 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """The peak resident set size of ``pid`` so far, in MB (Linux /proc ``VmHWM``)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return math.nan
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", default="logs,metrics")
     parser.add_argument("--batches", type=int, default=300)
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks of the worker to PATH.KIND.txt")
+    parser.add_argument("--profile-rate-hz", type=int, default=200, help="py-spy samples per second (--profile)")
     parser.add_argument("--no-detect", action="store_true", help="worker without the detection agents")
     parser.add_argument("--stages", action="store_true",
                         help="also time decode/check/enrich/encode per record in this process (no broker)")
@@ -248,7 +263,7 @@ def main() -> None:
         try:
             asyncio.run(kafka.wait_for_broker(bootstrap, 30))
             results = [_measure(bootstrap, k, args.batches, args.records, workdir, args.profile, broker.pid,
-                                not args.no_detect)
+                                not args.no_detect, args.profile_rate_hz)
                        for k in args.kinds.split(",")]
         finally:
             broker.terminate()
@@ -256,11 +271,11 @@ def main() -> None:
             blog.close()
 
     print(f"{'kind':<8} {'records':>9} {'elapsed s':>9} {'records/s':>10} {'messages/s':>10} "
-          f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13}  (1 worker)")
+          f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13} {'peak MB':>8}  (1 worker)")
     for r in results:
         print(f"{r['kind']:<8} {r['records']:>9} {r['elapsed_s']:>9} {r['records_per_s']:>10} "
               f"{r['messages_per_s']:>10} {r['worker_cpu_s']:>6} {r['records_per_cpu_s']!s:>10} "
-              f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13}")
+              f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13} {r['worker_peak_rss_mb']:>8}")
     logs = next((r for r in results if r["kind"] == "logs"), None)
     if logs is not None:
         ok = logs["records_per_s"] >= TARGET_LOG_LINES_PER_S

@@ -21,9 +21,11 @@ reads it again (the sinks store each record once, by identity).
 Aggregation and detection (``detect=True``) run in separate agents, one per
 ``clean.*`` topic (runs, metrics, logs, resources), so the validators stay a
 fast stage of their own.  They do not decode what this worker's validators
-sent: :class:`streams.handoff.Handoff` passes each decoded envelope along,
-keyed by the exact bytes sent (anything else is decoded).  They keep their
-state in faust tables keyed by run id:
+sent: :class:`streams.handoff.Handoff` passes along, for the exact bytes sent,
+each decoded ``metrics`` envelope and, for a ``logs`` one, only its
+:class:`streams.detect.LogDigest` (counts, newest stamp, alerts), which the
+validator builds from the records it has at hand (anything else is decoded).
+They keep their state in faust tables keyed by run id:
 
 - ``runs``: :class:`streams.detect.RunState` (status, last heartbeat, nodes and
   ranks seen, line/warning/error counts, step times, last seen per rank);
@@ -68,9 +70,9 @@ from runstream.events import Limits
 from runstream.settings import Settings
 from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS, RAW_KINDS, changelog_topics
 from streams import detect
-from streams.detect import DetectorSettings, GpuState, MetricsState, RunState
+from streams.detect import DetectorSettings, GpuState, LogDigest, MetricsState, RunState
 from streams.enrich import LogEnricher
-from streams.handoff import Handoff
+from streams.handoff import Handed, Handoff
 from streams.validate import process
 
 log = logging.getLogger("runstream.streams")
@@ -226,7 +228,7 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
             pending = []
             if handoff is not None:
                 if outcome.clean is not None and outcome.clean_env is not None:
-                    handoff.put(outcome.clean, outcome.clean_env)
+                    handoff.put(outcome.clean, _handed(outcome.clean_env))
                 if outcome.metrics is not None and outcome.metrics_env is not None:
                     handoff.put(outcome.metrics, outcome.metrics_env)
             if outcome.clean is not None:
@@ -247,6 +249,18 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
 
     validate.__name__ = f"validate_{kind}"
     return validate
+
+
+def _handed(env: wire.Envelope) -> Handed:
+    """What the detectors need of a clean envelope: a ``logs`` batch's digest, else the envelope."""
+    if env.kind == "logs":
+        return _digest(env)
+    return env
+
+
+def _digest(env: wire.Envelope) -> detect.LogDigest:
+    return detect.digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
+                              records=env.records)
 
 
 async def _ack_when_sent(stream: Any, event: Any, pending: list[Any], slots: asyncio.Semaphore) -> None:
@@ -301,8 +315,17 @@ def run_worker(conf: StreamSettings, *, loglevel: str = "warn", ready_file: Path
             tmp.write_text(json.dumps({"ts": time.time(), "assigned": assigned}))
             tmp.replace(ready_path)  # readers never see a half-written file
 
+    make_worker(app, loglevel).execute_from_commandline()
+
+
+def make_worker(app: faust.App, loglevel: str) -> faust.Worker:
+    """The faust worker that runs ``app``, logging at ``loglevel`` (to stdout) once it starts."""
     worker = faust.Worker(app, loglevel=loglevel, redirect_stdouts=False, quiet=True)
-    worker.execute_from_commandline()
+    # At "warn" and above faust's start-up spinner sets the root logger to DEBUG (to spin on every record) and
+    # leaves it there: every ``log.debug`` of aiokafka, faust and mode then built a record the handlers drop, on
+    # each message sent or fetched (~4 % of this worker's CPU).  No spinner: the root keeps ``loglevel``.
+    worker.spinner = None
+    return worker
 
 
 # -- aggregation and detection --------------------------------------------------------------------
@@ -354,15 +377,15 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
     def save_run(key: str, partition: int, state: RunState) -> None:
         runs_t[key] = wire.pack({"p": partition, "s": state.to_map()})
 
-    async def send_alerts(kind: str, env: wire.Envelope, alerts: list[dict[str, Any]]) -> None:
+    async def send_alerts(kind: str, env: wire.Envelope | LogDigest, alerts: list[dict[str, Any]]) -> None:
         if alerts:
             stats.records["alerts"] += len(alerts)
             await alerts_topic.send(key=env.run.encode(), value=_alerts_message(
                 env.run, f"streams~{kind}~{env.producer}", env.seq, env.node, env.rank, alerts))
 
     def clean_envelopes(stream: Any) -> Any:
-        """The decoded envelopes of a clean topic; one that does not decode is counted and skipped,
-        so a poison message never stops a detector's partition."""
+        """The decoded envelopes of a clean topic (or, for ``logs``, what the hand-off holds: their digests);
+        one that does not decode is counted and skipped, so a poison message never stops a detector's partition."""
 
         async def gen() -> Any:
             async for event in stream.events():
@@ -400,14 +423,14 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
             yield len(env.records)
 
     async def on_logs(stream: Any) -> Any:
-        async for env, part in clean_envelopes(stream):
-            key = env.run
+        async for got, part in clean_envelopes(stream):
+            digest = got if isinstance(got, LogDigest) else _digest(got)
+            key = digest.run
             state = load_run(key)
-            alerts = detect.apply_logs(state, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
-                                       records=env.records)
+            alerts = detect.apply_log_digest(state, digest)
             save_run(key, part, state)
-            await send_alerts("logs", env, alerts)
-            yield len(env.records)
+            await send_alerts("logs", digest, alerts)
+            yield digest.lines
 
     async def on_resources(stream: Any) -> Any:
         async for env, part in clean_envelopes(stream):

@@ -43,9 +43,10 @@ from typing import Any
 from streams.alerts import alert_record
 from streams.losses import SeriesState, is_loss, on_metric, on_metric_column
 
-__all__ = ["NS", "DetectorSettings", "GpuState", "MetricsState", "RunState", "SeriesState", "apply_logs",
-           "apply_metrics", "apply_runs", "check_run", "is_loss", "on_gpu_sample", "on_log", "on_metric",
-           "on_metric_column", "on_metric_value_columns", "on_metric_values", "on_seen", "on_step", "on_step_column"]
+__all__ = ["NS", "DetectorSettings", "GpuState", "LogDigest", "MetricsState", "RunState", "SeriesState",
+           "apply_log_digest", "apply_logs", "apply_metrics", "apply_runs", "check_run", "digest_logs", "is_loss",
+           "on_gpu_sample", "on_log", "on_metric", "on_metric_column", "on_metric_value_columns", "on_metric_values",
+           "on_seen", "on_step", "on_step_column"]
 
 NS = 1_000_000_000
 
@@ -415,19 +416,62 @@ _get_values = itemgetter("values")
 _get_ts = itemgetter("ts_ns")
 
 
-def apply_logs(run: RunState, *, producer: str, seq: int, node: str, rank: int,
-               records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Apply one clean, enriched ``logs`` batch: counts, last seen; return the log-tag alerts it raises."""
+@dataclass
+class LogDigest:
+    """All that the log detectors take from one clean ``logs`` batch: its identity, its line counts by level,
+    its newest stamp and the alerts its tags raise.
+
+    Small whatever the batch's size, so the validator that has the records at hand can pass it to the
+    detectors of its worker (:mod:`streams.handoff`) instead of the batch.  :func:`apply_log_digest` of
+    :func:`digest_logs` is :func:`apply_logs`."""
+
+    run: str
+    producer: str
+    seq: int
+    node: str
+    rank: int
+    lines: int
+    warnings: int
+    errors: int
+    #: the newest ``ts_ns`` of the batch, ``None`` for an empty one
+    newest_ns: int | None
+    alerts: list[dict[str, Any]]
+
+
+def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,
+                records: list[dict[str, Any]]) -> LogDigest:
+    """The :class:`LogDigest` of one clean, enriched ``logs`` batch (``run``: its run id)."""
     # C loops over the batch (map, compress): most lines carry no tags and need nothing else.
-    on_log_levels(run, list(map(dict.get, records, repeat("level"), repeat(""))))
+    levels = list(map(dict.get, records, repeat("level"), repeat("")))
     out: list[dict[str, Any]] = []
     for rec in compress(records, map(contains, records, repeat("tags"))):
         out += on_log(rec, producer=producer, seq=seq, node=node, rank=rank)
-    if records:
-        on_seen(run, node=node, rank=rank, ts_ns=max(map(_get_ts, records)))
     # One traceback's lines raise one alert per tag: keep the first of each key.
     seen: set[str] = set()
-    return [a for a in out if not (a["key"] in seen or seen.add(a["key"]))]  # type: ignore[func-returns-value]
+    alerts = [a for a in out if not (a["key"] in seen or seen.add(a["key"]))]  # type: ignore[func-returns-value]
+    return LogDigest(run=run, producer=producer, seq=seq, node=node, rank=rank, lines=len(levels),
+                     warnings=levels.count("WARNING"), errors=levels.count("ERROR") + levels.count("CRITICAL"),
+                     newest_ns=max(map(_get_ts, records)) if records else None, alerts=alerts)
+
+
+def apply_log_digest(run: RunState, digest: LogDigest) -> list[dict[str, Any]]:
+    """Apply one clean ``logs`` batch's digest: counts (as :func:`on_log_levels`), last seen; return its alerts."""
+    counts = run.counts
+    counts["lines"] = counts.get("lines", 0) + digest.lines
+    if digest.warnings:
+        counts["warnings"] = counts.get("warnings", 0) + digest.warnings
+    if digest.errors:
+        counts["errors"] = counts.get("errors", 0) + digest.errors
+    if digest.newest_ns is not None:
+        on_seen(run, node=digest.node, rank=digest.rank, ts_ns=digest.newest_ns)
+    return digest.alerts
+
+
+def apply_logs(run: RunState, *, producer: str, seq: int, node: str, rank: int,
+               records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Apply one clean, enriched ``logs`` batch: counts, last seen; return the log-tag alerts it raises."""
+    return apply_log_digest(run, digest_logs(run="", producer=producer, seq=seq, node=node, rank=rank,
+                                             records=records))
 
 
 def apply_runs(run: RunState, *, node: str, rank: int, records: list[dict[str, Any]]) -> None:

@@ -120,12 +120,18 @@ def on_metric_column(state: SeriesState, conf: DetectorSettings, *, node: str, r
     size = conf.spike_window
     min_points = conf.spike_min_points
     isfinite = math.isfinite
-    for pos, step, ts_ns, value in points:
+    values = [point[3] for point in points]
+    # A sum is finite only when every value is (NaN and infinities propagate; an overflow just takes this loop).
+    steady = isfinite(sum(values)) and size >= min_points
+    for k, (pos, step, ts_ns, value) in enumerate(points):
+        n = len(window)
+        if steady and n == size:  # every value from here on sees a full window: the loop below, for the rest
+            _full_window_column(state, conf, node, rank, metric, points, values, k, out)
+            break
         if not isfinite(value):  # no window change: the single-value rule (at most one alert per series)
             out += [(pos, a) for a in on_metric(state, conf, node=node, rank=rank, metric=metric, step=step,
                                                   ts_ns=ts_ns, value=value)]
             continue
-        n = len(window)
         if n >= min_points:
             mid = n // 2
             med = ordered[mid] if n % 2 else (ordered[mid - 1] + ordered[mid]) / 2
@@ -134,7 +140,7 @@ def on_metric_column(state: SeriesState, conf: DetectorSettings, *, node: str, r
                                value=value, med=med)
                 if found is not None:
                     out.append((pos, found))
-        # _push, inlined: this loop runs once per loss value
+        # _push, inlined
         window.append(value)
         insort(ordered, value)
         if n >= size:
@@ -142,6 +148,40 @@ def on_metric_column(state: SeriesState, conf: DetectorSettings, *, node: str, r
                 del ordered[bisect_left(ordered, old)]
             del window[: n + 1 - size]
     return out
+
+
+def _full_window_column(state: SeriesState, conf: DetectorSettings, node: str, rank: int, metric: str,
+                        points: list[tuple[int, int, int, float]], values: list[float], start: int,
+                        out: list[tuple[int, dict[str, Any]]]) -> None:
+    """:func:`on_metric_column`'s loop for ``values[start:]`` (all finite) once the window is full
+    (``spike_window`` values, at least ``spike_min_points``): the per-value work of a metrics batch.
+
+    The same steps as the general loop with what a full window fixes taken out of it: the median's
+    positions, the window's length, the finiteness test.  About half the values lie above the median;
+    for them the test of :func:`_spike` that rules most out (fewer than half the values near the median)
+    runs inline, and only the rest call it.  A value enters the sorted copy after the oldest one left it:
+    the same list as the other way round (equal values keep their arrival order)."""
+    window = state.window
+    ordered = state.ordered
+    size = len(window)
+    spike_z = conf.spike_z
+    half = (size + 1) // 2
+    hi = size // 2
+    lo = hi - 1 if size % 2 == 0 else hi
+    for k, value in enumerate(values[start:], start):
+        med = (ordered[lo] + ordered[hi]) / 2 if lo != hi else ordered[hi]
+        if value > med:
+            limit = 0.6745 * (value - med) / spike_z * (1 + 1e-9)
+            if bisect_right(ordered, med + limit) - bisect_left(ordered, med - limit) >= half:
+                pos, step, ts_ns, _ = points[k]
+                found = _spike(window, ordered, conf, node=node, rank=rank, metric=metric, step=step, ts_ns=ts_ns,
+                               value=value, med=med)
+                if found is not None:
+                    out.append((pos, found))
+        del ordered[bisect_left(ordered, window[0])]
+        del window[0]
+        window.append(value)
+        insort(ordered, value)
 
 
 #: Answers of :func:`is_loss` by name (metric names repeat on every step; bounded).

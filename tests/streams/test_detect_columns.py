@@ -107,3 +107,26 @@ def test_metric_limit_is_applied_as_record_by_record(monkeypatch: pytest.MonkeyP
     metrics = MetricsState()
     apply_metrics(RunState(), metrics, CONF, node="n", rank=0, records=batch)
     assert list(metrics.stats) == ["m0", "k0", "m1", "k1"]
+
+
+_finite = st.sampled_from([1.0, 1.01, 0.99, 0.0, -0.0, 30.0, 1e308, -1e308]) | st.floats(-1e3, 1e3)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(_finite, max_size=30), st.lists(_finite, min_size=1, max_size=60),
+       st.sampled_from([CONF, DetectorSettings(spike_min_points=3, spike_window=7)]))
+def test_loss_column_equals_value_by_value_through_full_windows(history: list[float], batch: list[float],
+                                                                conf: DetectorSettings) -> None:
+    """A column of finite loss values, over a window filling up or already full (even or odd size), raises the
+    alerts at the positions and leaves the window and its sorted copy (signs of zeros too) that on_metric gives
+    value by value."""
+    got, want = SeriesState(), SeriesState()
+    for value in history:
+        detect.on_metric(got, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
+        detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
+    points = [(3 * k, k, T0 + k, value) for k, value in enumerate(batch)]
+    alerts = detect.on_metric_column(got, conf, node="n", rank=0, metric="loss", points=points)
+    expected = [(pos, alert) for pos, step, ts_ns, value in points
+                for alert in detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=step, ts_ns=ts_ns,
+                                              value=value)]
+    assert wire.pack([alerts, got.window, got.ordered]) == wire.pack([expected, want.window, want.ordered])

@@ -1,0 +1,76 @@
+"""The log batch digest the validators hand to the detectors answers as the records it stands for."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from runstream import wire
+from runstream.events import Limits
+from streams.detect import RunState, apply_log_digest, digest_logs, on_log, on_log_levels, on_seen
+from streams.enrich import LogEnricher
+from streams.validate import process
+
+TS = 1_795_428_000 * 1_000_000_000
+
+
+def _real_batches(real_logs_dir: Path, size: int = 1000) -> list[bytes]:
+    """Raw ``logs`` messages of the real-log corpus, ``size`` lines each, as a producer sends them."""
+    lines: list[str] = []
+    for path in sorted(real_logs_dir.rglob("*")):
+        if path.is_file():
+            lines += [line for line in path.read_text(errors="replace").split("\n") if line]
+    out = []
+    for seq, off in enumerate(range(0, len(lines), size)):
+        recs = [{"ts_ns": TS + off + k, "line": line, "stream": "stdout", "level": ""}
+                for k, line in enumerate(lines[off:off + size])]
+        out.append(wire.encode(wire.Envelope(kind="logs", producer="p", seq=seq, run="r", node="n", rank=seq % 3,
+                                             sent_ns=TS, records=recs)))
+    return out
+
+
+def _by_record(run: RunState, env: wire.Envelope) -> list[dict[str, Any]]:
+    """The counts, last seen and alerts of ``env`` applied a record at a time (the per-record rules)."""
+    on_log_levels(run, [rec.get("level", "") for rec in env.records])
+    alerts: list[dict[str, Any]] = []
+    for rec in env.records:
+        alerts += on_log(rec, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank)
+        on_seen(run, node=env.node, rank=env.rank, ts_ns=rec["ts_ns"])
+    first: dict[str, dict[str, Any]] = {}
+    for alert in alerts:
+        first.setdefault(alert["key"], alert)
+    return list(first.values())
+
+
+def test_validator_digest_equals_the_decoded_clean_message_on_real_logs(real_logs_dir: Path) -> None:
+    """The digest of the validator's envelope and that of its clean message decoded again give the run state and
+    alerts that the records applied one at a time give, on every real-log batch."""
+    enricher = LogEnricher()
+    handed, decoded, by_record = RunState(), RunState(), RunState()
+    alerts = 0
+    for offset, raw in enumerate(_real_batches(real_logs_dir)):
+        out = process(raw, topic="raw.logs", partition=0, offset=offset, limits=Limits(), ingest_ns=time.time_ns(),
+                      enricher=enricher, kind="logs")
+        assert out.clean is not None and out.clean_env is not None
+        env = out.clean_env
+        mine = digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
+                           records=env.records)
+        back = wire.decode(out.clean)
+        theirs = digest_logs(run=back.run, producer=back.producer, seq=back.seq, node=back.node, rank=back.rank,
+                             records=back.records)
+        assert mine == theirs
+        expected = _by_record(by_record, back)
+        assert apply_log_digest(handed, mine) == expected
+        assert apply_log_digest(decoded, theirs) == expected
+        alerts += len(expected)
+    assert handed == decoded == by_record
+    assert alerts > 0 and by_record.counts["errors"] > 0 and by_record.counts["warnings"] > 0
+
+
+def test_empty_batch_digest_counts_nothing_and_sees_no_one() -> None:
+    """An empty batch adds zero lines and leaves last seen, nodes and ranks as they were."""
+    run = RunState()
+    digest = digest_logs(run="r", producer="p", seq=0, node="n", rank=0, records=[])
+    assert digest.newest_ns is None and apply_log_digest(run, digest) == []
+    assert run.counts == {"lines": 0} and run.last_seen_ns == {} and run.nodes == []
