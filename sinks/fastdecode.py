@@ -23,7 +23,7 @@ from __future__ import annotations
 
 from itertools import chain
 from operator import attrgetter
-from typing import Annotated, Any, Literal, NamedTuple
+from typing import Annotated, Any, Generic, Literal, NamedTuple, TypeVar
 
 import msgspec
 import numpy as np
@@ -46,6 +46,7 @@ _TS_NS = Annotated[int, msgspec.Meta(ge=TS_NS[0], le=TS_NS[1])]
 #: DateTime64(6) range in microseconds (the envelope's ingest time).
 _TS_US = (-2_208_988_800_000_000, 10_413_791_999_999_999)
 _IDENT = Annotated[str, msgspec.Meta(min_length=1, max_length=wire.MAX_ID_CHARS)]
+_R = TypeVar("_R")
 
 
 class Framing(NamedTuple):
@@ -96,52 +97,31 @@ class _MetricRecord(msgspec.Struct, gc=False):
     source: str = "sdk"
 
 
-class _PlainLogEnvelope(msgspec.Struct, gc=False):
+class _Envelope(msgspec.Struct, Generic[_R], gc=False):
+    """An envelope's framing as :func:`wire.decode` checks it, and its records as ``_R`` (at least one)."""
+
     v: Literal[1]
-    kind: Literal["logs"]
+    kind: str
     producer: _IDENT
     seq: _U64
     run: _IDENT
     node: _IDENT
     rank: _I32
     sent_ns: int
-    records: Annotated[list[_PlainLogRecord], msgspec.Meta(min_length=1)]
+    records: Annotated[list[_R], msgspec.Meta(min_length=1)]
     ingest_ns: int | None = None
 
 
-class _LogEnvelope(msgspec.Struct, gc=False):
-    v: Literal[1]
-    kind: Literal["logs"]
-    producer: _IDENT
-    seq: _U64
-    run: _IDENT
-    node: _IDENT
-    rank: _I32
-    sent_ns: int
-    records: Annotated[list[_LogRecord], msgspec.Meta(min_length=1)]
-    ingest_ns: int | None = None
+_PLAIN_LOG_DECODER = msgspec.msgpack.Decoder(_Envelope[_PlainLogRecord])
+_LOG_DECODER = msgspec.msgpack.Decoder(_Envelope[_LogRecord])
+_METRIC_DECODER = msgspec.msgpack.Decoder(_Envelope[_MetricRecord])
 
 
-class _MetricEnvelope(msgspec.Struct, gc=False):
-    v: Literal[1]
-    kind: Literal["metrics"]
-    producer: _IDENT
-    seq: _U64
-    run: _IDENT
-    node: _IDENT
-    rank: _I32
-    sent_ns: int
-    records: Annotated[list[_MetricRecord], msgspec.Meta(min_length=1)]
-    ingest_ns: int | None = None
-
-
-_PLAIN_LOG_DECODER = msgspec.msgpack.Decoder(_PlainLogEnvelope)
-_LOG_DECODER = msgspec.msgpack.Decoder(_LogEnvelope)
-_METRIC_DECODER = msgspec.msgpack.Decoder(_MetricEnvelope)
-
-
-def _framing(env: _PlainLogEnvelope | _LogEnvelope | _MetricEnvelope) -> Framing | None:
-    """The envelope-wide values, or None when its ingest time is out of the column's range (general path)."""
+def _framing(env: _Envelope[Any], kind: str) -> Framing | None:
+    """The envelope-wide values, or None when it is of another kind or its ingest time is out of the
+    column's range (general path)."""
+    if env.kind != kind:
+        return None
     ingest_us = (env.ingest_ns or env.sent_ns) // 1000
     if not _TS_US[0] <= ingest_us <= _TS_US[1]:
         return None
@@ -195,7 +175,7 @@ def decode_logs(value: bytes) -> tuple[Framing, list[Piece]] | None:
     line, tags, group, orig_bytes, idx, rank, node``).  None for anything the
     general path must look at (it may refuse it); never raises.
     """
-    env: _PlainLogEnvelope | _LogEnvelope
+    env: _Envelope[_PlainLogRecord] | _Envelope[_LogRecord]
     try:
         # Most envelopes hold only plain records: the five other columns are runs of their defaults
         # then, not five more passes over the records.  One with another field is decoded again.
@@ -205,7 +185,7 @@ def decode_logs(value: bytes) -> tuple[Framing, list[Piece]] | None:
             env = _LOG_DECODER.decode(value)
         except Exception:  # noqa: BLE001 - the general path decides, and owns the dead-letter reasons
             return None
-    framing = _framing(env)
+    framing = _framing(env, "logs")
     if framing is None:
         return None
     records = env.records
@@ -217,7 +197,7 @@ def decode_logs(value: bytes) -> tuple[Framing, list[Piece]] | None:
         _text(_field(records, "logger"), ""),
         pa.array(_field(records, "line"), type=_STRING),
     ]
-    if isinstance(env, _PlainLogEnvelope):
+    if isinstance(records[0], _PlainLogRecord):
         columns += [Run([], n), Run("", n), Run(0, n), _index(records), Run(env.rank, n), Run(env.node, n)]
     else:
         columns += [
@@ -251,7 +231,7 @@ def decode_metrics(value: bytes) -> tuple[Framing, list[Piece]] | None:
         env = _METRIC_DECODER.decode(value)
     except Exception:  # noqa: BLE001 - see decode_logs
         return None
-    framing = _framing(env)
+    framing = _framing(env, "metrics")
     if framing is None:
         return None
     records = env.records
