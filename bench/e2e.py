@@ -402,7 +402,7 @@ def main() -> None:
     for r in results:
         print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f} {r['emit_s']:15.2f}")
     stages = list(results[0]["cpu_us_per_record"])
-    print(f"\n{'CPU µs per record (includes the API polling)':48} " + " ".join(f"{s:>14}" for s in stages))
+    print(f"\n{'CPU µs per record (includes the health polls)':48} " + " ".join(f"{s:>14}" for s in stages))
     for r in results:
         print(f"{r['what']:48} " + " ".join(f"{r['cpu_us_per_record'].get(s, 0):14.2f}" for s in stages))
     sink = results[0]["sink"]
