@@ -20,8 +20,6 @@ from runstream.events.limits import DEFAULT_LIMITS
 
 #: A metrics item in the buffer: (ts_ns, step or None, {name: number}).
 MetricItem = tuple[int, "int | None", dict[str, Any]]
-#: A logs item as the capture hands it over: (ts_ns, line, stream, level, logger).
-LogItem = tuple[int, str, str, str, str]
 
 _TEXT_MAX = DEFAULT_LIMITS.max_text_field_chars
 _LIST_MAX = DEFAULT_LIMITS.max_text_field_chars * 4
@@ -97,13 +95,6 @@ def coerce_values(values: Any, prefix: str = "") -> tuple[dict[str, float | int]
     return out, bad
 
 
-def metric_record(item: MetricItem) -> dict[str, Any]:
-    ts_ns, step, values = item
-    if step is None:
-        return {"ts_ns": ts_ns, "values": plain_values(values)}
-    return {"ts_ns": ts_ns, "step": step, "values": plain_values(values)}
-
-
 class LogLine(msgspec.Struct, omit_defaults=True, gc=False):
     """One log line in the buffer; MessagePack encodes it as the ``logs`` record map itself.
 
@@ -125,16 +116,6 @@ class LogLine(msgspec.Struct, omit_defaults=True, gc=False):
 def log_line(ts_ns: int, line: str, stream: str, level: str, logger: str) -> LogLine:
     """A :class:`LogLine`, its logger name bounded to the validators' text limit."""
     return LogLine(ts_ns, line, stream, level, logger[:_TEXT_MAX] if logger else "")
-
-
-def log_record(item: LogItem | LogLine) -> dict[str, Any]:
-    """The ``logs`` record map of one buffered line (what :class:`LogLine` encodes as)."""
-    line = item if item.__class__ is LogLine else log_line(*item)  # type: ignore[misc]
-    assert isinstance(line, LogLine)
-    rec: dict[str, Any] = {"ts_ns": line.ts_ns, "line": line.line, "stream": line.stream, "level": line.level}
-    if line.logger:
-        rec["logger"] = line.logger
-    return rec
 
 
 def plain_values(values: dict[str, Any]) -> dict[str, Any]:
@@ -159,7 +140,7 @@ def plain_values(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def metric_records(items: Sequence[MetricItem]) -> list[dict[str, Any]]:
-    """:func:`metric_record` of each item, values made plain (one comprehension: no call per record)."""
+    """Each item's ``metrics`` record map, values made plain (one comprehension: no call per record)."""
     return [
         {"ts_ns": ts, "values": plain_values(values)}
         if step is None
@@ -168,30 +149,10 @@ def metric_records(items: Sequence[MetricItem]) -> list[dict[str, Any]]:
     ]
 
 
-def log_records(items: Sequence[LogItem | LogLine]) -> list[LogLine]:
-    """The buffered lines as :class:`LogLine` records (a plain copy when they all are already)."""
-    if set(map(type, items)) <= {LogLine}:
-        return list(items)  # type: ignore[arg-type]
-    return [item if item.__class__ is LogLine else log_line(*item) for item in items]  # type: ignore[misc]
-
-
-def _same(item: Any) -> Any:
-    return item
-
-
-#: How a buffered item of each kind becomes its record map.
-TO_RECORD: dict[str, Callable[[Any], dict[str, Any]]] = {
-    "metrics": metric_record,
-    "logs": log_record,
-    "runs": _same,
-    "resources": _same,
-    "evals": _same,
-}
-
 #: How a run of buffered items of each kind becomes its record maps.
 TO_RECORDS: dict[str, Callable[[Sequence[Any]], list[Any]]] = {
     "metrics": metric_records,
-    "logs": log_records,
+    "logs": list,  # LogLine structs encode as the record maps themselves
     "runs": list,
     "resources": list,
     "evals": list,

@@ -9,8 +9,7 @@ from producers.records import (
     InvalidValue,
     LogLine,
     coerce_values,
-    log_record,
-    log_records,
+    log_line,
     metric_records,
     start_record,
     to_number,
@@ -138,14 +137,11 @@ def test_log_line_encodes_as_the_log_record_map(logger: str) -> None:
     expected = {"ts_ns": line.ts_ns, "line": line.line, "stream": "logging", "level": "INFO"}
     if logger:
         expected["logger"] = logger
-    assert log_record(line) == expected
     assert pack([line]) == pack([expected])
 
 
-def test_log_records_turn_tuples_into_log_lines_with_a_bounded_logger() -> None:
-    """Buffered tuples become LogLines; a logger name beyond the text limit is cut to it."""
+def test_log_line_bounds_the_logger_name() -> None:
+    """A logger name beyond the validators' text limit is cut to it; the rest is kept as given."""
     long_name = "x" * (DEFAULT_LIMITS.max_text_field_chars + 5)
-    kept = LogLine(2, "b", "stdout", "", "")
-    out = log_records([(1, "a", "logging", "WARNING", long_name), kept])
-    assert out[0] == LogLine(1, "a", "logging", "WARNING", long_name[: DEFAULT_LIMITS.max_text_field_chars])
-    assert out[1] is kept
+    line = log_line(1, "a", "logging", "WARNING", long_name)
+    assert line == LogLine(1, "a", "logging", "WARNING", long_name[: DEFAULT_LIMITS.max_text_field_chars])

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from sdk_support import read_envelopes, run_script, scaled, valid_records
 
 from producers.batch import Batcher
-from producers.records import redact_run, start_record
+from producers.records import LogLine, redact_run, start_record
 from producers.redact import (
     _FAST_WORDS,
     _OPENING_WORDS,
@@ -329,8 +329,8 @@ def test_batcher_redacts_and_counts_log_lines() -> None:
     """Envelopes built from log items carry redacted lines; the batcher counts the spans."""
     batcher = Batcher(producer="p", run="r", node="n", rank=0)
     items = [
-        (time.time_ns(), f"HF_TOKEN={HF}", "stdout", "", ""),
-        (time.time_ns(), "step 1 loss 0.5", "stdout", "", ""),
+        LogLine(time.time_ns(), f"HF_TOKEN={HF}", "stdout", "", ""),
+        LogLine(time.time_ns(), "step 1 loss 0.5", "stdout", "", ""),
     ]
     (batch,) = batcher.build("logs", 0, items).batches
     lines = [r["line"] for r in decode(batch.value).records]
@@ -341,7 +341,7 @@ def test_batcher_redacts_and_counts_log_lines() -> None:
 def test_batcher_without_redaction_sends_lines_as_they_are() -> None:
     """``redact=False`` turns the hook off (the line is sent unchanged)."""
     batcher = Batcher(producer="p", run="r", node="n", rank=0, redact=False)
-    (batch,) = batcher.build("logs", 0, [(1, f"x {HF}", "stdout", "", "")]).batches
+    (batch,) = batcher.build("logs", 0, [LogLine(1, f"x {HF}", "stdout", "", "")]).batches
     assert decode(batch.value).records[0]["line"] == f"x {HF}"
 
 
@@ -404,7 +404,7 @@ def test_certificate_and_near_misses_open_no_block() -> None:
 def test_batcher_redacts_a_pem_block_across_envelopes() -> None:
     """Log items built into two envelopes: the key's body never leaves in either."""
     batcher = Batcher(producer="p", run="r", node="n", rank=0)
-    items = [(i, line, "stdout", "", "") for i, line in enumerate(PEM_LINES)]
+    items = [LogLine(i, line, "stdout", "", "") for i, line in enumerate(PEM_LINES)]
     sent = [
         r["line"]
         for part in (items[:2], items[2:])
