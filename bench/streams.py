@@ -17,7 +17,7 @@ batch forwarded.  Worker start-up (imports, joining the group) is not timed.
 (tables, windows, alerts), to measure what they cost.  The clock stops when
 the clean topic is complete; the worker's CPU is also read once its
 detectors have caught up (``worker_cpu_with_detect_s``: the group has
-committed everything on the clean topics), its whole cost per record.  ``--stages`` also
+committed everything they read), its whole cost per record.  ``--stages`` also
 times the steps of the validator (decode, batch check, enrichment, encode) in
 this process on the same batches, as CPU time per record: numbers that hold
 on a busy machine.  ``--profile PATH`` samples the worker with py-spy.  ``peak MB``: the worker's
@@ -155,7 +155,8 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         bcpu = _cpu_s(broker_pid) - bcpu0 if broker_pid else 0.0
         # The detectors read the clean topics after the validators wrote them: their work is done once the
         # group has committed everything there (faust commits every 0.5 s, so this may count up to 0.5 s idle).
-        watched = [topics.clean(kind)] + ([topics.clean("metrics")] if kind == "logs" else [])
+        # (The log detectors read the validators' digests of the log batches, not the batches.)
+        watched = [topics.log_digests, topics.clean("metrics")] if kind == "logs" else [topics.clean(kind)]
         while detect and asyncio.run(kafka.group_lag(bootstrap, app_id, watched)) > 0:
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError("the detectors did not catch up before the deadline")

@@ -15,6 +15,9 @@ RAW_KINDS: tuple[str, ...] = ("runs", "metrics", "logs", "resources", "evals")
 #: Derived topics written by the stream processors.
 ALERTS = "alerts"
 DLQ = "dlq"
+#: Internal to the stream processors: one small digest per clean ``logs`` batch (its counts, newest stamp and
+#: alerts), from the validators to the log detectors, which then never read the batches themselves.
+LOG_DIGESTS = "log-digests"
 
 #: Validated, enriched batches, one topic per raw kind, read by the sinks.
 CLEAN_PREFIX = "clean."
@@ -61,11 +64,15 @@ class Topics:
     def alerts(self) -> str:
         return self.prefix + ALERTS
 
+    @property
+    def log_digests(self) -> str:
+        return self.prefix + LOG_DIGESTS
+
     def all(self) -> list[str]:
         """Every topic a deployment needs, raw, clean and derived."""
         names = [self.raw(k) for k in RAW_KINDS]
         names += [self.clean(k) for k in RAW_KINDS]
-        names += [self.dlq, self.alerts]
+        names += [self.dlq, self.alerts, self.log_digests]
         return names
 
     def kind_of(self, topic: str) -> str | None:

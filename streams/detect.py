@@ -40,6 +40,8 @@ from itertools import chain, compress, repeat
 from operator import contains, itemgetter
 from typing import Any
 
+from runstream import wire
+from runstream.errors import DecodeError
 from streams.alerts import alert_record
 from streams.losses import SeriesState, is_loss, on_metric, on_metric_column
 
@@ -416,13 +418,17 @@ _get_values = itemgetter("values")
 _get_ts = itemgetter("ts_ns")
 
 
+#: The version of a :class:`LogDigest`'s encoded map (a worker skips, and counts, a digest of another).
+DIGEST_VERSION = 1
+
+
 @dataclass
 class LogDigest:
     """All that the log detectors take from one clean ``logs`` batch: its identity, its line counts by level,
     its newest stamp and the alerts its tags raise.
 
-    Small whatever the batch's size, so the validator that has the records at hand can pass it to the
-    detectors of its worker (:mod:`streams.handoff`) instead of the batch.  :func:`apply_log_digest` of
+    Small whatever the batch's size, so the validator that has the records at hand sends it to the log
+    detectors (on the ``log-digests`` topic) instead of their reading the batch.  :func:`apply_log_digest` of
     :func:`digest_logs` is :func:`apply_logs`."""
 
     run: str
@@ -436,6 +442,33 @@ class LogDigest:
     #: the newest ``ts_ns`` of the batch, ``None`` for an empty one
     newest_ns: int | None
     alerts: list[dict[str, Any]]
+
+    def encode(self) -> bytes:
+        """This digest as the validators send it on the ``log-digests`` topic (a versioned MessagePack map)."""
+        return wire.pack({"v": DIGEST_VERSION, "run": self.run, "producer": self.producer, "seq": self.seq,
+                          "node": self.node, "rank": self.rank, "lines": self.lines, "warnings": self.warnings,
+                          "errors": self.errors, "newest_ns": self.newest_ns, "alerts": self.alerts})
+
+    @classmethod
+    def decode(cls, data: bytes) -> LogDigest:
+        """The digest that :meth:`encode` made ``data`` from; raises :class:`DecodeError` for anything else
+        (not MessagePack, another version, a field missing or of another type)."""
+        doc = wire.unpack(data)
+        if not isinstance(doc, dict) or doc.get("v") != DIGEST_VERSION:
+            raise DecodeError(f"not a log digest of version {DIGEST_VERSION}")
+        try:
+            digest = cls(run=doc["run"], producer=doc["producer"], seq=doc["seq"], node=doc["node"], rank=doc["rank"],
+                         lines=doc["lines"], warnings=doc["warnings"], errors=doc["errors"],
+                         newest_ns=doc["newest_ns"], alerts=doc["alerts"])
+        except KeyError as exc:
+            raise DecodeError(f"log digest without {exc}") from None
+        texts = (digest.run, digest.producer, digest.node)
+        numbers = (digest.seq, digest.rank, digest.lines, digest.warnings, digest.errors)
+        if (not all(type(t) is str for t in texts) or not all(type(n) is int for n in numbers)
+                or not (digest.newest_ns is None or type(digest.newest_ns) is int)
+                or type(digest.alerts) is not list or not all(type(a) is dict for a in digest.alerts)):
+            raise DecodeError("log digest field of the wrong type")
+        return digest
 
 
 def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,

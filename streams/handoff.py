@@ -1,32 +1,27 @@
-"""What the validators already know of a clean message, handed to the detectors of the same worker.
+"""What the validators already decoded of a clean message, handed to the detectors of the same worker.
 
 A validator has the records of every clean envelope it sends as Python
 objects already; the detector agent that reads the same message back from the
 ``clean.*`` topic (in the same worker when it holds that partition, the usual
 case: faust assigns co-partitioned topics together) would otherwise decode it
-again.  So the validator puts, under the message's bytes, what the detector
-needs of it: the envelope itself (``metrics``), or only a
-:class:`streams.detect.LogDigest` (``logs``: counts, newest stamp and alerts,
-a few hundred bytes for a batch of a hundred kilobytes).  A detector gets a
-value only for a message with identical bytes: the answer decoding would give,
-never a stale or foreign one.  A message not found here (read by another
-worker, sent before a restart, evicted) is simply decoded.
+again.  So the validator puts the envelope here, under the message's bytes
+(``runs``, ``metrics``, ``resources``; not ``logs``: the log detectors read a
+small digest topic instead of the batches).  A detector gets an envelope only
+for a message with identical bytes: the answer decoding would give, never a
+stale or foreign one.  A message not found here (read by another worker, sent
+before a restart, evicted) is simply decoded.
 
 The bytes themselves are not kept: an entry is found by the message's length,
 its hash (Python's keyed SipHash of the bytes, which a dict look-up of the
 bytes computes anyway, once per bytes object) and its first and last
 :data:`SAMPLE_BYTES` bytes (the head holds the envelope's identity: kind,
 producer, seq, run).  Two different messages match only if they also agree
-there and collide in a 64-bit hash keyed by a per-process secret.  Not
-keeping them lets a worker catching up on a backlog, whose validators run
-hundreds of messages ahead of its detectors, hand all of them off: each log
-batch costs the hand-off a digest, not its 100 KB of bytes.
+there and collide in a 64-bit hash keyed by a per-process secret.
 
 Bounded by count and by weight, an estimate of the memory an entry holds:
-:data:`ENVELOPE_WEIGHT_PER_BYTE` times its message's length for an envelope
-(measured on the benchmark's batches: a decoded ``metrics`` envelope takes
-about 5 times its message's bytes, a ``logs`` one 3), :data:`DIGEST_WEIGHT`
-for a digest.  The oldest entries go first.
+:data:`ENVELOPE_WEIGHT_PER_BYTE` times its message's length (measured on the
+benchmark's batches: a decoded ``metrics`` envelope takes about 5 times its
+message's bytes).  The oldest entries go first.
 """
 
 from __future__ import annotations
@@ -35,20 +30,15 @@ from collections import OrderedDict
 from typing import TypeAlias
 
 from runstream import wire
-from streams.detect import LogDigest
 
 #: Most entries held, and their most total weight (bytes of memory, estimated).
 MAX_ITEMS = 4096
 MAX_BYTES = 192 * 1024 * 1024
-#: The weight of an envelope entry per byte of its message.
+#: The weight of an entry per byte of its message.
 ENVELOPE_WEIGHT_PER_BYTE = 5
-#: The weight of a :class:`LogDigest` entry (its identity, counts and key), plus this again per alert it holds.
-DIGEST_WEIGHT = 1024
 #: How many bytes of each end of a message take part in its key.
 SAMPLE_BYTES = 64
 
-#: What a hand-off holds for one message.
-Handed: TypeAlias = wire.Envelope | LogDigest
 _Key: TypeAlias = tuple[int, int, bytes, bytes]
 
 
@@ -56,18 +46,16 @@ def _key(data: bytes) -> _Key:
     return hash(data), len(data), data[:SAMPLE_BYTES], data[-SAMPLE_BYTES:]
 
 
-def weight_of(data: bytes, value: Handed) -> int:
-    """The weight an entry of ``value`` for message ``data`` counts against :data:`MAX_BYTES`."""
-    if isinstance(value, LogDigest):
-        return DIGEST_WEIGHT * (1 + len(value.alerts))
+def weight_of(data: bytes) -> int:
+    """The weight an entry for message ``data`` counts against :data:`MAX_BYTES`."""
     return ENVELOPE_WEIGHT_PER_BYTE * len(data)
 
 
 class Handoff:
-    """A bounded map from a clean message's bytes to what a detector needs of it (single event loop, no locks)."""
+    """A bounded map from a clean message's bytes to its decoded envelope (single event loop, no locks)."""
 
     def __init__(self, max_items: int = MAX_ITEMS, max_bytes: int = MAX_BYTES) -> None:
-        self._items: OrderedDict[_Key, tuple[Handed, int]] = OrderedDict()
+        self._items: OrderedDict[_Key, tuple[wire.Envelope, int]] = OrderedDict()
         self._bytes = 0
         self.max_items = max_items
         self.max_bytes = max_bytes
@@ -76,9 +64,9 @@ class Handoff:
     def __len__(self) -> int:
         return len(self._items)
 
-    def put(self, data: bytes, value: Handed) -> None:
-        """Remember that ``data`` decodes to ``value`` (an envelope nobody mutates afterwards, or its digest)."""
-        weight = weight_of(data, value)
+    def put(self, data: bytes, value: wire.Envelope) -> None:
+        """Remember that ``data`` decodes to ``value`` (an envelope nobody mutates afterwards)."""
+        weight = weight_of(data)
         if weight > self.max_bytes:
             return
         key = _key(data)
@@ -92,8 +80,8 @@ class Handoff:
             self._bytes -= old
             self.evicted += 1
 
-    def take(self, data: bytes) -> Handed | None:
-        """What was put for ``data`` if it was (and is still held), removing it; else ``None``."""
+    def take(self, data: bytes) -> wire.Envelope | None:
+        """The envelope put for ``data`` if it was (and is still held), removing it; else ``None``."""
         found = self._items.pop(_key(data), None)
         if found is None:
             return None

@@ -188,20 +188,24 @@ def test_nan_loss_and_oom_traceback_raise_exactly_their_alerts(broker: str, topi
 
 def test_undecodable_clean_message_does_not_stop_the_detectors(broker: str, topic_prefix: str,
                                                               tmp_path: Path) -> None:
-    """Garbage bytes on a clean topic ahead of a run's records are skipped; its alert still fires."""
+    """Garbage bytes on a clean topic or on the log digests ahead of a run's records are skipped; its alerts
+    still fire."""
     topics, app_id = prepare(broker, topic_prefix)
     t0 = time.time_ns()
     metrics = [{"ts_ns": t0 + s, "step": s, "values": {"loss": 1.0 if s < 3 else math.nan}, "i": s}
                for s in range(6)]
+    logs = [{"ts_ns": t0 + i, "line": line, "stream": "stderr", "level": ""} for i, line in enumerate(OOM_TRACEBACK)]
     with workers(broker, topics, app_id, tmp_path) as procs:
         wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
         # The same key as the run, so the garbage sits ahead of its records in the same partition.
         send(broker, topics.clean("metrics"), [(b"run-2", b"\xc1 not msgpack")])
+        send(broker, topics.log_digests, [(b"run-2", b"\xc1 not msgpack"), (b"run-2", wire.pack({"v": 99}))])
         send(broker, topics.clean("metrics"), [envelope("metrics", "run-2", metrics)])
-        found = read(broker, topics.alerts, lambda f: "nan_loss" in {
+        send(broker, topics.raw("logs"), [envelope("logs", "run-2", logs, producer="p2")])
+        found = read(broker, topics.alerts, lambda f: {"nan_loss", "oom"} <= {
             a["kind"] for a in alerts_by_key(f).values()}, 60)
         assert procs[0].proc.poll() is None
-    assert [a["kind"] for a in alerts_by_key(found).values()] == ["nan_loss"]
+    assert sorted(a["kind"] for a in alerts_by_key(found).values()) == ["nan_loss", "oom"]
 
 
 def test_two_workers_share_partitions_and_forward_every_record(broker: str, topic_prefix: str,

@@ -6,9 +6,14 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
 from runstream import wire
+from runstream.errors import DecodeError
 from runstream.events import Limits
-from streams.detect import RunState, apply_log_digest, digest_logs, on_log, on_log_levels, on_seen
+from streams.detect import LogDigest, RunState, apply_log_digest, digest_logs, on_log, on_log_levels, on_seen
 from streams.enrich import LogEnricher
 from streams.validate import process
 
@@ -60,6 +65,7 @@ def test_validator_digest_equals_the_decoded_clean_message_on_real_logs(real_log
         theirs = digest_logs(run=back.run, producer=back.producer, seq=back.seq, node=back.node, rank=back.rank,
                              records=back.records)
         assert mine == theirs
+        assert LogDigest.decode(mine.encode()) == mine  # as the log detectors read it from the digest topic
         expected = _by_record(by_record, back)
         assert apply_log_digest(handed, mine) == expected
         assert apply_log_digest(decoded, theirs) == expected
@@ -74,3 +80,26 @@ def test_empty_batch_digest_counts_nothing_and_sees_no_one() -> None:
     digest = digest_logs(run="r", producer="p", seq=0, node="n", rank=0, records=[])
     assert digest.newest_ns is None and apply_log_digest(run, digest) == []
     assert run.counts == {"lines": 0} and run.last_seen_ns == {} and run.nodes == []
+
+
+def test_digest_decode_refuses_what_encode_did_not_make() -> None:
+    """Bytes that are not a digest of this version (garbage, another version, a field missing or mistyped)
+    raise DecodeError, which the log detector counts and skips."""
+    good = digest_logs(run="r", producer="p", seq=3, node="n", rank=1, records=[{"ts_ns": TS, "level": "ERROR"}])
+    doc = wire.unpack(good.encode())
+    bad = [b"", b"\xc1", wire.pack([1, 2]), wire.pack({**doc, "v": 2}), wire.pack({k: v for k, v in doc.items()
+                                                                                 if k != "lines"}),
+           wire.pack({**doc, "seq": "3"}), wire.pack({**doc, "alerts": [1]}), wire.pack({**doc, "newest_ns": 1.5})]
+    for data in bad:
+        with pytest.raises(DecodeError):
+            LogDigest.decode(data)
+    assert LogDigest.decode(good.encode()) == good and good.errors == 1
+
+
+@given(st.binary(max_size=512))
+def test_digest_decode_of_any_bytes_gives_a_digest_or_decode_error(data: bytes) -> None:
+    """No byte sequence makes the log detector's decode raise anything but DecodeError."""
+    try:
+        LogDigest.decode(data)
+    except DecodeError:
+        pass
