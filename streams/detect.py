@@ -35,20 +35,21 @@ from __future__ import annotations
 
 import math
 import statistics
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from itertools import chain, compress, repeat
-from operator import contains, itemgetter
+from itertools import chain, compress, islice, repeat
+from operator import contains, floordiv, itemgetter, lt, sub
 from typing import Any
 
 from runstream import wire
 from runstream.errors import DecodeError
 from streams.alerts import alert_record
-from streams.losses import SeriesState, is_loss, on_metric, on_metric_column
+from streams.losses import SeriesState, is_loss, on_loss_column, on_metric, on_metric_column
 
 __all__ = ["NS", "DetectorSettings", "GpuState", "LogDigest", "MetricsState", "RunState", "SeriesState",
            "apply_log_digest", "apply_logs", "apply_metrics", "apply_runs", "check_run", "digest_logs", "is_loss",
-           "on_gpu_sample", "on_log", "on_metric", "on_metric_column", "on_metric_value_columns", "on_metric_values",
-           "on_seen", "on_step", "on_step_column"]
+           "on_gpu_sample", "on_log", "on_loss_column", "on_metric", "on_metric_column", "on_metric_value_columns",
+           "on_metric_values", "on_seen", "on_step", "on_step_column"]
 
 NS = 1_000_000_000
 
@@ -254,10 +255,32 @@ def on_metric_value_columns(stats: dict[str, list[float]], values: list[dict[str
     ``values`` in that order, when the caller has them."""
     if names is None:
         names = dict.fromkeys(chain.from_iterable(values))
-    uniform = set(map(len, values)) == {len(names)}  # then every map holds every name
+    _stats_columns(stats, _columns(values, names, set(map(len, values)) == {len(names)}))
+
+
+def _columns(values: list[dict[str, float]], names: Iterable[str], uniform: bool) -> dict[str, list[float]]:
+    """Each name's values over ``values`` in order (``uniform``: every map holds every name)."""
+    if uniform:
+        return {name: list(map(itemgetter(name), values)) for name in names}
+    return {name: [v[name] for v in values if name in v] for name in names}
+
+
+def _uniform_columns(values: list[dict[str, float]]) -> dict[str, list[float]] | None:
+    """Each name's values over ``values`` when every map holds the same names (the usual batch), else ``None``;
+    the names in the first map's order, which is then their order of first appearance."""
+    first = values[0]
+    if set(map(len, values)) != {len(first)}:
+        return None
+    try:  # as many names in each, and each of the first's in each: the same names
+        return {name: list(map(itemgetter(name), values)) for name in first}
+    except KeyError:
+        return None
+
+
+def _stats_columns(stats: dict[str, list[float]], columns: dict[str, list[float]]) -> None:
+    """:func:`on_metric_value_columns` over its columns (each non-empty), in their order."""
     isfinite = math.isfinite
-    for name in names:
-        col = list(map(itemgetter(name), values)) if uniform else [v[name] for v in values if name in v]
+    for name, col in columns.items():
         # A sum is finite only when every value is (NaN and infinities propagate; an overflow just takes the slow way).
         finite = col if isfinite(sum(col)) else [x for x in col if isfinite(x)]
         cur = stats.get(name)
@@ -301,13 +324,29 @@ def on_step_column(state: RunState, conf: DetectorSettings, *, node: str, rank: 
         prev = state.steps[who] = [steps[first], stamps[first], []]
         steps, stamps = steps[first + 1:], stamps[first + 1:]
     last_step, last_ts, times = prev
+    if not steps or max(steps) <= last_step:  # no step taken (the logs' metrics carry none: -1)
+        return
+    keep = conf.straggler_window
+    if last_step < steps[0] and all(map(lt, steps, islice(steps, 1, None))):
+        # Strictly rising (the usual batch): every step is taken, and of their times only the newest ``keep``
+        # can stay; computed in C, from the step before them (the state's last one for the first).
+        n = len(steps)
+        m = max(0, min(n, keep))
+        if m < n:
+            xs, ts = steps[n - m - 1:], stamps[n - m - 1:]
+        else:
+            xs, ts = [last_step, *steps], [last_ts, *stamps]
+        times += map(floordiv, map(sub, islice(ts, 1, None), ts), map(sub, islice(xs, 1, None), xs))
+        del times[: max(0, len(times) - keep)]
+        prev[0], prev[1] = steps[-1], stamps[-1]
+        return
     before = len(times)
     for step, ts_ns in zip(steps, stamps, strict=True):
         if step > last_step:  # also skips the negative (unknown) steps: a recorded step is never below 0
             times.append((ts_ns - last_ts) // max(1, step - last_step))
             last_step, last_ts = step, ts_ns
     if len(times) > before:  # trimmed only when it grew, as on_step does
-        del times[: max(0, len(times) - conf.straggler_window)]
+        del times[: max(0, len(times) - keep)]
     prev[0], prev[1] = last_step, last_ts
 
 
@@ -379,11 +418,15 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
         return []
     values = list(map(_get_values, records))
     stamps = list(map(_get_ts, records))
-    steps = [rec.get("step", -1) for rec in records]
+    steps = list(map(dict.get, records, repeat("step"), repeat(-1)))
+    columns = _uniform_columns(values)
+    uniform = columns is not None
+    names: dict[str, None] = dict.fromkeys(values[0]) if uniform else dict.fromkeys(chain.from_iterable(values))
     stats = metrics.stats
-    names = dict.fromkeys(chain.from_iterable(values))
     if len(stats) + len(names) < MAX_METRICS:  # then the limit is never reached within this batch
-        on_metric_value_columns(stats, values, names)
+        if columns is None:
+            columns = _columns(values, names, False)
+        _stats_columns(stats, columns)
     else:
         for vals in values:
             on_metric_values(stats, vals if len(stats) < MAX_METRICS else {k: v for k, v in vals.items() if k in stats})
@@ -391,7 +434,6 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
     loss = metrics.loss
     prefix = f"{node}/{rank}/"
     found: list[tuple[int, int, dict[str, Any]]] = []
-    uniform = set(map(len, values)) == {len(names)}
     for name in names:
         if not is_loss(name):
             continue
@@ -401,11 +443,21 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
             if len(loss) >= MAX_SERIES:
                 continue
             series = loss[sid] = SeriesState()
-        if uniform:
-            points = list(zip(range(len(values)), steps, stamps, map(itemgetter(name), values), strict=True))
-        else:
-            points = [(k, steps[k], stamps[k], v[name]) for k, v in enumerate(values) if name in v]
-        for pos, alert in on_metric_column(series, conf, node=node, rank=rank, metric=name, points=points):
+        col = columns.get(name) if columns is not None else None
+        if uniform:  # the column is the batch's: its index is the record's
+            if col is None:
+                col = list(map(itemgetter(name), values))
+            for pos, alert in on_loss_column(series, conf, node=node, rank=rank, metric=name, values=col,
+                                             steps=steps, stamps=stamps):
+                found.append((pos, list(values[pos]).index(name), alert))
+            continue
+        where = list(compress(range(len(values)), map(contains, values, repeat(name))))
+        if col is None:
+            col = [values[k][name] for k in where]
+        for k, alert in on_loss_column(series, conf, node=node, rank=rank, metric=name, values=col,
+                                       steps=list(map(steps.__getitem__, where)),
+                                       stamps=list(map(stamps.__getitem__, where))):
+            pos = where[k]
             found.append((pos, list(values[pos]).index(name), alert))
     newest = max(stamps)
     if newest > 0:

@@ -65,7 +65,7 @@ def log_decoder(limits: Limits) -> LogDecoder:
         ("stream", stream, "stdout"),
         ("level", level, ""),
         ("logger", Annotated[str, msgspec.Meta(max_length=limits.max_text_field_chars)], ""),
-    ], forbid_unknown_fields=True)
+    ], forbid_unknown_fields=True, gc=False)  # see _envelope
     envelope = _envelope("LogEnvelope", "logs", record, limits)
     decoder = msgspec.msgpack.Decoder(envelope)
     to_builtins = msgspec.to_builtins
@@ -100,7 +100,10 @@ def _envelope(name: str, kind: str, record: Any, limits: Limits) -> Any:
         ("sent_ns", int),
         ("records", Annotated[list[record], msgspec.Meta(min_length=1, max_length=limits.max_records_per_batch)]),
         ("v_minor", int, wire.SCHEMA_MINOR),
-    ])  # other envelope fields (``ingest_ns``, later additions) are skipped: a clean envelope does not carry them
+        # Other envelope fields (``ingest_ns``, later additions) are skipped: a clean envelope does not carry them.
+        # Untracked by the cycle collector (gc=False, as the log records): a decoded message holds scalars and
+        # lists of them, never a cycle, and tracking a batch's thousand structs cost 4 % of the log decode.
+    ], gc=False)
 
 
 #: A record's optional ``step`` (module level: the TypedDict below names it in a string annotation).

@@ -29,8 +29,9 @@ CONF = DetectorSettings(spike_min_points=5, spike_window=12, straggler_window=4)
 T0 = 1_795_428_000 * NS
 
 
-def _reference(run: RunState, metrics: MetricsState, conf: DetectorSettings, *, node: str, rank: int,
-               records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def _reference(
+    run: RunState, metrics: MetricsState, conf: DetectorSettings, *, node: str, rank: int, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """The per-record rule: each record's stats, step and loss values in order."""
     out: list[dict[str, Any]] = []
     newest = 0
@@ -60,17 +61,30 @@ def _reference(run: RunState, metrics: MetricsState, conf: DetectorSettings, *, 
 
 
 _values = st.sampled_from([1.0, 1.01, 0.99, 0.0, -0.0, 30.0, math.nan, math.inf, -math.inf, 1e308]) | st.floats(
-    -1e3, 1e3, allow_nan=False)
+    -1e3, 1e3, allow_nan=False
+)
 _names = st.sampled_from(["loss", "val_loss", "lr", "acc", "Loss/train"])
-_record = st.fixed_dictionaries({
-    "step": st.integers(-1, 40),
-    "ts_ns": st.integers(T0, T0 + 100 * NS),
-    "values": st.dictionaries(_names, _values, min_size=1, max_size=5),
-})
+_record = st.fixed_dictionaries(
+    {
+        "step": st.integers(-1, 40),
+        "ts_ns": st.integers(T0, T0 + 100 * NS),
+        "values": st.dictionaries(_names, _values, min_size=1, max_size=5),
+    }
+)
 # Batches where every record has the same names in the same order (the usual producer), and mixed ones.
-_uniform = st.lists(_names, min_size=1, max_size=4, unique=True).flatmap(lambda names: st.lists(
-    st.fixed_dictionaries({"step": st.integers(-1, 40), "ts_ns": st.integers(T0, T0 + 100 * NS),
-                           "values": st.fixed_dictionaries({n: _values for n in names})}), min_size=1, max_size=40))
+_uniform = st.lists(_names, min_size=1, max_size=4, unique=True).flatmap(
+    lambda names: st.lists(
+        st.fixed_dictionaries(
+            {
+                "step": st.integers(-1, 40),
+                "ts_ns": st.integers(T0, T0 + 100 * NS),
+                "values": st.fixed_dictionaries({n: _values for n in names}),
+            }
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
 _batches = st.lists(st.lists(_record, min_size=1, max_size=30) | _uniform, min_size=1, max_size=4)
 
 
@@ -109,14 +123,23 @@ def test_metric_limit_is_applied_as_record_by_record(monkeypatch: pytest.MonkeyP
     assert list(metrics.stats) == ["m0", "k0", "m1", "k1"]
 
 
+def _ordered(state: SeriesState) -> list[float]:
+    """The sorted copy the detectors read next: the one kept, or the one they rebuild when it is stale."""
+    return state.ordered if len(state.ordered) == len(state.window) else sorted(state.window)
+
+
 _finite = st.sampled_from([1.0, 1.01, 0.99, 0.0, -0.0, 30.0, 1e308, -1e308]) | st.floats(-1e3, 1e3)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(_finite, max_size=30), st.lists(_finite, min_size=1, max_size=60),
-       st.sampled_from([CONF, DetectorSettings(spike_min_points=3, spike_window=7)]))
-def test_loss_column_equals_value_by_value_through_full_windows(history: list[float], batch: list[float],
-                                                                conf: DetectorSettings) -> None:
+@given(
+    st.lists(_finite, max_size=30),
+    st.lists(_finite, min_size=1, max_size=60),
+    st.sampled_from([CONF, DetectorSettings(spike_min_points=3, spike_window=7)]),
+)
+def test_loss_column_equals_value_by_value_through_full_windows(
+    history: list[float], batch: list[float], conf: DetectorSettings
+) -> None:
     """A column of finite loss values, over a window filling up or already full (even or odd size), raises the
     alerts at the positions and leaves the window and its sorted copy (signs of zeros too) that on_metric gives
     value by value."""
@@ -126,7 +149,42 @@ def test_loss_column_equals_value_by_value_through_full_windows(history: list[fl
         detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
     points = [(3 * k, k, T0 + k, value) for k, value in enumerate(batch)]
     alerts = detect.on_metric_column(got, conf, node="n", rank=0, metric="loss", points=points)
-    expected = [(pos, alert) for pos, step, ts_ns, value in points
-                for alert in detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=step, ts_ns=ts_ns,
-                                              value=value)]
-    assert wire.pack([alerts, got.window, got.ordered]) == wire.pack([expected, want.window, want.ordered])
+    expected = [
+        (pos, alert)
+        for pos, step, ts_ns, value in points
+        for alert in detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=step, ts_ns=ts_ns, value=value)
+    ]
+    assert wire.pack([alerts, got.window, _ordered(got)]) == wire.pack([expected, want.window, want.ordered])
+
+
+_rising = st.lists(st.integers(0, 10_000), min_size=1, max_size=60, unique=True).map(sorted)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.integers(-1, 40), max_size=5), _rising, st.sampled_from([0, 1, 3, 20]), st.integers(0, 10**6))
+def test_rising_steps_equal_step_by_step(before: list[int], steps: list[int], keep: int, gap_ns: int) -> None:
+    """A batch of strictly rising steps (after any earlier ones) leaves the step times on_step leaves."""
+    conf = DetectorSettings(straggler_window=keep)
+    got, want = RunState(), RunState()
+    stamps = [T0 + gap_ns * (k + 1) * (k % 3 + 1) for k in range(len(steps))]
+    for k, step in enumerate(before):
+        for state in (got, want):
+            if step >= 0:
+                on_step(state, conf, node="n", rank=0, step=step, ts_ns=T0 + k)
+    detect.on_step_column(got, conf, node="n", rank=0, steps=steps, stamps=stamps)
+    for step, ts_ns in zip(steps, stamps, strict=True):
+        on_step(want, conf, node="n", rank=0, step=step, ts_ns=ts_ns)
+    assert got.steps == want.steps
+
+
+def test_same_sized_records_with_other_names_are_not_taken_as_uniform() -> None:
+    """Records with as many names but not the same ones keep every name's stats and loss series."""
+    batch = [
+        {"step": 0, "ts_ns": T0, "values": {"loss": 1.0, "lr": 0.1}},
+        {"step": 1, "ts_ns": T0 + 1, "values": {"loss": 2.0, "acc": 0.5}},
+    ]
+    got, want = _both([batch])
+    assert got == want
+    metrics = MetricsState()
+    apply_metrics(RunState(), metrics, CONF, node="n", rank=0, records=batch)
+    assert metrics.stats == {"loss": [2.0, 1.0, 2.0, 2], "lr": [0.1, 0.1, 0.1, 1], "acc": [0.5, 0.5, 0.5, 1]}
