@@ -17,8 +17,11 @@ Cost per line matters (the target is 200k log lines/s per worker).  Level,
 tags and extraction recipe depend on a line's *shape* only (its digits made 0,
 see :data:`_SHAPE`), and real logs repeat shapes (progress lines, per-step
 prints), so a bounded memo (:class:`FactsMemo`) answers most lines with one
-dictionary look-up per line done in C; the lines of unknown shape go through
-the batch prefilters (:func:`candidates`) and then the per-line functions.  The
+dictionary look-up per line done in C; of the lines of unknown shape, one per
+shape goes through the batch prefilters (:func:`candidates`) and then the
+per-line functions, and the others of its batch get its facts.  The metrics of
+the lines of one recipe are cooked together (:func:`streams.extract.cook_columns`),
+and the traceback grouper only sees the lines from a traceback's start on.  The
 answers are always the per-line functions' (``tests/streams/test_enrich_batch.py``
 holds them equal on the real-log corpus and on generated lines).
 """
@@ -29,8 +32,8 @@ from bisect import bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, count, islice, repeat
-from operator import is_, is_not
-from typing import Any, NamedTuple
+from operator import contains, is_, itemgetter
+from typing import Any, NamedTuple, TypeAlias
 
 from streams import extract, levels, signatures
 from streams.tracebacks import TracebackGrouper
@@ -42,23 +45,81 @@ LOG_METRICS_SUFFIX = "~log"
 # something contains one of them (a superset of its own conditions), so the per-line work
 # only runs on candidate lines.  ``str.find`` over the whole batch joined by newlines is a
 # fast C scan; a regular-expression alternation over the same text is several times slower.
-_LEVEL_HINTS = ("INFO", "WARN", "ERROR", "DEBUG", "CRITICAL", "FATAL", "Traceback", "Error", "Exception",
-                "Interrupt", "Warning:", "CUDA error", "NCCL error",
-                # glog/c10 prefixes at the start of a line: ``I1212 ...``, ``[W102 ...``
-                "\nI", "\nW", "\nE", "\nF", "\n[I", "\n[W", "\n[E", "\n[F")
-_TAG_HINTS = ("Traceback (most", "memory", "MEMORY", "CUDA", "cuda", "CUBLAS", "NCCL", "nccl", "DistBackendError",
-              "Watchdog", "nan", "NaN", "NAN", "inf", "Inf", "Segmentation fault", "SIGSEGV", "Killed", "SIGKILL",
-              "exitcode", "oom-kill")
+_LEVEL_HINTS = (
+    "INFO",
+    "WARN",
+    "ERROR",
+    "DEBUG",
+    "CRITICAL",
+    "FATAL",
+    "Traceback",
+    "Error",
+    "Exception",
+    "Interrupt",
+    "Warning:",
+    "CUDA error",
+    "NCCL error",
+    # glog/c10 prefixes at the start of a line: ``I1212 ...``, ``[W102 ...``
+    "\nI",
+    "\nW",
+    "\nE",
+    "\nF",
+    "\n[I",
+    "\n[W",
+    "\n[E",
+    "\n[F",
+)
+_TAG_HINTS = (
+    "Traceback (most",
+    "memory",
+    "MEMORY",
+    "CUDA",
+    "cuda",
+    "CUBLAS",
+    "NCCL",
+    "nccl",
+    "DistBackendError",
+    "Watchdog",
+    "nan",
+    "NaN",
+    "NAN",
+    "inf",
+    "Inf",
+    "Segmentation fault",
+    "SIGSEGV",
+    "Killed",
+    "SIGKILL",
+    "exitcode",
+    "oom-kill",
+)
 _METRIC_HINTS = ("loss", "Loss", "step")
 _TRACEBACK_START = "Traceback (most recent call last):"
+_LINE_TRACEBACK_START = "\n" + _TRACEBACK_START
+# A rank prefix starts a line: "\n[rank" is also a longer needle than "[rank", so a faster scan.
+_LINE_RANK = "\n[rank"
 # The same hints case-folded, searched in the lower-cased batch: one scan per word instead of one
 # per spelling (every scan reads the whole batch; fewer scans beat the few extra candidate lines).
 # The glog prefixes are tested on each line's first characters instead of one scan each.
 _LEVEL_FOLDED = ("info", "warn", "error", "debug", "critical", "fatal", "traceback", "exception", "interrupt")
 _GLOG_FIRST = frozenset("IWEF")
 _GLOG_BRACKET = frozenset({"[I", "[W", "[E", "[F"})
-_TAG_FOLDED = ("traceback (most", "memory", "cuda", "cublas", "nccl", "distbackenderror", "watchdog", "nan", "inf",
-               "segmentation fault", "sigsegv", "killed", "sigkill", "exitcode", "oom-kill")
+_TAG_FOLDED = (
+    "traceback (most",
+    "memory",
+    "cuda",
+    "cublas",
+    "nccl",
+    "distbackenderror",
+    "watchdog",
+    "nan",
+    "inf",
+    "segmentation fault",
+    "sigsegv",
+    "killed",
+    "sigkill",
+    "exitcode",
+    "oom-kill",
+)
 _METRIC_FOLDED = ("loss", "step")
 
 
@@ -85,8 +146,11 @@ def _candidate_lines(joined: str, texts: list[str], starts: list[int]) -> tuple[
     """The candidate lines (indexes, in order) for level detection, tags and metric extraction."""
     folded = joined.lower()
     if len(folded) != len(joined):  # a character that lower-cases to two: positions differ, use the exact hints
-        return (candidates(_LEVEL_HINTS, joined, starts), candidates(_TAG_HINTS, joined, starts),
-                candidates(_METRIC_HINTS, joined, starts))
+        return (
+            candidates(_LEVEL_HINTS, joined, starts),
+            candidates(_TAG_HINTS, joined, starts),
+            candidates(_METRIC_HINTS, joined, starts),
+        )
     glog = [i for i, t in enumerate(texts) if t[:1] in _GLOG_FIRST or t[:2] in _GLOG_BRACKET]
     level_lines = candidates(_LEVEL_FOLDED, folded, starts)
     if glog:
@@ -96,14 +160,13 @@ def _candidate_lines(joined: str, texts: list[str], starts: list[int]) -> tuple[
 
 #: Line shapes: the UTF-8 bytes of a line with the ASCII digits 1-9 made 0.  Every test in
 #: :mod:`streams.levels`, :mod:`streams.signatures` and :mod:`streams.extract` treats the digits alike
-#: (``\\d``, ``\\w``, word boundaries, number spans) but one: the literal ``-9`` of ``exitcode: -9``.  So in a
-#: batch holding ``-9`` the 9s are kept (:data:`_SHAPE_KEEP_9`).  Two lines of one shape then get the same
-#: level and tags and the same extraction recipe: a shape with a 9 comes only from lines with 9s exactly
-#: there, and the lines of a shape without one hold no ``-9`` (their batch had none, or they hold no 9).
-#: So the facts found for one line hold for every later line of its shape: a progress line seen before
-#: costs a dictionary look-up.
+#: (``\\d``, ``\\w``, word boundaries, number spans) but one: the literal ``-9`` of ``exitcode: -9``.  So the
+#: lines holding ``exitcode`` (:data:`_DIGIT_BOUND`) are never answered by shape: their facts are found line
+#: by line.  Two other lines of one shape get the same level and tags and the same extraction recipe, so
+#: the facts found for one line hold for every later line of its shape: a progress line seen before costs a
+#: dictionary look-up.
 _SHAPE = bytes.maketrans(b"123456789", b"000000000")
-_SHAPE_KEEP_9 = bytes.maketrans(b"12345678", b"00000000")
+_DIGIT_BOUND = b"exitcode"
 
 
 class Facts(NamedTuple):
@@ -114,8 +177,12 @@ class Facts(NamedTuple):
     recipe: extract.Recipe | None
 
 
-#: The facts of a line in which nothing is found (most lines): shared, so that "nothing to do" is one ``is`` test.
-NOTHING = Facts("", (), None)
+#: The facts of a line in which nothing is found (most lines): the empty tuple, the one falsy answer, so that the
+#: lines with something to do are found by one C pass (``compress``).
+NOTHING: tuple[()] = ()
+
+#: What is found in a line: its facts, or :data:`NOTHING`.
+Found: TypeAlias = "Facts | tuple[()]"
 
 
 class FactsMemo:
@@ -128,16 +195,16 @@ class FactsMemo:
     def __init__(self, max_shapes: int = 4096, max_shape_bytes: int = 2048) -> None:
         self.max_shapes = max_shapes
         self.max_shape_bytes = max_shape_bytes
-        self._facts: dict[bytes, Facts] = {}
+        self._facts: dict[bytes, Found] = {}
 
     def __len__(self) -> int:
         return len(self._facts)
 
-    def lookup(self, shapes: list[bytes]) -> list[Facts | None]:
+    def lookup(self, shapes: list[bytes]) -> list[Found | None]:
         """The facts known for each shape, ``None`` where none are."""
         return list(map(self._facts.get, shapes))
 
-    def remember(self, shapes: list[bytes], facts: list[Facts]) -> None:
+    def remember(self, shapes: list[bytes], facts: list[Found]) -> None:
         """Remember ``facts[k]`` for ``shapes[k]``; beyond ``max_shapes`` the oldest half is forgotten (one
         rebuild now and then: deleting one entry at a time from the front of a dict is not O(1))."""
         known = self._facts
@@ -149,8 +216,14 @@ class FactsMemo:
             self._facts = dict(islice(known.items(), len(known) - self.max_shapes // 2, None))
 
 
-def line_facts(text: str, *, level: bool = True, tags: bool = True, metrics: bool = True,
-               plan: Callable[[str], extract.Recipe | None] = extract.plan) -> Facts:
+def line_facts(
+    text: str,
+    *,
+    level: bool = True,
+    tags: bool = True,
+    metrics: bool = True,
+    plan: Callable[[str], extract.Recipe | None] = extract.plan,
+) -> Found:
     """The facts of one line (ANSI and rank prefix removed); a ``False`` flag skips a function known to find
     nothing in it (a prefilter's answer); ``plan`` finds the extraction recipe.  :data:`NOTHING` when nothing
     is found."""
@@ -165,9 +238,17 @@ def line_facts(text: str, *, level: bool = True, tags: bool = True, metrics: boo
 def _shapes(joined: str, lines: int) -> list[bytes]:
     """The shapes of the ``lines`` lines of ``joined`` (``"\\n"`` + lines joined by ``"\\n"``); ``[]`` when a
     line holds a newline itself (then the split does not give one piece per line)."""
-    table = _SHAPE_KEEP_9 if "-9" in joined else _SHAPE
-    shapes = joined.encode("utf-8", "surrogatepass").translate(table).split(b"\n")
-    return shapes[1:] if len(shapes) == lines + 1 else []
+    shapes = joined.encode("utf-8", "surrogatepass").translate(_SHAPE).split(b"\n")
+    del shapes[0]
+    return shapes if len(shapes) == lines else []
+
+
+_get_line = itemgetter("line")
+_get_ts = itemgetter("ts_ns")
+_get_i = itemgetter("i")
+_get_level = itemgetter(0)
+_get_tags = itemgetter(1)
+_get_recipe = itemgetter(2)
 
 
 @dataclass
@@ -182,20 +263,11 @@ class LogEnricher:
         """Add the enrichment fields to ``records`` in place; return the metric records extracted."""
         if not records:
             return []
-        raw = [rec["line"] for rec in records]
-        texts = raw
-        rjoined = "\n" + "\n".join(raw)
-        if "\x1b" in rjoined or "[rank" in rjoined:
-            strip = levels.strip_decorations
-            texts = []
-            for rec, line in zip(records, raw, strict=True):
-                text, line_rank = strip(line)
-                if line_rank is not None:
-                    rec["rank"] = line_rank
-                texts.append(text)
+        texts = list(map(_get_line, records))
+        joined = "\n" + "\n".join(texts)
+        if "\x1b" in joined or _LINE_RANK in joined:
+            texts = _strip(records, texts, joined)
             joined = "\n" + "\n".join(texts)
-        else:
-            joined = rjoined
         shapes = _shapes(joined, len(texts))
         if shapes:
             facts = self.memo.lookup(shapes)
@@ -206,46 +278,105 @@ class LogEnricher:
         if unknown:
             self._find(texts, shapes, facts, unknown)
 
-        cooking: list[int] = []
-        recipes: list[extract.Recipe] = []
-        for idx in compress(count(), map(is_not, facts, repeat(NOTHING))):
-            level, tags, recipe = facts[idx]  # type: ignore[misc]
-            if level or tags:
-                rec = records[idx]
-                if level and not rec["level"]:
-                    rec["level"] = level
-                if tags:
-                    rec["tags"] = list(tags)
-            if recipe is not None:
-                cooking.append(idx)
-                recipes.append(recipe)
         metrics: list[dict[str, Any]] = []
-        if cooking:
-            found = extract.cook_many([texts[i] for i in cooking], recipes)
-            metrics = [{"ts_ns": records[i]["ts_ns"], "step": values[0], "values": values[1], "i": records[i]["i"],
-                        "source": "log"} for i, values in zip(cooking, found, strict=True) if values is not None]
-        grouper = self.grouper
-        if grouper.open_for(producer) or _TRACEBACK_START in joined:
-            group_of = grouper.group_of
-            for rec, text in zip(records, texts, strict=True):
-                # A producer is one process; prefixed lines are its children's (torchrun), kept apart.
-                group = group_of(producer, rec.get("rank", -1) if "rank" in rec else -1, seq, rec["i"], text)
-                if group:
-                    rec["group"] = group
+        hits = list(compress(count(), facts))
+        if hits:
+            found: list[Facts] = list(map(facts.__getitem__, hits))  # type: ignore[arg-type]  # all known now
+            found_levels = list(map(_get_level, found))
+            for idx, level in zip(compress(hits, found_levels), filter(None, found_levels), strict=True):
+                rec = records[idx]
+                if not rec["level"]:
+                    rec["level"] = level
+            found_tags = list(map(_get_tags, found))
+            for idx, tags in zip(compress(hits, found_tags), filter(None, found_tags), strict=True):
+                records[idx]["tags"] = list(tags)
+            recipes = list(map(_get_recipe, found))
+            cooking = list(compress(hits, recipes))
+            if cooking:
+                ks, steps, values = extract.cook_columns(
+                    list(map(texts.__getitem__, cooking)), list(filter(None, recipes))
+                )
+                cooked = list(map(records.__getitem__, map(cooking.__getitem__, ks)))
+                metrics = [
+                    {"ts_ns": ts, "step": step, "values": vals, "i": i, "source": "log"}
+                    for ts, step, vals, i in zip(map(_get_ts, cooked), steps, values, map(_get_i, cooked), strict=True)
+                ]
+        if self.grouper.open_for(producer) or _TRACEBACK_START in joined:
+            self._group(producer, seq, records, texts, joined)
         return metrics
 
-    def _find(self, texts: list[str], shapes: list[bytes], facts: list[Facts | None], unknown: list[int]) -> None:
-        """Fill ``facts[i]`` for each index in ``unknown`` (and remember them by shape): the batch prefilters
-        run over those lines only, the per-line functions on the candidates they leave."""
-        some = [texts[i] for i in unknown]
+    def _group(self, producer: str, seq: int, records: list[dict[str, Any]], texts: list[str], joined: str) -> None:
+        """Set the traceback ``group`` of the lines ``texts`` of ``records`` (``joined``: ``"\\n"`` + them joined
+        by ``"\\n"``), as :meth:`TracebackGrouper.group_of` answers line by line."""
+        grouper = self.grouper
+        group_of = grouper.group_of
+        # Without rank prefixes every line is of rank -1: only that rank's traceback matters (another rank's,
+        # of a rank that went silent, may stay open for good).
+        ranked = any(map(contains, records, repeat("rank")))
+        starts: list[int] = []
+        idx, size = 0, len(texts)
+        while idx < size:
+            if not (grouper.open_for(producer) if ranked else grouper.is_open(producer, -1)):
+                # No traceback these lines could be in is open: only a line starting one changes that, and every
+                # line before it is in none.  Skip to it (a newline inside a line may stop short of it: harmless).
+                if not starts:
+                    starts = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=1))
+                at = joined.find(_LINE_TRACEBACK_START, starts[idx] - 1)
+                if at < 0:
+                    return
+                idx = bisect_right(starts, at + 1) - 1
+            rec = records[idx]
+            # A producer is one process; prefixed lines are its children's (torchrun), kept apart.
+            group = group_of(producer, rec.get("rank", -1) if "rank" in rec else -1, seq, rec["i"], texts[idx])
+            if group:
+                rec["group"] = group
+            idx += 1
+
+    def _find(self, texts: list[str], shapes: list[bytes], facts: list[Found | None], unknown: list[int]) -> None:
+        """Fill ``facts[i]`` for each index in ``unknown`` (and remember them by shape): the per-line functions
+        run on one line of each shape (every line holding ``exitcode``: see :data:`_DIGIT_BOUND`), those of
+        them that the batch prefilters leave; the other lines of a shape get its facts."""
+        if shapes:
+            # The first line of each unknown shape (reversed: an earlier line overwrites a later one).
+            first = dict(zip(map(shapes.__getitem__, reversed(unknown)), reversed(unknown), strict=True))
+            found = sorted(first.values())
+            bound = [idx for idx in found if _DIGIT_BOUND in shapes[idx]]
+            if bound:
+                for shape in map(shapes.__getitem__, bound):
+                    del first[shape]
+                found = sorted(set(found).union(idx for idx in unknown if _DIGIT_BOUND in shapes[idx]))
+        else:
+            found = unknown
+        some = [texts[i] for i in found]
         starts = list(accumulate((len(t) + 1 for t in some[:-1]), initial=1))
-        level_at, tags_at, metrics_at = (set(found) for found in
-                                         _candidate_lines("\n" + "\n".join(some), some, starts))
+        level_at, tags_at, metrics_at = (set(at) for at in _candidate_lines("\n" + "\n".join(some), some, starts))
         plan = self.extractor.plan  # its memo has a coarser shape: it knows more lines' recipes
-        for idx in unknown:
+        for idx in found:
             facts[idx] = NOTHING
         for k in sorted(level_at.union(tags_at, metrics_at)):
-            facts[unknown[k]] = line_facts(some[k], level=k in level_at, tags=k in tags_at, metrics=k in metrics_at,
-                                           plan=plan)
-        if shapes:
-            self.memo.remember([shapes[i] for i in unknown], [facts[i] for i in unknown])  # type: ignore[misc]
+            facts[found[k]] = line_facts(
+                some[k], level=k in level_at, tags=k in tags_at, metrics=k in metrics_at, plan=plan
+            )
+        if not shapes:
+            return
+        if len(found) < len(unknown):  # the other lines of each shape
+            for idx in unknown:
+                if facts[idx] is None:
+                    facts[idx] = facts[first[shapes[idx]]]
+        kept = list(first.values())
+        self.memo.remember(list(map(shapes.__getitem__, kept)), list(map(facts.__getitem__, kept)))  # type: ignore[arg-type]
+
+
+def _strip(records: list[dict[str, Any]], raw: list[str], joined: str) -> list[str]:
+    """The lines ``raw`` of ``records`` (``joined``: ``"\\n"`` + them joined by ``"\\n"``) without ANSI codes
+    and rank prefixes; a prefix's rank goes to the record's ``rank``.  Only the lines holding an escape or
+    starting with ``[rank`` are looked at (often a few of the batch)."""
+    strip = levels.strip_decorations
+    texts = list(raw)
+    starts = list(accumulate((len(t) + 1 for t in raw[:-1]), initial=1))
+    for idx in candidates(("\x1b", _LINE_RANK), joined, starts):
+        text, line_rank = strip(raw[idx])
+        if line_rank is not None:
+            records[idx]["rank"] = line_rank
+        texts[idx] = text
+    return texts

@@ -108,6 +108,11 @@ class TracebackGrouper:
         """Whether a traceback of ``producer`` (any rank) is open now."""
         return producer in self._producers
 
+    def is_open(self, producer: str, rank: int) -> bool:
+        """Whether a traceback of ``producer`` at ``rank`` is open now: when not, :meth:`group_of` answers
+        ``""`` and changes nothing for a line of that key that does not start a traceback."""
+        return (producer, rank) in self._open
+
 
 def _is_blank(text: str) -> bool:
     return not text.strip()

@@ -22,14 +22,17 @@ def _corpus(real_logs_dir: Path) -> list[str]:
     return lines
 
 
-def _enrich_all(enricher: LogEnricher, lines: list[str], size: int = 1000,
-                producer: str = "p") -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+def _enrich_all(
+    enricher: LogEnricher, lines: list[str], size: int = 1000, producer: str = "p"
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """The records of ``lines`` enriched in batches of ``size``, and the metric records extracted."""
-    records = [{"ts_ns": i, "line": line, "stream": "stdout", "level": "", "logger": "", "i": i % size}
-               for i, line in enumerate(lines)]
+    records = [
+        {"ts_ns": i, "line": line, "stream": "stdout", "level": "", "logger": "", "i": i % size}
+        for i, line in enumerate(lines)
+    ]
     metrics = []
     for off in range(0, len(records), size):
-        metrics += enricher.enrich(producer, off // size, 0, records[off:off + size])
+        metrics += enricher.enrich(producer, off // size, 0, records[off : off + size])
     return records, metrics
 
 
@@ -63,23 +66,67 @@ def test_batch_enrichment_equals_per_line_functions_on_real_logs(real_logs_dir: 
     assert _assert_as_per_line(*again) > 100
 
 
-_TOKENS = ["exitcode: ", "-9", "-1", "9", "19", "0", "7", " ", "  ", "Killed", "SIGKILL", "loss", "loss=", "step",
-           "step:", "iter ", ": ", "nan", "inf", "is ", "INFO", "WARNING", "ERROR:", "W1212 16:13:33.676 ",
-           "[E102 15:45:34.86 x.cpp:4115]", "Traceback (most recent call last):", "CUDA out of memory", "NCCL error",
-           "{'loss': ", "}", ", ", "'", "lr=3e-4", "x", "\t", "é", "[rank3]: ", "\x1b[31m", "RuntimeError: "]
+_TOKENS = [
+    "exitcode: ",
+    "-9",
+    "-1",
+    "9",
+    "19",
+    "0",
+    "7",
+    " ",
+    "  ",
+    "Killed",
+    "SIGKILL",
+    "loss",
+    "loss=",
+    "step",
+    "step:",
+    "iter ",
+    ": ",
+    "nan",
+    "inf",
+    "is ",
+    "INFO",
+    "WARNING",
+    "ERROR:",
+    "W1212 16:13:33.676 ",
+    "[E102 15:45:34.86 x.cpp:4115]",
+    "Traceback (most recent call last):",
+    "CUDA out of memory",
+    "NCCL error",
+    "{'loss': ",
+    "}",
+    ", ",
+    "'",
+    "lr=3e-4",
+    "x",
+    "\t",
+    "é",
+    "[rank3]: ",
+    "\x1b[31m",
+    "RuntimeError: ",
+]
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.lists(st.lists(st.lists(st.sampled_from(_TOKENS), max_size=10).map("".join), min_size=1, max_size=12),
-                min_size=1, max_size=6))
+@given(
+    st.lists(
+        st.lists(st.lists(st.sampled_from(_TOKENS), max_size=10).map("".join), min_size=1, max_size=12),
+        min_size=1,
+        max_size=6,
+    )
+)
 def test_memo_answers_as_per_line_functions_on_lines_differing_in_digits(batches: list[list[str]]) -> None:
     """Lines that differ only in their digits (``exitcode: -9`` against ``-1``, a 9 inside a number) get the
     per-line functions' answers from one enricher, whatever the batches hold and in whatever order."""
     enricher = LogEnricher()
     for seq, lines in enumerate(batches):
         for variant in (lines, [line.replace("1", "9") for line in lines], [line.replace("9", "1") for line in lines]):
-            records = [{"ts_ns": i, "line": line, "stream": "stdout", "level": "", "logger": "", "i": i}
-                       for i, line in enumerate(variant)]
+            records = [
+                {"ts_ns": i, "line": line, "stream": "stdout", "level": "", "logger": "", "i": i}
+                for i, line in enumerate(variant)
+            ]
             metrics = enricher.enrich(f"p{seq}", seq, 0, records)
             _assert_as_per_line(records, metrics)
 
@@ -118,3 +165,78 @@ def test_candidates_finds_hints_at_line_starts_and_inside_lines() -> None:
         starts.append(starts[-1] + len(t) + 1)
     assert candidates(("loss", "step"), joined, starts) == [1, 5]
     assert candidates(("\nI",), joined, starts) == [2]
+
+
+def _groups_per_line(records: list[dict[str, Any]], batch_of: list[int], producer: str = "p") -> list[str]:
+    """The group of each record by the per-line grouper (``batch_of[k]``: the seq of record k's batch)."""
+    grouper = TracebackGrouper()
+    groups = []
+    for rec, seq in zip(records, batch_of, strict=True):
+        text, rank = levels.strip_decorations(rec["line"])
+        groups.append(grouper.group_of(producer, -1 if rank is None else rank, seq, rec["i"], text))
+    return groups
+
+
+@pytest.mark.parametrize("size", [1000, 37])
+def test_batch_traceback_groups_equal_per_line_grouper_on_real_logs(real_logs_dir: Path, size: int) -> None:
+    """Every real log line gets the traceback group the per-line grouper gives it, whatever the batch size
+    (the batch path skips the lines before a traceback starts)."""
+    lines = _corpus(real_logs_dir)
+    records, _ = _enrich_all(LogEnricher(), lines, size=size)
+    expected = _groups_per_line(records, [k // size for k in range(len(records))])
+    assert [rec.get("group", "") for rec in records] == expected
+    assert sum(map(bool, expected)) > 100
+
+
+_TRACEBACK_TOKENS = [
+    "Traceback (most recent call last):",
+    '  File "x.py", line 3, in f',
+    "    ^^^^",
+    "",
+    " ",
+    "ValueError: bad",
+    "During handling of the above exception, another exception occurred:",
+    "plain line",
+    "\tindented",
+    "[rank0]: ",
+    "[rank1]: ",
+    "[rank0]: Traceback (most recent call last):",
+    "x Traceback (most recent call last):",
+]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(
+        st.lists(
+            st.lists(st.sampled_from(_TRACEBACK_TOKENS), min_size=1, max_size=2).map("".join), min_size=1, max_size=15
+        ),
+        min_size=1,
+        max_size=5,
+    )
+)
+def test_batch_traceback_groups_equal_per_line_grouper_on_generated_lines(batches: list[list[str]]) -> None:
+    """Generated tracebacks (chained, interleaved across ranks, cut between batches) get the per-line
+    grouper's groups from the batch path."""
+    enricher = LogEnricher()
+    records: list[dict[str, Any]] = []
+    batch_of: list[int] = []
+    for seq, lines in enumerate(batches):
+        batch = [
+            {"ts_ns": i, "line": line, "stream": "stdout", "level": "", "logger": "", "i": i}
+            for i, line in enumerate(lines)
+        ]
+        enricher.enrich("p", seq, 0, batch)
+        records += batch
+        batch_of += [seq] * len(batch)
+    assert [rec.get("group", "") for rec in records] == _groups_per_line(records, batch_of)
+
+
+def test_grouper_knows_which_ranks_have_an_open_traceback() -> None:
+    """is_open is true for the (producer, rank) whose traceback is open, false for its other ranks."""
+    grouper = TracebackGrouper()
+    grouper.group_of("a", 3, 0, 0, "Traceback (most recent call last):")
+    assert grouper.is_open("a", 3) and not grouper.is_open("a", -1) and not grouper.is_open("b", 3)
+    grouper.group_of("a", 3, 0, 1, "ValueError: no")
+    grouper.group_of("a", 3, 0, 2, "next line")
+    assert not grouper.is_open("a", 3)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -108,3 +109,37 @@ def test_memo_is_bounded() -> None:
     for name in ["a", "b", "c", "d", "e"]:
         memo(f"{name}_loss=1.0")
     assert len(memo._recipes) == 3
+
+
+_NUMBER = st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?", fullmatch=True) | st.floats().map(repr)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_NUMBER, _NUMBER), min_size=1, max_size=8))
+def test_cook_many_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) -> None:
+    """Numbers cooked together (one JSON decode for a batch) equal float() of their text, sign of zero,
+    leading zeros, rounding of long mantissas, overflow to inf and all."""
+    memo = Extractor()
+    texts = [f"step={step} train_loss={loss} lr=0.5" for step, loss in pairs]
+    planned = [(text, memo.plan(text)) for text in texts]
+    cooked = [(text, recipe) for text, recipe in planned if recipe is not None]
+    got = cook_many([text for text, _ in cooked], [recipe for _, recipe in cooked])
+    assert repr(got) == repr([extract(text) for text, _ in cooked])  # repr: NaN, -0.0
+
+
+@pytest.mark.parametrize(
+    "texts",
+    [
+        ["step=1 loss=-5 lr=0.5", "step=2 loss=-0 lr=0.5"],  # -0: JSON reads the integer 0
+        ["step=1 loss=2e100", "step=2 loss=1e400"],  # out of a double's range: JSON refuses it
+        ["step=1 loss=10", "step=2 loss=05"],  # a leading zero: JSON refuses it
+    ],
+)
+def test_cook_many_reads_what_json_reads_otherwise_as_float_does(texts: list[str]) -> None:
+    """In lines of one shape, a number JSON reads otherwise than float() (``-0``, ``1e400``, ``05``) gets
+    float()'s value, and so do the other lines of its batch."""
+    memo = Extractor()
+    recipes = [memo.plan(text) for text in texts]
+    assert len({id(recipe) for recipe in recipes}) == 1
+    got = cook_many(texts, recipes)  # type: ignore[arg-type]
+    assert repr(got) == repr([extract(text) for text in texts])  # repr: -0.0
