@@ -173,6 +173,7 @@ def _block(
         run = runstream.init(project="bench", name="overhead", settings=settings, options=options)
     _steps(work, reps, 1, run, step, log)  # untimed: the run's start (connect, first sample)
     gc.collect()
+    cycles0 = run.stats()["state"]["cycles"] if run is not None else 0
     threads0 = _thread_cpu_s()
     proc0, main0 = time.process_time(), time.thread_time()
     got = _steps(work, reps, args.steps, run, step + 1, log)
@@ -184,6 +185,7 @@ def _block(
     }
     if run is not None:
         stats = run.stats()
+        got["cycles"] = stats["state"]["cycles"] - cycles0
         got["samples"] = stats["sampler"]["samples"]
         got["finished_ok"] = run.finish()
         got["dropped"] = sum(stats["dropped"].values())
@@ -279,6 +281,7 @@ def analyse(raw: dict[str, Any], seed: int) -> dict[str, Any]:
         for name, s in p["with"]["thread_cpu_s"].items():
             by_thread[name] = by_thread.get(name, 0.0) + s
     background_ms = 1e3 * background_s / steps_with
+    cycles = sum(p["with"].get("cycles", 0) for p in pairs)
     return {
         "steps": {m: _summary(every(m, "wall_ns")) for m in ("without", "with")},
         "wall": _effect(pairs, "wall_ns", seed),
@@ -291,6 +294,9 @@ def analyse(raw: dict[str, Any], seed: int) -> dict[str, Any]:
         # Per second of the timed steps' wall time: comparable across runs whose steps differ in length.
         "background_pct_of_core": 100.0 * background_s / (1e-9 * sum(every("with", "wall_ns"))),
         "background_cpu_ms_per_step_by_thread": {k: 1e3 * v / steps_with for k, v in sorted(by_thread.items())},
+        # The sender's cost per sending cycle (a wake-up that took records and sent them).
+        "sender_cycles_per_step": cycles / steps_with,
+        "sender_cpu_us_per_cycle": 1e6 * by_thread.get("runstream-sender", 0.0) / cycles if cycles else 0.0,
         "without_background_cpu_ms_per_step": 1e3
         * sum(p["without"]["background_cpu_s"] for p in pairs)
         / len(every("without", "wall_ns")),
@@ -334,6 +340,10 @@ def _print(res: dict[str, Any], args: argparse.Namespace) -> None:
         f"= {res['background_pct_of_step']:.3f} % of a step, {res['background_pct_of_core']:.3f} % of a core "
         f"({threads}); "
         f"without runstream {res['without_background_cpu_ms_per_step']:.3f} ms/step"
+    )
+    print(
+        f"sender: {res['sender_cycles_per_step']:.2f} cycles/step, "
+        f"{res['sender_cpu_us_per_cycle']:.0f} us CPU per cycle"
     )
     print(
         f"{res['samples']} resource samples, {res['dropped']} records dropped, "

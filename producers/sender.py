@@ -4,6 +4,9 @@ Every ``flush_interval_s`` (sooner when a kind's backlog reaches
 ``batch_max_records``, or on :meth:`Sender.flush`) the sender takes what the
 buffer holds, builds envelopes (:mod:`producers.batch`) and sends each to the
 kind's raw topic keyed by run id, then awaits the broker's acknowledgements.
+A cycle's envelopes go out together, in one produce request (one record batch
+per kind) awaited in the cycle (:func:`runstream.kafka.produce`): a cycle costs
+one request and a handful of event-loop wake-ups, whatever it carries.
 
 Guarantees:
 
@@ -27,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import functools
 import logging
 import threading
 import time
@@ -47,6 +49,11 @@ log = logging.getLogger("runstream.sdk")
 
 #: Kinds in the order the sender drains them: lifecycle first.
 DRAIN_ORDER = ("runs", "metrics", "logs", "evals", "resources")
+
+#: Most envelope bytes of one kind in one produce request (one record batch; a broker's
+#: ``message.max.bytes`` defaults to 1 MiB + 12, framing included: 64 KiB are left for it,
+#: should the envelopes not compress).  A bigger envelope goes alone.
+MAX_REQUEST_BATCH_BYTES = (1 << 20) - (64 << 10)
 
 #: An envelope that failed this many times for a reason not known to be
 #: retriable is given up (counted ``failed``).
@@ -99,6 +106,8 @@ class Sender:
         self.options = options
         self.bootstrap = settings.kafka
         self.topics: Topics = settings.topics
+        #: The raw topic of each kind (looked up per envelope).
+        self._topic: dict[str, str] = {k: settings.topics.raw(k) for k in RAW_KINDS}
         self.key = key
         self.spool = spool
         self._heartbeat = heartbeat
@@ -118,10 +127,11 @@ class Sender:
         self._tick_handle: asyncio.TimerHandle | None = None
         #: A wake arrived while no wait was in progress (during a cycle): skip the next wait.
         self._woken = False
+        #: The tick that ended the last wait found work to do (so the main loop skips its own look).
+        self._work_seen = False
         self._producer: Any = None
-        #: Partition of each topic our key went to, learnt from the first acknowledgement of the
-        #: current producer: later sends name it, which skips aiokafka's partitioner (a murmur2
-        #: hash in Python, ~10 us per send).  Forgotten with the producer (the topic may differ).
+        #: Partition of each topic our key goes to, asked of the current producer's partitioner
+        #: once (a murmur2 hash in Python, ~10 us).  Forgotten with the producer (the topic may differ).
         self._partitions: dict[str, int] = {}
         self._outbox: deque[Batch] = deque()
         self._inflight: dict[int, Batch] = {}
@@ -133,7 +143,9 @@ class Sender:
         self._stopping = False
         self._stop_deadline = 0.0
         self._thread: threading.Thread | None = None
-        self._cycle_task: asyncio.Task[None] | None = None
+        #: The task running :meth:`_main`, and whether it is inside a cycle (what a stop interrupts).
+        self._main_task: asyncio.Task[Any] | None = None
+        self._in_cycle = False
         #: Cycles run (a wake-up with nothing buffered, to send or to replay runs none).
         self.cycles = 0
         self._started = threading.Event()
@@ -223,9 +235,9 @@ class Sender:
     def _stop_now(self) -> None:
         # Interrupts a cycle stuck on an unreachable broker so shutdown can spool.
         self._stopping = True
-        task = self._cycle_task
-        if task is not None and not task.done():
-            task.cancel()
+        task = self._main_task
+        if self._in_cycle and task is not None and not task.done():
+            task.cancel()  # delivered inside the cycle: the task is suspended there (see _main)
         self._on_wake()
 
     def _on_wake(self) -> None:
@@ -247,6 +259,7 @@ class Sender:
         except Exception:  # noqa: BLE001 - let the main loop run a cycle rather than stop ticking
             idle = False
         if not idle:
+            self._work_seen = True  # the main loop need not look again
             fut.set_result(None)
             return
         loop = self._loop
@@ -292,6 +305,9 @@ class Sender:
     async def _main(self) -> None:
         loop = asyncio.get_running_loop()
         self._loop = loop
+        task = asyncio.current_task()
+        assert task is not None
+        self._main_task = task
         self._started.set()
         beats = loop.create_task(self._beats())
         interval = self.options.flush_interval_s
@@ -299,14 +315,21 @@ class Sender:
             while True:
                 self._woken = False
                 self.wake_pending = False
-                if self._stopping or not self._idle():
+                work_seen, self._work_seen = self._work_seen, False
+                if self._stopping or work_seen or not self._idle():
                     self.cycles += 1
-                    self._cycle_task = loop.create_task(self._cycle())
+                    # The cycle runs in this task, not a task of its own (two loop wake-ups less per
+                    # cycle); a stop cancels this task only while it is suspended inside the cycle.
+                    self._in_cycle = True
                     try:
-                        await self._cycle_task
+                        await self._cycle()
                     except asyncio.CancelledError:
                         if not self._stopping:
                             raise
+                        if hasattr(task, "uncancel"):  # Python 3.11+ counts cancel requests: this one is handled
+                            task.uncancel()
+                    finally:
+                        self._in_cycle = False
                 if self._stopping:
                     break
                 if self._woken:  # woken during the cycle: go round again at once
@@ -406,47 +429,95 @@ class Sender:
         self._partitions.clear()
 
     async def _send_outbox(self) -> None:
+        """Send the outbox, one produce request at a time, each awaited (see :func:`runstream.kafka.produce`).
+
+        One request carries at most one record batch per kind (its envelopes
+        in ``seq`` order, up to ``MAX_REQUEST_BATCH_BYTES``); the next goes
+        once it is answered, so a kind's envelopes reach the broker in order.
+        Cancelled (shutdown), the envelopes of the request stay in flight and
+        are spooled.
+        """
         loop = asyncio.get_running_loop()
-        while self._outbox and loop.time() >= self._next_attempt:
-            batch = self._outbox[0]
-            topic = self.topics.raw(batch.kind)
+        while self._outbox and loop.time() >= self._next_attempt and self._producer is not None:
+            producer = self._producer
+            topic = ""
             try:
-                fut = await self._producer.send(topic, batch.value, key=self.key, partition=self._partitions.get(topic))
-            except Exception as exc:  # noqa: BLE001
+                for topic in {self._topic[b.kind] for b in self._outbox} - self._partitions.keys():
+                    self._partitions[topic] = await kafka.partition_for(producer, topic, self.key)
+            except Exception as exc:  # noqa: BLE001 - no metadata: an outage, or a topic we may not use
                 if is_retriable(exc):
                     self._note_outage(exc)
                     return
-                self._outbox.popleft()
-                self._give_up(batch, exc)
+                for batch in [b for b in self._outbox if self._topic[b.kind] == topic]:
+                    self._outbox.remove(batch)
+                    self._give_up(batch, exc)
                 continue
-            self._outbox.popleft()
-            batch.attempts += 1
-            self._inflight[batch.seq] = batch
-            self.buffer.count("sent", batch.kind, batch.records)
-            fut.add_done_callback(functools.partial(self._on_done, batch, batch.attempts))
+            parts = self._partitions
+            chunk = self._next_request()
+            values: dict[tuple[str, int], list[bytes]] = {}
+            for batch in chunk:
+                topic = self._topic[batch.kind]
+                values.setdefault((topic, parts[topic]), []).append(batch.value)
+                batch.attempts += 1
+                self._inflight[batch.seq] = batch
+                self.buffer.count("sent", batch.kind, batch.records)
+            try:
+                answers = await kafka.produce(producer, self.key, values)
+            except Exception as exc:  # noqa: BLE001 - whatever failed, every envelope of the request did
+                answers = dict.fromkeys(values, exc)
+            self._answered(chunk, answers, {topic: part for (topic, part) in values})
+            if self._outage_since is not None:
+                return
 
-    def _on_done(self, batch: Batch, attempt: int, fut: asyncio.Future[Any]) -> None:
-        if batch.attempts != attempt or self._inflight.get(batch.seq) is not batch:
-            return  # an earlier attempt's late answer, or already spooled at shutdown
-        del self._inflight[batch.seq]
-        exc = asyncio.CancelledError() if fut.cancelled() else fut.exception()
-        if exc is None:
-            partition = getattr(fut.result(), "partition", None)
-            if partition is not None and self._producer is not None:
-                self._partitions[self.topics.raw(batch.kind)] = partition
-            self._unacked -= batch.count
-            self.buffer.count("acked", batch.kind, batch.records)
-            self._resolve(batch.kind, batch.start, batch.count, "")
+    def _next_request(self) -> list[Batch]:
+        """Take from the outbox the envelopes of the next produce request (``seq`` order kept per kind)."""
+        taken: list[Batch] = []
+        left: list[Batch] = []
+        size: dict[str, int] = {}
+        full: set[str] = set()
+        for batch in self._outbox:
+            kind = batch.kind
+            if kind in full:
+                left.append(batch)
+                continue
+            now = size.get(kind, 0) + len(batch.value)
+            if kind in size and now > MAX_REQUEST_BATCH_BYTES:
+                full.add(kind)  # later envelopes of this kind wait: they must not overtake this one
+                left.append(batch)
+                continue
+            size[kind] = now
+            taken.append(batch)
+        self._outbox.clear()
+        self._outbox.extend(left)
+        return taken
+
+    def _answered(
+        self, chunk: list[Batch], answers: dict[tuple[str, int], BaseException | None], parts: dict[str, int]
+    ) -> None:
+        """Account for the broker's answer to each envelope of a request (acked, requeued or given up)."""
+        outage: BaseException | None = None
+        for batch in chunk:
+            if self._inflight.get(batch.seq) is not batch:
+                continue  # spooled meanwhile (cannot happen while the request is awaited; kept for safety)
+            del self._inflight[batch.seq]
+            topic = self._topic[batch.kind]
+            exc = answers.get((topic, parts[topic]), kafka.KafkaError("no answer"))
+            if exc is None:
+                self._unacked -= batch.count
+                self.buffer.count("acked", batch.kind, batch.records)
+                self._resolve(batch.kind, batch.start, batch.count, "")
+                continue
+            if is_retriable(exc) or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
+                self._requeue(batch)
+                outage = exc
+            else:
+                self._give_up(batch, exc)
+        if outage is None:
             self._note_recovered()
             return
-        known = is_retriable(exc)
-        if known or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
-            self._requeue(batch)
-            self._note_outage(exc)
-            if isinstance(exc, kafka.ConnectionLost):
-                self._drop_producer()
-        else:
-            self._give_up(batch, exc)
+        self._note_outage(outage)
+        if isinstance(outage, kafka.ConnectionLost):
+            self._drop_producer()
 
     def _requeue(self, batch: Batch) -> None:
         seqs = [b.seq for b in self._outbox]
@@ -597,8 +668,6 @@ class Sender:
                     pass
             await self._stop_producer(self._producer, 2.0)
             self._producer = None
-            for _ in range(3):  # let the acknowledgements' callbacks run
-                await asyncio.sleep(0)
         left = sorted([*self._inflight.values(), *self._outbox], key=lambda b: b.seq)
         self._inflight.clear()
         self._outbox.clear()
