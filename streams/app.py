@@ -25,7 +25,7 @@ batch is by far the largest message and the detectors need little of it, so
 the validator that has its records at hand sends, beside the clean batch, its
 :class:`streams.detect.LogDigest` (counts, newest stamp, alerts; a few hundred
 bytes), keyed by run id like the batch: the log detectors never fetch,
-decompress or decode the batches (that was ~16 % of this worker's CPU).  Nor
+decompress or hash the batches a second time.  Nor
 do the other detectors decode what this worker's validators sent:
 :class:`streams.handoff.Handoff` passes along, for the exact bytes sent, each
 decoded envelope (anything else is decoded).  They keep their state in faust
