@@ -44,12 +44,12 @@ from typing import Any
 from runstream import wire
 from runstream.errors import DecodeError
 from streams.alerts import alert_record
-from streams.losses import SeriesState, is_loss, on_loss_column, on_metric, on_metric_column
+from streams.losses import SeriesState, is_loss, on_loss_column, on_metric
 
 __all__ = ["NS", "DetectorSettings", "GpuState", "LogDigest", "MetricsState", "RunState", "SeriesState",
            "apply_log_digest", "apply_logs", "apply_metrics", "apply_runs", "check_run", "digest_logs", "is_loss",
-           "on_gpu_sample", "on_log", "on_loss_column", "on_metric", "on_metric_column", "on_metric_value_columns",
-           "on_metric_values", "on_seen", "on_step", "on_step_column"]
+           "on_gpu_sample", "on_log", "on_loss_column", "on_metric", "on_metric_values", "on_seen", "on_step",
+           "on_step_column"]
 
 NS = 1_000_000_000
 
@@ -247,17 +247,6 @@ def on_metric_values(stats: dict[str, list[float]], values: dict[str, float]) ->
                 cur[2] = value
 
 
-def on_metric_value_columns(stats: dict[str, list[float]], values: list[dict[str, float]],
-                            names: dict[str, None] | None = None) -> None:
-    """:func:`on_metric_values` for each map of ``values`` in order, a metric at a time (C-level ``min``/``max``
-    over each metric's column).  The same stats: the builtins keep the first of equal values, as the
-    one-at-a-time comparisons do, and names are added in the order they first appear.  ``names``: the names of
-    ``values`` in that order, when the caller has them."""
-    if names is None:
-        names = dict.fromkeys(chain.from_iterable(values))
-    _stats_columns(stats, _columns(values, names, set(map(len, values)) == {len(names)}))
-
-
 def _columns(values: list[dict[str, float]], names: Iterable[str], uniform: bool) -> dict[str, list[float]]:
     """Each name's values over ``values`` in order (``uniform``: every map holds every name)."""
     if uniform:
@@ -278,7 +267,9 @@ def _uniform_columns(values: list[dict[str, float]]) -> dict[str, list[float]] |
 
 
 def _stats_columns(stats: dict[str, list[float]], columns: dict[str, list[float]]) -> None:
-    """:func:`on_metric_value_columns` over its columns (each non-empty), in their order."""
+    """:func:`on_metric_values` for each map of a batch in order, given each name's column (non-empty, in the
+    order the names first appear), a metric at a time (C-level ``min``/``max`` over each column).  The same
+    stats: the builtins keep the first of equal values, as the one-at-a-time comparisons do."""
     isfinite = math.isfinite
     for name, col in columns.items():
         # A sum is finite only when every value is (NaN and infinities propagate; an overflow just takes the slow way).

@@ -124,14 +124,6 @@ _JSON_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _LEADING_ZERO = re.compile(r"-?0[0-9]")
 
 
-def cook_many(texts: list[str], recipes: list[Recipe]) -> list[tuple[int, dict[str, float]] | None]:
-    """What :func:`cook` answers for each ``(texts[k], recipes[k])`` (see :func:`cook_columns`)."""
-    out: list[tuple[int, dict[str, float]] | None] = [None] * len(texts)
-    for k, step, values in zip(*cook_columns(texts, recipes), strict=True):
-        out[k] = (step, values)
-    return out
-
-
 def cook_columns(texts: list[str], recipes: list[Recipe]) -> tuple[list[int], list[int], list[dict[str, float]]]:
     """The positions ``k``, ascending, of the ``(texts[k], recipes[k])`` from which :func:`cook` extracts
     metrics, and the step and values it extracts from each, as three columns.

@@ -112,18 +112,6 @@ def _push(window: list[float], ordered: list[float], value: float, size: int) ->
         del window[:extra]
 
 
-def on_metric_column(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str,
-                     points: list[tuple[int, int, int, float]]) -> list[tuple[int, dict[str, Any]]]:
-    """:func:`on_metric` for each ``(position, step, ts_ns, value)`` of ``points`` in order, in one loop; the
-    alerts come with the position of the value that raised them (:func:`on_loss_column` over points)."""
-    if not points:
-        return []
-    positions, steps, stamps, values = (list(column) for column in zip(*points, strict=True))
-    found = on_loss_column(state, conf, node=node, rank=rank, metric=metric, values=values, steps=steps,
-                           stamps=stamps)
-    return [(positions[k], alert) for k, alert in found]
-
-
 def on_loss_column(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str,
                    values: list[float], steps: list[int], stamps: list[int]) -> list[tuple[int, dict[str, Any]]]:
     """:func:`on_metric` for each ``values[k]`` (at ``steps[k]``, ``stamps[k]``) in order, in one loop; the alerts

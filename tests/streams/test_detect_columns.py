@@ -148,7 +148,9 @@ def test_loss_column_equals_value_by_value_through_full_windows(
         detect.on_metric(got, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
         detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
     points = [(3 * k, k, T0 + k, value) for k, value in enumerate(batch)]
-    alerts = detect.on_metric_column(got, conf, node="n", rank=0, metric="loss", points=points)
+    found = detect.on_loss_column(got, conf, node="n", rank=0, metric="loss", values=list(batch),
+                                  steps=list(range(len(batch))), stamps=[T0 + k for k in range(len(batch))])
+    alerts = [(3 * k, alert) for k, alert in found]
     expected = [
         (pos, alert)
         for pos, step, ts_ns, value in points

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import levels
-from streams.extract import Extractor, cook_many, extract
+from streams.extract import Extractor, Recipe, cook_columns, extract
 
 _TOKENS = [
     "loss",
@@ -88,9 +88,17 @@ def test_memo_equals_extract_on_real_logs(real_logs_dir: Path) -> None:
     assert found > 1000 and len(memo._recipes) <= 512
 
 
+def cook_many(texts: list[str], recipes: list[Recipe]) -> list[tuple[int, dict[str, float]] | None]:
+    """What :func:`streams.extract.cook` answers for each ``(texts[k], recipes[k])``, from cook_columns."""
+    out: list[tuple[int, dict[str, float]] | None] = [None] * len(texts)
+    for k, step, values in zip(*cook_columns(texts, recipes), strict=True):
+        out[k] = (step, values)
+    return out
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_token, min_size=1, max_size=14), min_size=1, max_size=6), st.integers(0, 2**32))
-def test_cook_many_equals_extract_on_lines_of_shared_shapes(lines: list[list[str]], seed: int) -> None:
+def test_cook_columns_equals_extract_on_lines_of_shared_shapes(lines: list[list[str]], seed: int) -> None:
     """Lines cooked together, several per recipe object (as the memo hands them out), get what extract() gives
     each, in their order."""
     rng = random.Random(seed)
@@ -116,7 +124,7 @@ _NUMBER = st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?", 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_NUMBER, _NUMBER), min_size=1, max_size=8))
-def test_cook_many_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) -> None:
+def test_cook_columns_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) -> None:
     """Numbers cooked together (one JSON decode for a batch) equal float() of their text, sign of zero,
     leading zeros, rounding of long mantissas, overflow to inf and all."""
     memo = Extractor()
@@ -135,7 +143,7 @@ def test_cook_many_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) ->
         ["step=1 loss=10", "step=2 loss=05"],  # a leading zero: JSON refuses it
     ],
 )
-def test_cook_many_reads_what_json_reads_otherwise_as_float_does(texts: list[str]) -> None:
+def test_cook_columns_reads_what_json_reads_otherwise_as_float_does(texts: list[str]) -> None:
     """In lines of one shape, a number JSON reads otherwise than float() (``-0``, ``1e400``, ``05``) gets
     float()'s value, and so do the other lines of its batch."""
     memo = Extractor()
