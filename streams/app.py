@@ -25,11 +25,10 @@ batch is by far the largest message and the detectors need little of it, so
 the validator that has its records at hand sends, beside the clean batch, its
 :class:`streams.detect.LogDigest` (counts, newest stamp, alerts; a few hundred
 bytes), keyed by run id like the batch: the log detectors never fetch,
-decompress or hash the batches a second time.  Nor
-do the other detectors decode what this worker's validators sent:
-:class:`streams.handoff.Handoff` passes along, for the exact bytes sent, each
-decoded envelope (anything else is decoded).  They keep their state in faust
-tables keyed by run id:
+decompress or hash the batches a second time.  Nor do the other detectors
+decode what this worker's validators sent: :class:`streams.handoff.Handoff`
+passes along, for the exact bytes sent, each decoded envelope (anything else
+is decoded).  They keep their state in faust tables keyed by run id:
 
 - ``runs``: :class:`streams.detect.RunState` (status, last heartbeat, nodes and
   ranks seen, line/warning/error counts, step times, last seen per rank);
@@ -43,8 +42,8 @@ tables keyed by run id:
 Values are MessagePack of the state objects' ``to_map()`` (never pickle), and
 every table has a changelog topic, so a restarted worker recovers its state.
 The clean topics, the digests and the tables share the partitioning (run id,
-same count), so faust assigns a partition of each together.  These agents ack the usual faust
-way: their output (alerts, changelog records) is flushed before an offset is
+same count), so faust assigns a partition of each together.  These agents ack
+the usual faust way: their output (alerts, changelog records) is flushed before an offset is
 committed, so they are at-least-once; alert keys are deterministic, so a replay
 or two workers never store one alert twice.  A timer evaluates the run-wide
 detectors (stalled after ``crashed_after_s`` without a heartbeat, silent rank,
