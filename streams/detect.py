@@ -71,6 +71,13 @@ class DetectorSettings:
     straggler_window: int = 20
     crashed_after_s: float = 60.0
 
+    def __post_init__(self) -> None:
+        """Refuse windows the detectors cannot work with (raises ``ValueError``)."""
+        if self.spike_window < 1 or self.spike_min_points < 1:
+            raise ValueError("spike_window and spike_min_points must be at least 1")
+        if self.straggler_window < 0:
+            raise ValueError("straggler_window must be at least 0")
+
 
 # -- logs -----------------------------------------------------------------------------------------
 

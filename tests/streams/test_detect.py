@@ -6,6 +6,7 @@ import math
 import statistics
 
 import msgpack
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -216,3 +217,11 @@ def test_one_failed_rank_fails_the_run_at_once() -> None:
     assert run.status == "killed"
     apply_runs(run, node="a", rank=1, records=[{"ts_ns": T0 + 2, "event": "finish", "status": "failed"}])
     assert run.status == "failed" and check_run(run, CONF, T0 + 600 * NS) == []
+
+
+def test_detector_settings_refuse_windows_the_detectors_cannot_use() -> None:
+    """An empty spike window (or minimum) or a negative straggler window is refused when the settings are built."""
+    for bad in ({"spike_window": 0}, {"spike_min_points": 0}, {"straggler_window": -1}):
+        with pytest.raises(ValueError):
+            DetectorSettings(**bad)
+    assert DetectorSettings(straggler_window=0).straggler_window == 0
