@@ -71,15 +71,9 @@ class _PlainLogRecord(msgspec.Struct, gc=False, forbid_unknown_fields=True):
     logger: str | None = None
 
 
-class _LogRecord(msgspec.Struct, gc=False):
+class _LogRecord(_PlainLogRecord, forbid_unknown_fields=False):
     """A clean log record as the ``logs`` columns take it; ``None`` is the general path's default."""
 
-    ts_ns: _TS_NS
-    line: str
-    i: _U32
-    stream: str | None = None
-    level: str | None = None
-    logger: str | None = None
     tags: list[str] | None = None
     group: str | None = None
     orig_bytes: _U32 | None = None
@@ -197,7 +191,7 @@ def decode_logs(value: bytes) -> tuple[Framing, list[Piece]] | None:
         _text(_field(records, "logger"), ""),
         pa.array(_field(records, "line"), type=_STRING),
     ]
-    if isinstance(records[0], _PlainLogRecord):
+    if type(records[0]) is _PlainLogRecord:  # not the subclass with every column
         columns += [Run([], n), Run("", n), Run(0, n), _index(records), Run(env.rank, n), Run(env.node, n)]
     else:
         columns += [
