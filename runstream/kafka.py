@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition, codec
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.codec import has_zstd
 from aiokafka.errors import (
@@ -25,6 +25,7 @@ from aiokafka.errors import (
 )
 from aiokafka.producer.message_accumulator import BatchBuilder
 from aiokafka.protocol.produce import ProduceRequest
+from aiokafka.record import default_records
 
 __all__ = [
     "AIOKafkaConsumer",
@@ -86,6 +87,33 @@ def _fail_on_disconnect(producer: AIOKafkaProducer) -> None:
 
 #: How producers compress record batches (``None`` where cramjam is missing: aiokafka has no zstd then).
 COMPRESSION: str | None = "zstd" if has_zstd() else None
+#: The zstd level of every record batch this process compresses.  aiokafka 0.14 has no setting for it and
+#: takes the broker's default, 3; on batches of real log lines level 1 is faster and also smaller (per line,
+#: 0.16 against 0.21 µs of CPU to compress, ratio 9.5 against 9.0), and as fast to decompress.
+ZSTD_LEVEL = 1
+
+
+def _zstd_encode(payload: Any, level: int | None = None) -> bytes:
+    return codec.zstd_encode(payload, ZSTD_LEVEL if level is None else level)
+
+
+def _use_zstd_level() -> None:
+    """Make aiokafka's record batch builders (its C extension's and the pure-Python one) compress at
+    :data:`ZSTD_LEVEL`: they call ``zstd_encode`` through their module globals.  A builder that does not is
+    left alone (a later aiokafka may have its own setting)."""
+    modules: list[Any] = [default_records]
+    try:
+        from aiokafka.record._crecords import default_records as c_records  # noqa: PLC0415 - optional extension
+    except ImportError:  # pure-Python aiokafka (AIOKAFKA_NO_EXTENSIONS)
+        pass
+    else:
+        modules.append(c_records)
+    for module in modules:
+        if getattr(module, "zstd_encode", None) is codec.zstd_encode:
+            module.zstd_encode = _zstd_encode
+
+
+_use_zstd_level()
 
 
 def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options: Any) -> AIOKafkaProducer:
