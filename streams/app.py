@@ -75,7 +75,7 @@ from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS, RAW_KINDS, chan
 from streams import detect
 from streams.detect import DetectorSettings, GpuState, LogDigest, MetricsState, RunState
 from streams.enrich import LogEnricher
-from streams.handoff import Handoff
+from streams.handoff import Handoff, Live
 from streams.validate import process
 
 log = logging.getLogger("runstream.streams")
@@ -371,11 +371,32 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
         for name, (size_s, expires_s) in GPU_WINDOWS_S.items()
     }
 
+    # The state objects the agents last saved, beside the very bytes they stored: while the table still holds those
+    # bytes (no recovery, no write by the timer since), a run's next batch takes the object instead of decoding them.
+    live_runs: Live[RunState] = Live()
+    live_metrics: Live[MetricsState] = Live()
+
     def load_run(key: str) -> RunState:
-        return RunState.from_map(_load(runs_t, key).get("s", {}))
+        raw = runs_t[key]
+        state = live_runs.take(key, raw)
+        if state is None:
+            state = RunState.from_map(wire.unpack(raw).get("s", {}) if raw else {})
+        return state
 
     def save_run(key: str, partition: int, state: RunState) -> None:
-        runs_t[key] = wire.pack({"p": partition, "s": state.to_map()})
+        raw = wire.pack({"p": partition, "s": state.to_map()})
+        runs_t[key] = raw
+        live_runs.keep(key, raw, state)
+
+    def load_metrics(key: str) -> MetricsState:
+        raw = metrics_t[key]
+        series = live_metrics.take(key, raw)
+        return MetricsState.from_map(wire.unpack(raw) if raw else {}) if series is None else series
+
+    def save_metrics(key: str, series: MetricsState) -> None:
+        raw = wire.pack(series.to_map())
+        metrics_t[key] = raw
+        live_metrics.keep(key, raw, series)
 
     async def send_alerts(kind: str, env: wire.Envelope | LogDigest, alerts: list[dict[str, Any]]) -> None:
         if alerts:
@@ -415,10 +436,10 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
         async for env, part in clean_envelopes(stream):
             key = env.run
             state = load_run(key)
-            series = MetricsState.from_map(_load(metrics_t, key))
+            series = load_metrics(key)
             alerts = detect.apply_metrics(state, series, dconf, node=env.node, rank=env.rank, records=env.records)
             save_run(key, part, state)
-            metrics_t[key] = wire.pack(series.to_map())
+            save_metrics(key, series)
             await send_alerts("metrics", env, alerts)
             yield len(env.records)
 

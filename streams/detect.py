@@ -415,7 +415,6 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
     if not records:
         return []
     values = list(map(_get_values, records))
-    stamps = list(map(_get_ts, records))
     steps = list(map(dict.get, records, repeat("step"), repeat(-1)))
     columns = _uniform_columns(values)
     uniform = columns is not None
@@ -428,7 +427,8 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
     else:
         for vals in values:
             on_metric_values(stats, vals if len(stats) < MAX_METRICS else {k: v for k, v in vals.items() if k in stats})
-    on_step_column(run, conf, node=node, rank=rank, steps=steps, stamps=stamps)
+    if max(steps) >= 0:  # else no step is taken (the logs' metrics carry none: -1)
+        on_step_column(run, conf, node=node, rank=rank, steps=steps, stamps=list(map(_get_ts, records)))
     loss = metrics.loss
     prefix = f"{node}/{rank}/"
     found: list[tuple[int, int, dict[str, Any]]] = []
@@ -445,23 +445,36 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
         if uniform:  # the column is the batch's: its index is the record's
             if col is None:
                 col = list(map(itemgetter(name), values))
-            for pos, alert in on_loss_column(series, conf, node=node, rank=rank, metric=name, values=col,
-                                             steps=steps, stamps=stamps):
-                found.append((pos, list(values[pos]).index(name), alert))
-            continue
-        where = list(compress(range(len(values)), map(contains, values, repeat(name))))
-        if col is None:
-            col = [values[k][name] for k in where]
+            where = None
+        else:
+            where = list(compress(range(len(values)), map(contains, values, repeat(name))))
+            if col is None:
+                col = [values[k][name] for k in where]
+        # A value's step and stamp are read only for an alert (rare): from its record, when asked for.
         for k, alert in on_loss_column(series, conf, node=node, rank=rank, metric=name, values=col,
-                                       steps=list(map(steps.__getitem__, where)),
-                                       stamps=list(map(stamps.__getitem__, where))):
-            pos = where[k]
+                                       steps=_Field(records, "step", -1, where),
+                                       stamps=_Field(records, "ts_ns", 0, where)):
+            pos = k if where is None else where[k]
             found.append((pos, list(values[pos]).index(name), alert))
-    newest = max(stamps)
+    newest = max(map(_get_ts, records))
     if newest > 0:
         on_seen(run, node=node, rank=rank, ts_ns=newest)
     found.sort(key=itemgetter(0, 1))  # record by record, in each record's order of names
     return [alert for _, _, alert in found]
+
+
+class _Field:
+    """One field of some records as a sequence: ``self[k]`` is ``records[where[k]].get(name, default)`` (every
+    record when ``where`` is ``None``), read when asked for."""
+
+    __slots__ = ("default", "name", "records", "where")
+
+    def __init__(self, records: list[dict[str, Any]], name: str, default: int, where: list[int] | None) -> None:
+        self.records, self.name, self.default, self.where = records, name, default, where
+
+    def __getitem__(self, k: int) -> int:
+        rec = self.records[k if self.where is None else self.where[k]]
+        return rec.get(self.name, self.default)  # type: ignore[no-any-return]  # validated: an int
 
 
 _get_values = itemgetter("values")
@@ -524,17 +537,25 @@ class LogDigest:
 def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,
                 records: list[dict[str, Any]]) -> LogDigest:
     """The :class:`LogDigest` of one clean, enriched ``logs`` batch (``run``: its run id)."""
-    # C loops over the batch (map, compress): most lines carry no tags and need nothing else.
+    # C loops over the batch: most lines carry no tags and need nothing else, and most batches hold a few
+    # levels only, so a level is counted only when the batch holds it.
     levels = list(map(dict.get, records, repeat("level"), repeat("")))
+    held = set(levels)
+    warnings = levels.count("WARNING") if "WARNING" in held else 0
+    errors = sum(levels.count(level) for level in _ERROR_LEVELS if level in held)
     out: list[dict[str, Any]] = []
-    for rec in compress(records, map(contains, records, repeat("tags"))):
+    for rec in [rec for rec in records if "tags" in rec]:
         out += on_log(rec, producer=producer, seq=seq, node=node, rank=rank)
     # One traceback's lines raise one alert per tag: keep the first of each key.
     seen: set[str] = set()
     alerts = [a for a in out if not (a["key"] in seen or seen.add(a["key"]))]  # type: ignore[func-returns-value]
     return LogDigest(run=run, producer=producer, seq=seq, node=node, rank=rank, lines=len(levels),
-                     warnings=levels.count("WARNING"), errors=levels.count("ERROR") + levels.count("CRITICAL"),
-                     newest_ns=max(map(_get_ts, records)) if records else None, alerts=alerts)
+                     warnings=warnings, errors=errors, newest_ns=max(map(_get_ts, records)) if records else None,
+                     alerts=alerts)
+
+
+#: The levels counted as errors.
+_ERROR_LEVELS = ("ERROR", "CRITICAL")
 
 
 def apply_log_digest(run: RunState, digest: LogDigest) -> list[dict[str, Any]]:

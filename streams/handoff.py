@@ -22,12 +22,18 @@ Bounded by count and by weight, an estimate of the memory an entry holds:
 :data:`ENVELOPE_WEIGHT_PER_BYTE` times its message's length (measured on the
 benchmark's batches: a decoded ``metrics`` envelope takes about 5 times its
 message's bytes).  The oldest entries go first.
+
+The same holds from one batch to the next for the detectors' table values:
+:class:`Live` keeps, per table key, the state object a detector saved beside
+the very bytes object it stored, and gives it back only while the table still
+holds that object (a recovery or rebalance, or any other writer, stores
+another one: that value is decoded).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from typing import TypeAlias
+from typing import Generic, TypeAlias, TypeVar
 
 from runstream import wire
 
@@ -87,3 +93,43 @@ class Handoff:
             return None
         self._bytes -= found[1]
         return found[0]
+
+
+#: Most state objects a :class:`Live` keeps (one per run of this worker's partitions; the least recently used go).
+MAX_LIVE = 1024
+
+T = TypeVar("T")
+
+
+class Live(Generic[T]):
+    """Per table key, the state object whose encoding is the table's value (single event loop, no locks).
+
+    Saves decoding a run's state on every batch: a detector takes the object (:meth:`take`, given the value the
+    table holds now), changes it and keeps it with the bytes it stores (:meth:`keep`).  Found by the identity of
+    those bytes, never by equality: a store that holds the object it was given (faust's memory store) gives the
+    same object back until the key is written again, so an equal value written by anyone else (a recovery from
+    the changelog, the run-wide timer) is decoded afresh.  Taking removes the entry, so a detector that fails
+    before it stores the state leaves nothing behind that no longer matches the table.
+    """
+
+    def __init__(self, max_items: int = MAX_LIVE) -> None:
+        self._items: dict[str, tuple[bytes, T]] = {}
+        self.max_items = max_items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def take(self, key: str, stored: bytes) -> T | None:
+        """The object kept for ``key`` if ``stored`` is the very bytes object kept with it (removed); else ``None``."""
+        found = self._items.pop(key, None)
+        if found is None or found[0] is not stored:
+            return None
+        return found[1]
+
+    def keep(self, key: str, stored: bytes, value: T) -> None:
+        """Remember that the table's value ``stored`` under ``key`` encodes ``value`` (which nobody else changes)."""
+        items = self._items
+        items.pop(key, None)
+        items[key] = (stored, value)
+        if len(items) > self.max_items:
+            del items[next(iter(items))]

@@ -14,10 +14,9 @@ equal to :func:`on_metric`, value by value).
 from __future__ import annotations
 
 import math
-import statistics
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from streams.alerts import alert_record
 
@@ -25,6 +24,12 @@ if TYPE_CHECKING:  # streams.detect imports this module
     from streams.detect import DetectorSettings
 
 # -- metrics --------------------------------------------------------------------------------------
+
+
+class Indexed(Protocol):
+    """What the detectors read a batch's steps and stamps from: ``seq[k]`` (a list, or fields read on demand)."""
+
+    def __getitem__(self, k: int, /) -> int: ...
 
 
 @dataclass
@@ -91,7 +96,12 @@ def _spike(window: list[float], ordered: list[float], conf: DetectorSettings, *,
     near = bisect_right(ordered, med + limit) - bisect_left(ordered, med - limit)
     if near < (n + 1) // 2:
         return None
-    mad = statistics.median([abs(x - med) for x in window])
+    # The MAD as statistics.median computes it: over the sorted window the deviations fall, then rise, so
+    # sorting them merges two runs (and |x - med| is the same float whichever side x lies).
+    devs = [abs(x - med) for x in ordered]
+    devs.sort()
+    mid = n // 2
+    mad = devs[mid] if n % 2 else (devs[mid - 1] + devs[mid]) / 2
     scale = mad if mad > 0 else max(abs(med) * 1e-6, 1e-12)
     z = 0.6745 * (value - med) / scale
     if not z > conf.spike_z:
@@ -113,7 +123,7 @@ def _push(window: list[float], ordered: list[float], value: float, size: int) ->
 
 
 def on_loss_column(state: SeriesState, conf: DetectorSettings, *, node: str, rank: int, metric: str,
-                   values: list[float], steps: list[int], stamps: list[int]) -> list[tuple[int, dict[str, Any]]]:
+                   values: list[float], steps: Indexed, stamps: Indexed) -> list[tuple[int, dict[str, Any]]]:
     """:func:`on_metric` for each ``values[k]`` (at ``steps[k]``, ``stamps[k]``) in order, in one loop; the alerts
     come with the index ``k`` of the value that raised them (``steps`` and ``stamps`` are only read for one)."""
     out: list[tuple[int, dict[str, Any]]] = []
@@ -163,7 +173,7 @@ _SAFE_MAGNITUDE = 8e307
 
 
 def _full_window_column(state: SeriesState, conf: DetectorSettings, node: str, rank: int, metric: str,
-                        values: list[float], steps: list[int], stamps: list[int], start: int,
+                        values: list[float], steps: Indexed, stamps: Indexed, start: int,
                         out: list[tuple[int, dict[str, Any]]]) -> None:
     """:func:`on_loss_column`'s loop for ``values[start:]`` (all finite) once the window is full
     (``spike_window`` values, at least ``spike_min_points``): the per-value work of a metrics batch.

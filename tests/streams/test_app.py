@@ -517,3 +517,21 @@ def test_nan_loss_is_not_sent_again_after_a_restart(broker: str, topic_prefix: s
             second.stop()
     sent = Counter(a["key"] for env in found for a in env.records)
     assert sent == {"nan_loss/node-a/0/loss": 1, "nan_loss/node-a/0/val_loss": 1}, sent
+
+
+def test_batch_after_the_timer_marked_a_run_reported_keeps_the_mark(broker: str, topic_prefix: str,
+                                                                    tmp_path: Path) -> None:
+    """A log batch applied after the run-wide timer recorded a stalled alert as sent keeps that record in the run's
+    state (the agents take the state the timer wrote, not the object they last saved), so it is not sent again."""
+    topics, app_id = prepare(broker, topic_prefix)
+    hb = time.time_ns() - 120 * NS
+    key = f"stalled/{hb}"
+    with workers(broker, topics, app_id, tmp_path, 1, "--crashed-after-s", "1", "--check-interval-s", "0.5") as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("runs"), [envelope("runs", "run-m", [{"ts_ns": hb, "event": "heartbeat"}])])
+        run_states(broker, app_id, lambda s: key in s.get("run-m", {}).get("reported", ()), 60)
+        send(broker, topics.raw("logs"), [envelope("logs", "run-m", [{"ts_ns": hb + 1, "line": "epoch 2",
+                                                                      "stream": "stdout", "level": ""}])])
+        states = run_states(broker, app_id, lambda s: s.get("run-m", {}).get("counts", {}).get("lines") == 1, 60)
+    assert states["run-m"]["counts"]["lines"] == 1, states
+    assert key in states["run-m"]["reported"], states["run-m"]

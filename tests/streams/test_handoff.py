@@ -5,7 +5,7 @@ from __future__ import annotations
 import tracemalloc
 
 from runstream import wire
-from streams.handoff import Handoff, weight_of
+from streams.handoff import Handoff, Live, weight_of
 
 TS = 1_795_428_000 * 1_000_000_000
 
@@ -61,3 +61,38 @@ def test_same_length_and_ends_but_other_middle_is_not_taken() -> None:
     handoff = Handoff()
     handoff.put(data, _env(0)[1])
     assert handoff.take(other) is None and handoff.take(data) is not None
+
+
+def test_live_state_comes_back_only_for_the_very_bytes_kept_and_once() -> None:
+    """A kept state is taken back by the identical bytes object the table holds, once; an equal copy of those
+    bytes (a value recovered from the changelog, or written by anyone else) gets nothing."""
+    live: Live[list[int]] = Live()
+    stored, state = wire.pack({"n": 1}), [1]
+    live.keep("run", stored, state)
+    assert live.take("run", bytes(bytearray(stored))) is None and len(live) == 0
+    live.keep("run", stored, state)
+    assert live.take("other", stored) is None
+    assert live.take("run", stored) is state and live.take("run", stored) is None
+
+
+def test_live_state_of_a_key_written_again_is_not_taken_for_the_old_bytes() -> None:
+    """Keeping a key again replaces its entry: the bytes it was kept with before no longer give the state."""
+    live: Live[str] = Live()
+    old, new = wire.pack(1), wire.pack(2)
+    live.keep("run", old, "old")
+    live.keep("run", new, "new")
+    assert live.take("run", old) is None
+    live.keep("run", new, "new")
+    assert live.take("run", new) == "new"
+
+
+def test_live_states_are_bounded_by_count_least_recently_kept_first() -> None:
+    """Beyond max_items the least recently kept key is forgotten (its state is then decoded)."""
+    live: Live[int] = Live(max_items=2)
+    values = [wire.pack(k) for k in range(3)]
+    live.keep("a", values[0], 0)
+    live.keep("b", values[1], 1)
+    live.keep("a", values[0], 0)
+    live.keep("c", values[2], 2)
+    assert len(live) == 2 and live.take("b", values[1]) is None
+    assert live.take("a", values[0]) == 0 and live.take("c", values[2]) == 2

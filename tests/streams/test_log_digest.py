@@ -82,6 +82,16 @@ def test_empty_batch_digest_counts_nothing_and_sees_no_one() -> None:
     assert run.counts == {"lines": 0} and run.last_seen_ns == {} and run.nodes == []
 
 
+@pytest.mark.parametrize("levels", [["CRITICAL", "INFO"], ["", "INFO"], ["WARNING", "ERROR", "CRITICAL", "ERROR"],
+                                    ["WARNING", "WARNING"], []])
+def test_digest_counts_each_level_whether_or_not_the_batch_holds_it(levels: list[str]) -> None:
+    """Warnings count WARNING lines and errors ERROR and CRITICAL ones, zero for a level the batch lacks."""
+    records = [{"ts_ns": TS + k, "level": level} for k, level in enumerate(levels)]
+    digest = digest_logs(run="r", producer="p", seq=0, node="n", rank=0, records=records)
+    assert (digest.lines, digest.warnings, digest.errors) == (
+        len(levels), levels.count("WARNING"), levels.count("ERROR") + levels.count("CRITICAL"))
+
+
 def test_digest_decode_refuses_what_encode_did_not_make() -> None:
     """Bytes that are not a digest of this version (garbage, another version, a field missing or mistyped)
     raise DecodeError, which the log detector counts and skips."""
