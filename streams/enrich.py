@@ -13,26 +13,31 @@ where ``i`` is the log record's index, to go on ``clean.metrics`` in an
 envelope whose producer is the log producer + ``"~log"`` and whose seq is the
 log envelope's (a replay yields the same identities).
 
-Cost per line matters (the target is 200k log lines/s per worker).  Level,
-tags and extraction recipe depend on a line's *shape* only (its digits made 0,
-see :data:`_SHAPE`), and real logs repeat shapes (progress lines, per-step
-prints), so a bounded memo (:class:`FactsMemo`) answers most lines with one
-dictionary look-up per line done in C; of the lines of unknown shape, one per
-shape goes through the batch prefilters (:func:`candidates`) and then the
-per-line functions, and the others of its batch get its facts.  The metrics of
-the lines of one recipe are cooked together (:func:`streams.extract.cook_columns`),
-and the traceback grouper only sees the lines from a traceback's start on.  The
-answers are always the per-line functions' (``tests/streams/test_enrich_batch.py``
-holds them equal on the real-log corpus and on generated lines).
+Cost per line matters (the target is 200k log lines/s per worker).  What the
+per-line functions find in a line (level, tags, extraction recipe, and whether
+it must be stripped or starts a traceback) depends on the raw line's *shape*
+only (its digits made 0, see :data:`_SHAPE`), and real logs repeat shapes
+(progress lines, per-step prints), so a bounded memo (:class:`FactsMemo`)
+answers most lines with one dictionary look-up per line done in C, and the
+lines in which nothing is found (most lines) cost nothing more.  Of the lines
+of unknown shape, one per shape goes through the per-line functions and the
+others of its batch get its facts.  The metric records of the lines of one
+recipe are cooked together (:func:`streams.extract.cook_records`), and the
+traceback grouper only looks at a batch when one of its lines starts a
+traceback or one is open, and then only at the lines from a traceback's start
+on.  The answers are always the per-line functions'
+(``tests/streams/test_enrich_batch.py`` holds them equal on the real-log
+corpus and on generated lines).
 """
 
 from __future__ import annotations
 
 from bisect import bisect_right
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from itertools import accumulate, compress, count, islice, repeat
-from operator import contains, is_, itemgetter
+from operator import contains, is_, itemgetter, setitem
 from typing import Any, NamedTuple, TypeAlias
 
 from streams import extract, levels, signatures
@@ -41,140 +46,37 @@ from streams.tracebacks import TracebackGrouper
 #: Suffix of the producer id of metrics extracted from a producer's log lines.
 LOG_METRICS_SUFFIX = "~log"
 
-# Batch prefilters: literals such that every line on which the per-line function could find
-# something contains one of them (a superset of its own conditions), so the per-line work
-# only runs on candidate lines.  ``str.find`` over the whole batch joined by newlines is a
-# fast C scan; a regular-expression alternation over the same text is several times slower.
-_LEVEL_HINTS = (
-    "INFO",
-    "WARN",
-    "ERROR",
-    "DEBUG",
-    "CRITICAL",
-    "FATAL",
-    "Traceback",
-    "Error",
-    "Exception",
-    "Interrupt",
-    "Warning:",
-    "CUDA error",
-    "NCCL error",
-    # glog/c10 prefixes at the start of a line: ``I1212 ...``, ``[W102 ...``
-    "\nI",
-    "\nW",
-    "\nE",
-    "\nF",
-    "\n[I",
-    "\n[W",
-    "\n[E",
-    "\n[F",
-)
-_TAG_HINTS = (
-    "Traceback (most",
-    "memory",
-    "MEMORY",
-    "CUDA",
-    "cuda",
-    "CUBLAS",
-    "NCCL",
-    "nccl",
-    "DistBackendError",
-    "Watchdog",
-    "nan",
-    "NaN",
-    "NAN",
-    "inf",
-    "Inf",
-    "Segmentation fault",
-    "SIGSEGV",
-    "Killed",
-    "SIGKILL",
-    "exitcode",
-    "oom-kill",
-)
-_METRIC_HINTS = ("loss", "Loss", "step")
 _TRACEBACK_START = "Traceback (most recent call last):"
 _LINE_TRACEBACK_START = "\n" + _TRACEBACK_START
-# A rank prefix starts a line: "\n[rank" is also a longer needle than "[rank", so a faster scan.
-_LINE_RANK = "\n[rank"
-# The same hints case-folded, searched in the lower-cased batch: one scan per word instead of one
-# per spelling (every scan reads the whole batch; fewer scans beat the few extra candidate lines).
-# The glog prefixes are tested on each line's first characters instead of one scan each.
-_LEVEL_FOLDED = ("info", "warn", "error", "debug", "critical", "fatal", "traceback", "exception", "interrupt")
-_GLOG_FIRST = frozenset("IWEF")
-_GLOG_BRACKET = frozenset({"[I", "[W", "[E", "[F"})
-_TAG_FOLDED = (
-    "traceback (most",
-    "memory",
-    "cuda",
-    "cublas",
-    "nccl",
-    "distbackenderror",
-    "watchdog",
-    "nan",
-    "inf",
-    "segmentation fault",
-    "sigsegv",
-    "killed",
-    "sigkill",
-    "exitcode",
-    "oom-kill",
-)
-_METRIC_FOLDED = ("loss", "step")
 
 
-def candidates(hints: tuple[str, ...], joined: str, starts: list[int]) -> list[int]:
-    """Indexes, in order, of the lines of ``joined`` (``"\\n"`` + lines joined by ``"\\n"``,
-    line k starting at ``starts[k]``) that contain one of ``hints``."""
-    found: set[int] = set()
-    last = len(starts) - 1
-    for hint in hints:
-        find = joined.find
-        # A hint starting with a newline marks the start of a line: match from that newline.
-        shift = 1 if hint[0] == "\n" else 0
-        pos = find(hint)
-        while pos >= 0:
-            idx = bisect_right(starts, pos + shift) - 1
-            found.add(idx)
-            if idx >= last:
-                break
-            pos = find(hint, starts[idx + 1] - shift)
-    return sorted(found)
-
-
-def _candidate_lines(joined: str, texts: list[str], starts: list[int]) -> tuple[list[int], list[int], list[int]]:
-    """The candidate lines (indexes, in order) for level detection, tags and metric extraction."""
-    folded = joined.lower()
-    if len(folded) != len(joined):  # a character that lower-cases to two: positions differ, use the exact hints
-        return (
-            candidates(_LEVEL_HINTS, joined, starts),
-            candidates(_TAG_HINTS, joined, starts),
-            candidates(_METRIC_HINTS, joined, starts),
-        )
-    glog = [i for i, t in enumerate(texts) if t[:1] in _GLOG_FIRST or t[:2] in _GLOG_BRACKET]
-    level_lines = candidates(_LEVEL_FOLDED, folded, starts)
-    if glog:
-        level_lines = sorted(set(level_lines).union(glog))
-    return level_lines, candidates(_TAG_FOLDED, folded, starts), candidates(_METRIC_FOLDED, folded, starts)
-
-
-#: Line shapes: the UTF-8 bytes of a line with the ASCII digits 1-9 made 0.  Every test in
-#: :mod:`streams.levels`, :mod:`streams.signatures` and :mod:`streams.extract` treats the digits alike
-#: (``\\d``, ``\\w``, word boundaries, number spans) but one: the literal ``-9`` of ``exitcode: -9``.  So the
-#: lines holding ``exitcode`` (:data:`_DIGIT_BOUND`) are never answered by shape: their facts are found line
-#: by line.  Two other lines of one shape get the same level and tags and the same extraction recipe, so
-#: the facts found for one line hold for every later line of its shape: a progress line seen before costs a
-#: dictionary look-up.
+#: Line shapes: the UTF-8 bytes of a raw line (ANSI codes and rank prefix still in) with the ASCII digits 1-9 made
+#: 0.  Stripping treats the digits alike (:data:`levels.ANSI`, :data:`levels.RANK_PREFIX`), so the stripped line's
+#: shape follows from the raw line's; and every test in :mod:`streams.levels`, :mod:`streams.signatures` and
+#: :mod:`streams.extract` treats the digits alike (``\\d``, ``\\w``, word boundaries, number spans) but one: the
+#: literal ``-9`` of ``exitcode: -9``.  So the lines whose stripped text holds ``exitcode`` (:data:`_DIGIT_BOUND`) are
+#: never answered by shape: their facts are found line by line.  Two other lines of one shape get the same level and
+#: tags, the same extraction recipe and the same :data:`marks <DECORATED>`, so the facts found for one line hold for
+#: every later line of its shape: a progress line seen before costs a dictionary look-up.
 _SHAPE = bytes.maketrans(b"123456789", b"000000000")
-_DIGIT_BOUND = b"exitcode"
+_DIGIT_BOUND = "exitcode"
+
+#: Marks of a line's facts.  The raw line holds an ANSI code or starts with ``[rank``: its text is stripped (and a
+#: prefix's rank goes to the record) before it is cooked or grouped.
+DECORATED = 1
+#: The (stripped) line starts a traceback: the traceback grouper looks at the batch.
+OPENS = 2
+#: The line has tags.
+TAGGED = 4
 
 
 class Facts(NamedTuple):
-    """What the per-line functions find in every line of one shape."""
+    """What the per-line functions find in every line of one shape (in its stripped text), and its marks."""
 
     level: str
     tags: tuple[str, ...]
     recipe: extract.Recipe | None
+    marks: int = 0
 
 
 #: The facts of a line in which nothing is found (most lines): the empty tuple, the one falsy answer, so that the
@@ -217,38 +119,40 @@ class FactsMemo:
 
 
 def line_facts(
-    text: str,
-    *,
-    level: bool = True,
-    tags: bool = True,
-    metrics: bool = True,
-    plan: Callable[[str], extract.Recipe | None] = extract.plan,
+    text: str, *, decorated: bool = False, plan: Callable[[str], extract.Recipe | None] = extract.plan
 ) -> Found:
-    """The facts of one line (ANSI and rank prefix removed); a ``False`` flag skips a function known to find
-    nothing in it (a prefilter's answer); ``plan`` finds the extraction recipe.  :data:`NOTHING` when nothing
-    is found."""
-    found_level = levels.detect(text) if level else ""
-    found_tags = tuple(signatures.tags_of(text)) if tags else ()
-    recipe = plan(text) if metrics else None
-    if not found_level and not found_tags and recipe is None:
+    """The facts of one line (ANSI and rank prefix removed; ``decorated``: the raw line had them); ``plan`` finds
+    the extraction recipe.  :data:`NOTHING` when nothing is found and nothing is to be done."""
+    found_level = levels.detect(text)
+    found_tags = tuple(signatures.tags_of(text))
+    recipe = plan(text)
+    marks = (DECORATED if decorated else 0) | (OPENS if text.startswith(_TRACEBACK_START) else 0)
+    if found_tags:
+        marks |= TAGGED
+    if not found_level and not marks and recipe is None:
         return NOTHING
-    return Facts(found_level, found_tags, recipe)
+    return Facts(found_level, found_tags, recipe, marks)
 
 
 def _shapes(joined: str, lines: int) -> list[bytes]:
-    """The shapes of the ``lines`` lines of ``joined`` (``"\\n"`` + lines joined by ``"\\n"``); ``[]`` when a
-    line holds a newline itself (then the split does not give one piece per line)."""
+    """The shapes of the ``lines`` lines of ``joined`` (the lines joined by ``"\\n"``); ``[]`` when a line holds a
+    newline itself (then the split does not give one piece per line)."""
     shapes = joined.encode("utf-8", "surrogatepass").translate(_SHAPE).split(b"\n")
-    del shapes[0]
     return shapes if len(shapes) == lines else []
 
 
+def _is_decorated(line: str) -> bool:
+    """Whether :func:`levels.strip_decorations` may change ``line`` (it holds an escape or starts with ``[rank``)."""
+    return "\x1b" in line or line.startswith("[rank")
+
+
 _get_line = itemgetter("line")
+_get_level_field = itemgetter("level")
 _get_ts = itemgetter("ts_ns")
 _get_i = itemgetter("i")
 _get_level = itemgetter(0)
-_get_tags = itemgetter(1)
 _get_recipe = itemgetter(2)
+_get_marks = itemgetter(3)
 
 
 @dataclass
@@ -264,45 +168,55 @@ class LogEnricher:
         if not records:
             return []
         texts = list(map(_get_line, records))
-        joined = "\n" + "\n".join(texts)
-        if "\x1b" in joined or _LINE_RANK in joined:
-            texts = _strip(records, texts, joined)
-            joined = "\n" + "\n".join(texts)
-        shapes = _shapes(joined, len(texts))
+        shapes = _shapes("\n".join(texts), len(texts))
         if shapes:
             facts = self.memo.lookup(shapes)
-            unknown = list(compress(count(), map(is_, facts, repeat(None))))
+            if None in facts:  # shapes not seen yet (or forgotten)
+                self._find(texts, shapes, facts, list(compress(count(), map(is_, facts, repeat(None)))))
         else:  # a line with a newline in it: no shapes, every line is looked at
             facts = [None] * len(texts)
-            unknown = list(range(len(texts)))
-        if unknown:
-            self._find(texts, shapes, facts, unknown)
+            self._find(texts, shapes, facts, list(range(len(texts))))
 
         metrics: list[dict[str, Any]] = []
+        opens = False
         hits = list(compress(count(), facts))
         if hits:
-            found: list[Facts] = list(map(facts.__getitem__, hits))  # type: ignore[arg-type]  # all known now
+            found: list[Facts] = list(filter(None, facts))  # type: ignore[arg-type]  # all known now
+            if any(map(_get_marks, found)):  # a few lines (all in a torchrun console): stripped, tagged, opening
+                marks = list(map(_get_marks, found))
+                strip = levels.strip_decorations
+                for idx, fact in zip(compress(hits, marks), compress(found, marks), strict=True):
+                    mark = fact.marks
+                    if mark & DECORATED:
+                        text, line_rank = strip(texts[idx])
+                        texts[idx] = text
+                        if line_rank is not None:
+                            records[idx]["rank"] = line_rank
+                    if mark & TAGGED:
+                        records[idx]["tags"] = list(fact.tags)
+                    if mark & OPENS:
+                        opens = True
             found_levels = list(map(_get_level, found))
-            for idx, level in zip(compress(hits, found_levels), filter(None, found_levels), strict=True):
-                rec = records[idx]
-                if not rec["level"]:
-                    rec["level"] = level
-            found_tags = list(map(_get_tags, found))
-            for idx, tags in zip(compress(hits, found_tags), filter(None, found_tags), strict=True):
-                records[idx]["tags"] = list(tags)
+            if any(found_levels):
+                leveled = list(map(records.__getitem__, compress(hits, found_levels)))
+                if any(map(_get_level_field, leveled)):  # a level the producer gave is kept
+                    for rec, level in zip(leveled, filter(None, found_levels), strict=True):
+                        if not rec["level"]:
+                            rec["level"] = level
+                else:
+                    deque(map(setitem, leveled, repeat("level"), filter(None, found_levels)), maxlen=0)
             recipes = list(map(_get_recipe, found))
             cooking = list(compress(hits, recipes))
             if cooking:
-                ks, steps, values = extract.cook_columns(
-                    list(map(texts.__getitem__, cooking)), list(filter(None, recipes))
+                cooked = list(map(records.__getitem__, cooking))
+                metrics = extract.cook_records(
+                    list(map(texts.__getitem__, cooking)),
+                    list(filter(None, recipes)),
+                    list(map(_get_ts, cooked)),
+                    list(map(_get_i, cooked)),
                 )
-                cooked = list(map(records.__getitem__, map(cooking.__getitem__, ks)))
-                metrics = [
-                    {"ts_ns": ts, "step": step, "values": vals, "i": i, "source": "log"}
-                    for ts, step, vals, i in zip(map(_get_ts, cooked), steps, values, map(_get_i, cooked), strict=True)
-                ]
-        if self.grouper.open_for(producer) or _TRACEBACK_START in joined:
-            self._group(producer, seq, records, texts, joined)
+        if opens or self.grouper.open_for(producer):
+            self._group(producer, seq, records, texts, "\n" + "\n".join(texts))
         return metrics
 
     def _group(self, producer: str, seq: int, records: list[dict[str, Any]], texts: list[str], joined: str) -> None:
@@ -320,7 +234,7 @@ class LogEnricher:
                 # No traceback these lines could be in is open: only a line starting one changes that, and every
                 # line before it is in none.  Skip to it (a newline inside a line may stop short of it: harmless).
                 if not starts:
-                    starts = list(accumulate((len(t) + 1 for t in texts[:-1]), initial=1))
+                    starts = list(accumulate(map((1).__add__, map(len, texts[:-1])), initial=1))  # in C
                 at = joined.find(_LINE_TRACEBACK_START, starts[idx] - 1)
                 if at < 0:
                     return
@@ -334,49 +248,33 @@ class LogEnricher:
 
     def _find(self, texts: list[str], shapes: list[bytes], facts: list[Found | None], unknown: list[int]) -> None:
         """Fill ``facts[i]`` for each index in ``unknown`` (and remember them by shape): the per-line functions
-        run on one line of each shape (every line holding ``exitcode``: see :data:`_DIGIT_BOUND`), those of
-        them that the batch prefilters leave; the other lines of a shape get its facts."""
-        if shapes:
-            # The first line of each unknown shape (reversed: an earlier line overwrites a later one).
-            first = dict(zip(map(shapes.__getitem__, reversed(unknown)), reversed(unknown), strict=True))
-            found = sorted(first.values())
-            bound = [idx for idx in found if _DIGIT_BOUND in shapes[idx]]
-            if bound:
-                for shape in map(shapes.__getitem__, bound):
-                    del first[shape]
-                found = sorted(set(found).union(idx for idx in unknown if _DIGIT_BOUND in shapes[idx]))
-        else:
-            found = unknown
-        some = [texts[i] for i in found]
-        starts = list(accumulate((len(t) + 1 for t in some[:-1]), initial=1))
-        level_at, tags_at, metrics_at = (set(at) for at in _candidate_lines("\n" + "\n".join(some), some, starts))
-        plan = self.extractor.plan  # its memo has a coarser shape: it knows more lines' recipes
-        for idx in found:
-            facts[idx] = NOTHING
-        for k in sorted(level_at.union(tags_at, metrics_at)):
-            facts[found[k]] = line_facts(
-                some[k], level=k in level_at, tags=k in tags_at, metrics=k in metrics_at, plan=plan
-            )
+        run on one line of each shape (on every line whose stripped text holds ``exitcode``: see
+        :data:`_DIGIT_BOUND`); the other lines of a shape get its facts.  ``texts`` are the raw lines."""
         if not shapes:
+            deque(map(facts.__setitem__, unknown, self._look(texts, unknown)[0]), maxlen=0)
             return
-        if len(found) < len(unknown):  # the other lines of each shape
-            for idx in unknown:
-                if facts[idx] is None:
-                    facts[idx] = facts[first[shapes[idx]]]
-        kept = list(first.values())
-        self.memo.remember(list(map(shapes.__getitem__, kept)), list(map(facts.__getitem__, kept)))  # type: ignore[arg-type]
+        # The first line of each unknown shape (reversed: an earlier line overwrites a later one).
+        first = dict(zip(map(shapes.__getitem__, reversed(unknown)), reversed(unknown), strict=True))
+        kept = sorted(first.values())
+        found, bound = self._look(texts, kept)
+        by_shape = dict(zip(map(shapes.__getitem__, kept), found, strict=True))
+        if bound:  # these shapes are never answered by shape: each of their lines is looked at
+            bound_shapes = {shapes[kept[k]] for k in bound}
+            for shape in bound_shapes:
+                del by_shape[shape]
+            again = [idx for idx in unknown if shapes[idx] in bound_shapes]
+            deque(map(facts.__setitem__, again, self._look(texts, again)[0]), maxlen=0)
+            unknown = [idx for idx in unknown if shapes[idx] not in bound_shapes]
+        deque(map(facts.__setitem__, unknown, map(by_shape.__getitem__, map(shapes.__getitem__, unknown))), maxlen=0)
+        self.memo.remember(list(by_shape), list(by_shape.values()))
 
-
-def _strip(records: list[dict[str, Any]], raw: list[str], joined: str) -> list[str]:
-    """The lines ``raw`` of ``records`` (``joined``: ``"\\n"`` + them joined by ``"\\n"``) without ANSI codes
-    and rank prefixes; a prefix's rank goes to the record's ``rank``.  Only the lines holding an escape or
-    starting with ``[rank`` are looked at (often a few of the batch)."""
-    strip = levels.strip_decorations
-    texts = list(raw)
-    starts = list(accumulate((len(t) + 1 for t in raw[:-1]), initial=1))
-    for idx in candidates(("\x1b", _LINE_RANK), joined, starts):
-        text, line_rank = strip(raw[idx])
-        if line_rank is not None:
-            records[idx]["rank"] = line_rank
-        texts[idx] = text
-    return texts
+    def _look(self, texts: list[str], at: list[int]) -> tuple[list[Found], list[int]]:
+        """The facts of the raw lines ``texts[i]`` for ``i`` in ``at``, found by the per-line functions on their
+        stripped texts, and the positions in ``at`` of the lines whose stripped text holds :data:`_DIGIT_BOUND`."""
+        raw = list(map(texts.__getitem__, at))
+        decorated = list(map(_is_decorated, raw))
+        strip = levels.strip_decorations
+        some = [strip(line)[0] if odd else line for line, odd in zip(raw, decorated, strict=True)]
+        bound = [k for k, text in enumerate(some) if _DIGIT_BOUND in text]
+        plan = self.extractor.plan  # its memo has a coarser shape: it knows more lines' recipes
+        return [line_facts(text, decorated=odd, plan=plan) for text, odd in zip(some, decorated, strict=True)], bound

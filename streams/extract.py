@@ -22,9 +22,10 @@ with no loss/step word is never searched (the prefilter).
 from __future__ import annotations
 
 import re
+from collections import deque
 from collections.abc import Callable
 from itertools import chain, groupby, repeat
-from operator import getitem
+from operator import getitem, is_
 from typing import Any
 
 import msgspec
@@ -124,56 +125,102 @@ _JSON_NUMBER = re.compile(r"-?[0-9]+(?:\.[0-9]+)?(?:[eE][-+]?[0-9]+)?")
 _LEADING_ZERO = re.compile(r"-?0[0-9]")
 
 
-def cook_columns(texts: list[str], recipes: list[Recipe]) -> tuple[list[int], list[int], list[dict[str, float]]]:
-    """The positions ``k``, ascending, of the ``(texts[k], recipes[k])`` from which :func:`cook` extracts
-    metrics, and the step and values it extracts from each, as three columns.
+#: The ``source`` of a metric record extracted from a log line.
+SOURCE = "log"
 
-    The lines of one ``"fixed"`` recipe are cooked together: each number slice is cut from all of them in
-    one C loop (``map``), the numbers of all the recipes are parsed by one JSON decode (:data:`_FLOATS`), and
-    the value maps are built by one dict display each (:func:`_dicts`), so little Python code runs per line.
+
+def cook_records(
+    texts: list[str], recipes: list[Recipe], stamps: list[int], indexes: list[int]
+) -> list[dict[str, Any]]:
+    """The metric records of the ``(texts[k], recipes[k])`` from which :func:`cook` extracts metrics, in the order
+    of ``k``: ``{"ts_ns": stamps[k], "step": step, "values": values, "i": indexes[k], "source": "log"}`` where
+    ``(step, values)`` is what :func:`cook` answers.
+
+    The lines of one ``"fixed"`` recipe are cooked together: each number slice is cut from all of them in one C
+    loop (``map``), the numbers of all the recipes are parsed by one JSON decode (:data:`_FLOATS`), and each
+    record, its value map inside, is built by one dict display (:func:`_records`), so little Python code runs
+    per line.
     """
-    ids = list(map(id, recipes))  # by identity: a memo hands out one recipe object per shape
-    order = sorted(range(len(recipes)), key=ids.__getitem__)  # stable: each group's positions stay ascending
-    done: list[tuple[list[int], list[int], list[dict[str, float]]]] = []
-    waiting: list[tuple[list[int], list[str], Recipe]] = []  # "fixed" groups whose numbers go to _FLOATS
-    numbers: list[str] = []
-    for _, group in groupby(order, ids.__getitem__):
-        ks = list(group)
-        recipe = recipes[ks[0]]
+    size = len(recipes)
+    if not size:
+        return []
+    first = recipes[0]
+    groups: list[tuple[list[int], Recipe]]
+    whole = all(map(is_, recipes, repeat(first)))
+    if whole:  # one recipe for all (often): the lines are the group, in order
+        groups = [(list(range(size)), first)]
+    else:  # grouped by identity: a memo hands out one recipe object per shape
+        ids = list(map(id, recipes))
+        order = sorted(range(size), key=ids.__getitem__)  # stable: each group's positions stay ascending
+        groups = [(ks, recipes[ks[0]]) for ks in (list(group) for _, group in groupby(order, ids.__getitem__))]
+    done: list[tuple[list[int], list[dict[str, Any]]]] = []
+    # The "fixed" groups whose numbers go to _FLOATS, by family (the same names, as many step-key slices, a tqdm
+    # step or none): the records of a family are built by one pass, however many shapes its lines have.
+    families: dict[tuple[Any, ...], list[_Group]] = {}
+    for ks, recipe in groups:
         if recipe[0] != "fixed":
             found = [(k, cooked) for k in ks if (cooked := cook(texts[k], recipe)) is not None]
-            done.append(([k for k, _ in found], [c[0] for _, c in found], [c[1] for _, c in found]))
+            done.append(
+                ([k for k, _ in found], [_record(stamps[k], step, values, indexes[k]) for k, (step, values) in found])
+            )
             continue
         if not recipe[2]:
             continue  # nothing but step keys: no values, no metric (as _cook_fixed)
         # A recipe's slices lie in the first SCAN_CHARS characters (it was found there): no cut needed.
-        lines = list(map(texts.__getitem__, ks))
+        lines = texts if whole else list(map(texts.__getitem__, ks))
         if recipe[5]:
-            waiting.append((ks, lines, recipe))
-            for where in recipe[3] + recipe[4]:
-                numbers.extend(map(_cut, lines, repeat(where)))
+            families.setdefault((recipe[2], len(recipe[4]), recipe[1] is None), []).append((ks, lines, recipe))
         else:
-            done.append(_cook_group(ks, lines, recipe, [_parse(lines, where) for where in recipe[3] + recipe[4]]))
-    parsed = _parse_json(numbers) if waiting else None
-    at = 0
-    for ks, lines, recipe in waiting:
-        wheres = recipe[3] + recipe[4]
-        if parsed is None:
-            columns = [_parse(lines, where) for where in wheres]
-        else:  # the numbers of each slice in turn, as they were put in
-            columns = [parsed[start : start + len(ks)] for start in range(at, at + len(wheres) * len(ks), len(ks))]
-            at += len(wheres) * len(ks)
-        done.append(_cook_group(ks, lines, recipe, columns))
-    if len(done) <= 1:
-        return done[0] if done else ([], [], [])
-    ks_all, steps_all, values_all = (list(chain.from_iterable(column)) for column in zip(*done, strict=True))
-    # The positions are distinct: sort the three columns by them, in C.
-    by_k = sorted(range(len(ks_all)), key=ks_all.__getitem__)
-    return (
-        list(map(ks_all.__getitem__, by_k)),
-        list(map(steps_all.__getitem__, by_k)),
-        list(map(values_all.__getitem__, by_k)),
-    )
+            columns = [_parse(lines, where) for where in recipe[3] + recipe[4]]
+            done.append((ks, _cook_family([(ks, lines, recipe)], columns, *_at(ks, stamps, indexes, whole))))
+    if families:
+        # For each family, the slices of each of its groups, slice by slice: the numbers of a family's slice are
+        # cut from the lines of each of its groups in turn, so that they lie together once parsed.
+        wheres = {
+            key: list(zip(*[recipe[3] + recipe[4] for _, _, recipe in members], strict=True))
+            for key, members in families.items()
+        }
+        numbers: list[str] = []
+        for key, members in families.items():
+            for where in wheres[key]:
+                for (_, lines, _), at in zip(members, where, strict=True):
+                    numbers.extend(map(_cut, lines, repeat(at)))
+        parsed = _parse_json(numbers)
+        start = 0
+        for key, members in families.items():
+            ks = members[0][0] if len(members) == 1 else list(chain.from_iterable(ks for ks, _, _ in members))
+            if parsed is None:  # float() of the same numbers, in the same order
+                group_lines = [lines for _, lines, _ in members]
+                columns = [list(chain.from_iterable(map(_parse, group_lines, where))) for where in wheres[key]]
+            else:
+                width, size_f = len(wheres[key]), len(ks)
+                columns = [parsed[at : at + size_f] for at in range(start, start + width * size_f, size_f)]
+                start += width * size_f
+            done.append((ks, _cook_family(members, columns, *_at(ks, stamps, indexes, whole))))
+    if not done:
+        return []
+    if len(done) == 1 and all(len(members) == 1 for members in families.values()):  # one group's: in order
+        return done[0][1]
+    # The positions are distinct: each record goes to its line's place, in C; the places without one stay None.
+    placed: list[dict[str, Any] | None] = [None] * size
+    for ks, records in done:
+        deque(map(placed.__setitem__, ks, records), maxlen=0)
+    return list(filter(None, placed))  # type: ignore[arg-type]
+
+
+#: The positions of the lines of one recipe, the lines, and the recipe.
+_Group = tuple[list[int], list[str], Recipe]
+
+
+def _at(ks: list[int], stamps: list[int], indexes: list[int], whole: bool) -> tuple[list[int], list[int]]:
+    """The ``stamps`` and ``indexes`` at the positions ``ks`` (all of them when ``whole``)."""
+    if whole:
+        return stamps, indexes
+    return list(map(stamps.__getitem__, ks)), list(map(indexes.__getitem__, ks))
+
+
+def _record(ts: int, step: int, values: dict[str, float], index: int) -> dict[str, Any]:
+    return {"ts_ns": ts, "step": step, "values": values, "i": index, "source": SOURCE}
 
 
 def _parse(lines: list[str], where: slice) -> list[float]:
@@ -193,40 +240,62 @@ def _parse_json(numbers: list[str]) -> list[float] | None:
         return None
 
 
-def _dicts(names: tuple[str, ...], columns: list[list[float]]) -> list[dict[str, float]]:
-    """``dict(zip(names, row))`` for each row of ``columns`` (one column per name).  A dict display with the
-    names in variables is built by one opcode, less than half the cost of ``dict(zip(...))``; it has the same
-    answer when a name comes twice (the first place, the last value)."""
+def _records(
+    names: tuple[str, ...], columns: list[list[float]], steps: list[int], stamps: list[int], indexes: list[int]
+) -> list[dict[str, Any]]:
+    """The metric records of lines whose values are ``columns`` (one column per name), steps ``steps``, stamps
+    ``stamps`` and indexes ``indexes``.  A dict display with the names in variables is built by one opcode, less
+    than half the cost of ``dict(zip(...))``; it has the same answer when a name comes twice (the first place,
+    the last value)."""
     arity = len(names)
     if arity == 1:
-        (a,), (col,) = names, columns
-        return [{a: x} for x in col]
+        (a,), (xs,) = names, columns
+        return [
+            {"ts_ns": t, "step": s, "values": {a: x}, "i": i, "source": SOURCE}
+            for t, s, x, i in zip(stamps, steps, xs, indexes, strict=True)
+        ]
     if arity == 2:
         a, b = names
-        return [{a: x, b: y} for x, y in zip(*columns, strict=True)]
+        return [
+            {"ts_ns": t, "step": s, "values": {a: x, b: y}, "i": i, "source": SOURCE}
+            for t, s, x, y, i in zip(stamps, steps, *columns, indexes, strict=True)
+        ]
     if arity == 3:
         a, b, c = names
-        return [{a: x, b: y, c: z} for x, y, z in zip(*columns, strict=True)]
+        return [
+            {"ts_ns": t, "step": s, "values": {a: x, b: y, c: z}, "i": i, "source": SOURCE}
+            for t, s, x, y, z, i in zip(stamps, steps, *columns, indexes, strict=True)
+        ]
     if arity == 4:
         a, b, c, d = names
-        return [{a: x, b: y, c: z, d: w} for x, y, z, w in zip(*columns, strict=True)]
-    return list(map(dict, map(zip, repeat(names), zip(*columns, strict=True))))
+        return [
+            {"ts_ns": t, "step": s, "values": {a: x, b: y, c: z, d: w}, "i": i, "source": SOURCE}
+            for t, s, x, y, z, w, i in zip(stamps, steps, *columns, indexes, strict=True)
+        ]
+    return [
+        {"ts_ns": t, "step": s, "values": dict(zip(names, row, strict=True)), "i": i, "source": SOURCE}
+        for t, s, row, i in zip(stamps, steps, zip(*columns, strict=True), indexes, strict=True)
+    ]
 
 
-def _cook_group(
-    ks: list[int], lines: list[str], recipe: Recipe, columns: list[list[float]]
-) -> tuple[list[int], list[int], list[dict[str, float]]]:
-    """The columns of :func:`cook_columns` for the lines at ``ks`` of one ``"fixed"`` recipe, given the numbers
-    of its value slices then of its step-key slices (one list per slice)."""
-    _, step_slice, names, slices, step_slices, _ = recipe
-    values = _dicts(names, columns[: len(slices)])
-    steps = list(map(int, map(_cut, lines, repeat(step_slice)))) if step_slice is not None else [-1] * len(ks)
+def _cook_family(
+    members: list[_Group], columns: list[list[float]], stamps: list[int], indexes: list[int]
+) -> list[dict[str, Any]]:
+    """The metric records of the lines of ``members``, groups of ``"fixed"`` recipes of one family (the same names,
+    as many step-key slices, a tqdm step or none), in the groups' order, given the numbers of their value slices
+    then of their step-key slices (one list per slice, the lines of each group in turn) and their stamps and
+    indexes."""
+    _, step_slice, names, slices, _, _ = members[0][2]
+    if step_slice is None:
+        steps = [-1] * len(stamps)
+    else:
+        steps = list(chain.from_iterable(map(int, map(_cut, lines, repeat(recipe[1]))) for _, lines, recipe in members))
     for numbers in columns[len(slices) :]:  # the last whole, non-negative one wins (see _build)
         if min(numbers) >= 0 and all(map(float.is_integer, numbers)):  # the usual step counter: in C
             steps = list(map(int, numbers))
         else:
             steps = [int(n) if n.is_integer() and n >= 0 else s for n, s in zip(numbers, steps, strict=True)]
-    return ks, steps, values
+    return _records(names, columns[: len(slices)], steps, stamps, indexes)
 
 
 _ASCII_DIGITS = frozenset("0123456789")

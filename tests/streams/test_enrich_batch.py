@@ -1,4 +1,4 @@
-"""The batch enrichment of streams.enrich (prefilters, line-shape memo) changes no result of the per-line functions."""
+"""The batch enrichment of streams.enrich (line-shape memo, cooking per batch) changes no per-line answer."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import extract, levels, signatures
-from streams.enrich import FactsMemo, LogEnricher, candidates
+from streams.enrich import FactsMemo, LogEnricher
 from streams.tracebacks import TracebackGrouper
 
 
@@ -154,17 +154,6 @@ def test_grouper_knows_which_producers_have_an_open_traceback() -> None:
     grouper.group_of("b", 0, 0, 0, "Traceback (most recent call last):")
     grouper.group_of("c", 0, 0, 0, "Traceback (most recent call last):")  # max_keys: a's oldest key goes
     assert not grouper.open_for("a") and grouper.open_for("b") and grouper.open_for("c")
-
-
-def test_candidates_finds_hints_at_line_starts_and_inside_lines() -> None:
-    """A hint inside a line or a newline-anchored hint at a line's start marks exactly that line."""
-    texts = ["plain", "has loss=1", "I1212 12:00:00 glog", "x I1212 not at start", "", "step"]
-    joined = "\n" + "\n".join(texts)
-    starts = [1]
-    for t in texts[:-1]:
-        starts.append(starts[-1] + len(t) + 1)
-    assert candidates(("loss", "step"), joined, starts) == [1, 5]
-    assert candidates(("\nI",), joined, starts) == [2]
 
 
 def _groups_per_line(records: list[dict[str, Any]], batch_of: list[int], producer: str = "p") -> list[str]:

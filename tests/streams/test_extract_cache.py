@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from streams import levels
-from streams.extract import Extractor, Recipe, cook_columns, extract
+from streams.extract import Extractor, Recipe, cook_records, extract
 
 _TOKENS = [
     "loss",
@@ -89,16 +89,22 @@ def test_memo_equals_extract_on_real_logs(real_logs_dir: Path) -> None:
 
 
 def cook_many(texts: list[str], recipes: list[Recipe]) -> list[tuple[int, dict[str, float]] | None]:
-    """What :func:`streams.extract.cook` answers for each ``(texts[k], recipes[k])``, from cook_columns."""
+    """What :func:`streams.extract.cook` answers for each ``(texts[k], recipes[k])``, from cook_records (each
+    record's ``i`` is its line's position here, its ``ts_ns`` minus a million too)."""
     out: list[tuple[int, dict[str, float]] | None] = [None] * len(texts)
-    for k, step, values in zip(*cook_columns(texts, recipes), strict=True):
-        out[k] = (step, values)
+    positions = list(range(len(texts)))
+    records = cook_records(texts, recipes, [10**6 + k for k in positions], positions)
+    assert [record["i"] for record in records] == sorted({record["i"] for record in records})  # in order, once
+    for record in records:
+        assert record["ts_ns"] == 10**6 + record["i"] and record["source"] == "log"
+        assert list(record) == ["ts_ns", "step", "values", "i", "source"]
+        out[record["i"]] = (record["step"], record["values"])
     return out
 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.lists(_token, min_size=1, max_size=14), min_size=1, max_size=6), st.integers(0, 2**32))
-def test_cook_columns_equals_extract_on_lines_of_shared_shapes(lines: list[list[str]], seed: int) -> None:
+def test_cook_records_equals_extract_on_lines_of_shared_shapes(lines: list[list[str]], seed: int) -> None:
     """Lines cooked together, several per recipe object (as the memo hands them out), get what extract() gives
     each, in their order."""
     rng = random.Random(seed)
@@ -124,7 +130,7 @@ _NUMBER = st.from_regex(r"-?[0-9]{1,20}(\.[0-9]{1,20})?([eE][-+]?[0-9]{1,3})?", 
 
 @settings(max_examples=300, deadline=None)
 @given(st.lists(st.tuples(_NUMBER, _NUMBER), min_size=1, max_size=8))
-def test_cook_columns_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) -> None:
+def test_cook_records_parses_numbers_as_float_does(pairs: list[tuple[str, str]]) -> None:
     """Numbers cooked together (one JSON decode for a batch) equal float() of their text, sign of zero,
     leading zeros, rounding of long mantissas, overflow to inf and all."""
     memo = Extractor()
@@ -143,11 +149,28 @@ def test_cook_columns_parses_numbers_as_float_does(pairs: list[tuple[str, str]])
         ["step=1 loss=10", "step=2 loss=05"],  # a leading zero: JSON refuses it
     ],
 )
-def test_cook_columns_reads_what_json_reads_otherwise_as_float_does(texts: list[str]) -> None:
+def test_cook_records_reads_what_json_reads_otherwise_as_float_does(texts: list[str]) -> None:
     """In lines of one shape, a number JSON reads otherwise than float() (``-0``, ``1e400``, ``05``) gets
     float()'s value, and so do the other lines of its batch."""
     memo = Extractor()
     recipes = [memo.plan(text) for text in texts]
     assert len({id(recipe) for recipe in recipes}) == 1
+    got = cook_many(texts, recipes)  # type: ignore[arg-type]
+    assert repr(got) == repr([extract(text) for text in texts])  # repr: -0.0
+
+
+@pytest.mark.parametrize("odd", ["-0", "05", "1e400", "0.5"])
+def test_cook_records_of_one_family_in_several_shapes_equal_extract(odd: str) -> None:
+    """Lines of several shapes with the same names (one family, cooked as one), interleaved, get what extract()
+    gives each, in their order, whether or not one number is read otherwise by JSON than by float()."""
+    memo = Extractor()
+    texts = [
+        "step=1 loss=2.5 lr=0.5",
+        f"step=22 loss={odd} lr=0.25",
+        "step=333 loss=7 lr=1e-3",
+        "step=4 loss=3.5 lr=0.5",
+    ]
+    recipes = [memo.plan(text) for text in texts]
+    assert len({id(recipe) for recipe in recipes}) == 3
     got = cook_many(texts, recipes)  # type: ignore[arg-type]
     assert repr(got) == repr([extract(text) for text in texts])  # repr: -0.0
