@@ -25,7 +25,12 @@ batch is by far the largest message and the detectors need little of it, so
 the validator that has its records at hand sends, beside the clean batch, its
 :class:`streams.detect.LogDigest` (counts, newest stamp, alerts; a few hundred
 bytes), keyed by run id like the batch: the log detectors never fetch,
-decompress or hash the batches a second time.  Nor do the other detectors
+decompress or hash the batches a second time.  While more messages wait in
+its queue the validator holds the digests (and the acks of their messages, up
+to :data:`MAX_MERGED_DIGESTS` messages) and then sends one per run, node and
+rank (:func:`streams.detect.merge_digests`; a digest with alerts goes alone,
+so a replay repeats its alerts' identity): a busy worker sends a few digests
+instead of one per batch, an idle one each at once.  Nor do the other detectors
 decode what this worker's validators sent: :class:`streams.handoff.Handoff`
 passes along, for the exact bytes sent, each decoded envelope (anything else
 is decoded).  They keep their state in faust tables keyed by run id:
@@ -216,6 +221,7 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
     async def validate(stream: Any) -> Any:
         slots = asyncio.Semaphore(max_in_flight)
         enricher = LogEnricher()
+        merging = _DigestMerger(digests, _merge_limit(max_in_flight)) if digests is not None else None
         async for event in stream.noack().events():
             message = event.message
             outcome = process(
@@ -236,15 +242,25 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
                     handoff.put(outcome.clean, env)
                 if outcome.metrics is not None and outcome.metrics_env is not None:
                     handoff.put(outcome.metrics, outcome.metrics_env)
+            digest = None
             if outcome.clean is not None:
                 pending.append(await clean.send(key=outcome.key, value=outcome.clean))
-                if digests is not None and env is not None and env.kind == "logs":
-                    pending.append(await digests.send(key=outcome.key, value=_digest(env).encode()))
+                if merging is not None and env is not None and env.kind == "logs":
+                    digest = _digest(env)
             if outcome.metrics is not None:
                 pending.append(await clean_metrics.send(key=outcome.key, value=outcome.metrics))
             for letter in outcome.dead:
                 pending.append(await dlq.send(key=event.key, value=letter))
-            asyncio.ensure_future(_ack_when_sent(stream, event, pending, slots))
+            if merging is not None:
+                # The event is acked once its digest too is sent: held while more events are queued, so a busy
+                # stream sends one digest for many batches of a run, and an idle one sends each at once.
+                merging.add(event, pending, digest, outcome.key)
+                if len(merging) >= merging.limit or stream.channel.empty():
+                    stats.messages["log_digests"] += merging.groups
+                    for held, held_pending in await merging.flush():
+                        asyncio.ensure_future(_ack_when_sent(stream, held, held_pending, slots))
+            else:
+                asyncio.ensure_future(_ack_when_sent(stream, event, pending, slots))
             stats.messages[kind] += 1
             stats.records[kind] += outcome.clean_records
             stats.records["metrics_from_logs"] += outcome.metric_records
@@ -256,6 +272,55 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
 
     validate.__name__ = f"validate_{kind}"
     return validate
+
+
+def _merge_limit(max_in_flight: int) -> int:
+    """The most events whose digests wait to be merged: under half the in-flight slots (each holds one), so the
+    semaphore never waits on events that only a flush would ack."""
+    return max(1, min(MAX_MERGED_DIGESTS, max_in_flight // 2))
+
+
+#: The most log batches whose digests are merged into one message (a digest message costs the worker about as
+#: much to send and read back as validating 100 lines).
+MAX_MERGED_DIGESTS = 32
+
+
+class _DigestMerger:
+    """The events a validator holds until their log batches' digests are sent: per run, node and rank, one
+    digest for the batches without alerts (:func:`streams.detect.merge_digests`), and each with alerts alone."""
+
+    def __init__(self, topic: Any, limit: int) -> None:
+        self.topic = topic
+        self.limit = limit
+        self._events: list[tuple[Any, list[Any], tuple[str, str, int, int] | None]] = []
+        self._groups: dict[tuple[str, str, int, int], tuple[bytes, list[detect.LogDigest]]] = {}
+
+    def __len__(self) -> int:
+        return len(self._events)
+
+    @property
+    def groups(self) -> int:
+        """How many digest messages :meth:`flush` would send now."""
+        return len(self._groups)
+
+    def add(self, event: Any, pending: list[Any], digest: detect.LogDigest | None, key: bytes | None) -> None:
+        """Hold ``event`` (its sends so far in ``pending``) and its batch's ``digest``, if any, keyed ``key``."""
+        group = None
+        if digest is not None and key is not None:
+            # A digest with alerts is a group of its own (the last part of the key is unique to it).
+            group = (digest.run, digest.node, digest.rank, len(self._events) if digest.alerts else -1)
+            self._groups.setdefault(group, (key, []))[1].append(digest)
+        self._events.append((event, pending, group))
+
+    async def flush(self) -> list[tuple[Any, list[Any]]]:
+        """Send the held digests (merged); return each held event with every future its ack waits for."""
+        sent = {group: await self.topic.send(key=key, value=detect.merge_digests(found).encode())
+                for group, (key, found) in self._groups.items()}
+        out = [(event, [*pending, sent[group]] if group is not None else pending)
+               for event, pending, group in self._events]
+        self._events.clear()
+        self._groups.clear()
+        return out
 
 
 def _digest(env: wire.Envelope) -> detect.LogDigest:

@@ -558,6 +558,21 @@ def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,
 _ERROR_LEVELS = ("ERROR", "CRITICAL")
 
 
+def merge_digests(digests: list[LogDigest]) -> LogDigest:
+    """One digest that applies as ``digests`` (non-empty, one run, node and rank, none with alerts) applied in
+    turn: their counts summed and their newest stamp; the identity (``producer``, ``seq``) of the last.
+
+    A digest with alerts is sent on its own: the alerts' envelope takes its identity from the digest, and a
+    replay must give the same one (merged digests may be merged differently after a restart)."""
+    last = digests[-1]
+    if len(digests) == 1:
+        return last
+    newest = [d.newest_ns for d in digests if d.newest_ns is not None]
+    return LogDigest(run=last.run, producer=last.producer, seq=last.seq, node=last.node, rank=last.rank,
+                     lines=sum(d.lines for d in digests), warnings=sum(d.warnings for d in digests),
+                     errors=sum(d.errors for d in digests), newest_ns=max(newest) if newest else None, alerts=[])
+
+
 def apply_log_digest(run: RunState, digest: LogDigest) -> list[dict[str, Any]]:
     """Apply one clean ``logs`` batch's digest: counts (as :func:`on_log_levels`), last seen; return its alerts."""
     counts = run.counts

@@ -535,3 +535,31 @@ def test_batch_after_the_timer_marked_a_run_reported_keeps_the_mark(broker: str,
         states = run_states(broker, app_id, lambda s: s.get("run-m", {}).get("counts", {}).get("lines") == 1, 60)
     assert states["run-m"]["counts"]["lines"] == 1, states
     assert key in states["run-m"]["reported"], states["run-m"]
+
+
+def test_log_batches_sent_together_count_once_each_and_alert_once(broker: str, topic_prefix: str,
+                                                                   tmp_path: Path) -> None:
+    """Sixty log batches of one run from two ranks, sent at once (their digests merged as the worker sees fit),
+    count every line and warning once, see each rank's newest line, and raise the OOM of one batch once."""
+    topics, app_id = prepare(broker, topic_prefix)
+    t0 = time.time_ns()
+    items = []
+    for seq in range(60):
+        lines = OOM_TRACEBACK if seq == 31 else ["step ok", "WARNING: slow step", "loss 0.5"]
+        records = [{"ts_ns": t0 + seq * 10 + k, "line": line, "stream": "stderr", "level": ""}
+                   for k, line in enumerate(lines)]
+        items.append(envelope("logs", "run-many", records, producer=f"p{seq % 2}", seq=seq // 2, rank=seq % 2))
+    total = 59 * 3 + len(OOM_TRACEBACK)
+    with workers(broker, topics, app_id, tmp_path) as procs:
+        wait_until(lambda: bool(procs[0].assigned()), 90, "partitions", procs)
+        send(broker, topics.raw("logs"), items)
+        states = run_states(broker, app_id, lambda s: s.get("run-many", {}).get("counts", {}).get("lines") == total,
+                            60)
+        found = read(broker, topics.alerts, lambda f: "oom" in {a["kind"] for env in f for a in env.records}, 60)
+    state = states["run-many"]
+    assert state["counts"] == {"lines": total, "warnings": 59, "errors": 2}, state
+    assert state["seen"] == {"node-a/0": t0 + 580 + 2, "node-a/1": t0 + 590 + 2}, state
+    assert [a["kind"] for env in found for a in env.records] == ["oom"]
+    # All sixty arrive in one fetch, so the validator finds more queued after each and merges their digests.
+    digests = sum(asyncio.run(kafka.end_offsets(broker, [topics.log_digests])).values())
+    assert 3 <= digests < 60, digests

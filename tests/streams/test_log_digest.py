@@ -13,7 +13,16 @@ from hypothesis import strategies as st
 from runstream import wire
 from runstream.errors import DecodeError
 from runstream.events import Limits
-from streams.detect import LogDigest, RunState, apply_log_digest, digest_logs, on_log, on_log_levels, on_seen
+from streams.detect import (
+    LogDigest,
+    RunState,
+    apply_log_digest,
+    digest_logs,
+    merge_digests,
+    on_log,
+    on_log_levels,
+    on_seen,
+)
 from streams.enrich import LogEnricher
 from streams.validate import process
 
@@ -72,6 +81,50 @@ def test_validator_digest_equals_the_decoded_clean_message_on_real_logs(real_log
         alerts += len(expected)
     assert handed == decoded == by_record
     assert alerts > 0 and by_record.counts["errors"] > 0 and by_record.counts["warnings"] > 0
+
+
+def test_merged_digests_apply_as_the_digests_one_by_one_on_real_logs(real_logs_dir: Path) -> None:
+    """Per node and rank, the merge of the alert-free digests of consecutive real-log batches gives the run state
+    that applying them one at a time gives (counts by level, newest stamp per rank), with no alerts."""
+    enricher = LogEnricher()
+    digests = []
+    for offset, raw in enumerate(_real_batches(real_logs_dir, size=250)):
+        out = process(raw, topic="raw.logs", partition=0, offset=offset, limits=Limits(), ingest_ns=time.time_ns(),
+                      enricher=enricher, kind="logs")
+        assert out.clean_env is not None
+        env = out.clean_env
+        digests.append(digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
+                                   records=env.records))
+    plain = [d for d in digests if not d.alerts]
+    one_by_one, merged = RunState(), RunState()
+    for d in plain:
+        apply_log_digest(one_by_one, d)
+    groups: dict[int, list[LogDigest]] = {}  # in the order of their first digest, as the validator sends them
+    for d in plain:
+        groups.setdefault(d.rank, []).append(d)
+    for rank, group in groups.items():
+        assert len(group) > 1
+        together = merge_digests(group)
+        assert (together.producer, together.seq, together.rank) == (group[-1].producer, group[-1].seq, rank)
+        assert LogDigest.decode(together.encode()) == together
+        assert apply_log_digest(merged, together) == []
+    assert merged == one_by_one
+    assert one_by_one.counts["warnings"] > 0 and len(one_by_one.last_seen_ns) == 3
+
+
+def test_merging_one_digest_keeps_it_and_its_alerts() -> None:
+    """A digest merged alone is itself, alerts included (a digest with alerts is never merged with others)."""
+    lines = ["Traceback (most recent call last):", "torch.OutOfMemoryError: CUDA out of memory."]
+    records = [{"ts_ns": TS + k, "line": line, "level": "ERROR", "tags": ["oom"]} for k, line in enumerate(lines)]
+    digest = digest_logs(run="r", producer="p", seq=4, node="n", rank=1, records=records)
+    assert digest.alerts and merge_digests([digest]) is digest
+
+
+def test_merged_digests_without_stamps_see_no_one() -> None:
+    """Merging empty batches' digests sums zero lines and has no newest stamp."""
+    empty = [digest_logs(run="r", producer="p", seq=k, node="n", rank=0, records=[]) for k in range(3)]
+    together = merge_digests(empty)
+    assert together.newest_ns is None and together.lines == 0 and together.seq == 2
 
 
 def test_empty_batch_digest_counts_nothing_and_sees_no_one() -> None:
