@@ -45,6 +45,7 @@ __all__ = [
     "partition_for",
     "produce",
     "wait_for_broker",
+    "zstd_encode",
 ]
 
 
@@ -93,7 +94,8 @@ COMPRESSION: str | None = "zstd" if has_zstd() else None
 ZSTD_LEVEL = 1
 
 
-def _zstd_encode(payload: Any, level: int | None = None) -> bytes:
+def zstd_encode(payload: Any, level: int | None = None) -> bytes:
+    """``payload`` compressed as this process's producers compress a zstd record batch (:data:`ZSTD_LEVEL`)."""
     return codec.zstd_encode(payload, ZSTD_LEVEL if level is None else level)
 
 
@@ -110,7 +112,7 @@ def _use_zstd_level() -> None:
         modules.append(c_records)
     for module in modules:
         if getattr(module, "zstd_encode", None) is codec.zstd_encode:
-            module.zstd_encode = _zstd_encode
+            module.zstd_encode = zstd_encode
 
 
 _use_zstd_level()
