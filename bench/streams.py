@@ -9,7 +9,7 @@ spread over several runs so that every partition has work.  Then one worker
 its partitions (its ready file) until the clean topic's end offsets show every
 batch forwarded.  Worker start-up (imports, joining the group) is not timed.
 
-    python bench/streams.py [--kinds logs,metrics] [--batches 300] [--records 1000]
+    python bench/streams.py [--kinds logs,metrics] [--batches 1000] [--records 1000]
                             [--no-detect] [--stages] [--profile PATH] [--profile-rate-hz 200]
                             [--json bench/results/streams.json]
 
@@ -17,13 +17,16 @@ batch forwarded.  Worker start-up (imports, joining the group) is not timed.
 (tables, windows, alerts), to measure what they cost.  The clock stops when
 the clean topic is complete; the worker's CPU is also read once its
 detectors have caught up (``worker_cpu_with_detect_s``: the group has
-committed everything they read), its whole cost per record.  ``--stages`` also
+committed everything they read), its whole cost per record, and the records
+per second until then (``+detect rec/s``; faust commits every 0.5 s, so up to
+half a second of that is waiting: a long run makes it a small share).  ``--stages`` also
 times the steps of the validator (decode, batch check, enrichment, encode) in
 this process on the same batches, as CPU time per record: numbers that hold
 on a busy machine.  ``--profile PATH`` samples the worker with py-spy.  ``peak MB``: the worker's
 peak resident memory (``VmHWM``) once its detectors have caught up.
 
-Target: >= 200k log lines/s per worker on this machine.
+Target: >= 200k log lines/s per worker on this machine (judged on the clean
+topic and with the detectors caught up).
 """
 
 from __future__ import annotations
@@ -181,6 +184,7 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         "records_per_cpu_s": round(n / cpu) if cpu > 0 else None,
         # Until the detectors (tables, alerts) have also processed everything: the worker's whole cost.
         "elapsed_with_detect_s": round(elapsed_all, 3), "worker_cpu_with_detect_s": round(cpu_all, 2),
+        "records_per_s_with_detect": round(n / elapsed_all) if detect else None,
         "records_per_cpu_s_with_detect": round(n / cpu_all) if cpu_all > 0 else None,
         "worker_peak_rss_mb": peak_rss_mb,
     }
@@ -252,7 +256,7 @@ def _peak_rss_mb(pid: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--kinds", default="logs,metrics")
-    parser.add_argument("--batches", type=int, default=300)
+    parser.add_argument("--batches", type=int, default=1000)
     parser.add_argument("--records", type=int, default=1000)
     parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks of the worker to PATH.KIND.txt")
     parser.add_argument("--profile-rate-hz", type=int, default=200, help="py-spy samples per second (--profile)")
@@ -280,15 +284,22 @@ def main() -> None:
             blog.close()
 
     print(f"{'kind':<8} {'records':>9} {'elapsed s':>9} {'records/s':>10} {'messages/s':>10} "
-          f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13} {'peak MB':>8}  (1 worker)")
+          f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13} {'+detect rec/s':>13} "
+          f"{'peak MB':>8}  (1 worker)")
     for r in results:
         print(f"{r['kind']:<8} {r['records']:>9} {r['elapsed_s']:>9} {r['records_per_s']:>10} "
               f"{r['messages_per_s']:>10} {r['worker_cpu_s']:>6} {r['records_per_cpu_s']!s:>10} "
-              f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13} {r['worker_peak_rss_mb']:>8}")
+              f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13} {r['records_per_s_with_detect']!s:>13} "
+              f"{r['worker_peak_rss_mb']:>8}")
     logs = next((r for r in results if r["kind"] == "logs"), None)
     if logs is not None:
+        verdict = {True: "met", False: "NOT met"}
         ok = logs["records_per_s"] >= TARGET_LOG_LINES_PER_S
-        print(f"target >= {TARGET_LOG_LINES_PER_S} log lines/s per worker: {'met' if ok else 'NOT met'}")
+        line = f"target >= {TARGET_LOG_LINES_PER_S} log lines/s per worker: clean topic {verdict[ok]}"
+        caught_up = logs["records_per_s_with_detect"]
+        if caught_up is not None:
+            line += f", with the detectors caught up {verdict[caught_up >= TARGET_LOG_LINES_PER_S]}"
+        print(line)
     stages = [_stages(k, args.batches, args.records) for k in args.kinds.split(",")] if args.stages else []
     if stages:
         print(f"{'kind':<8} {'decode us':>9} {'check us':>9} {'typed us':>9} {'enrich us':>9} {'encode us':>9}  "
