@@ -221,7 +221,9 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
     async def validate(stream: Any) -> Any:
         slots = asyncio.Semaphore(max_in_flight)
         enricher = LogEnricher()
-        merging = _DigestMerger(digests, _merge_limit(max_in_flight)) if digests is not None else None
+        merging = None
+        if digests is not None and kind == "logs":
+            merging = _DigestMerger(digests, _merge_limit(max_in_flight))
         async for event in stream.noack().events():
             message = event.message
             outcome = process(
@@ -398,7 +400,11 @@ def make_worker(app: faust.App, loglevel: str) -> faust.Worker:
 
 def _load(table: Any, key: str) -> dict[str, Any]:
     """The state map stored under ``key`` (empty when none)."""
-    raw = table[key]
+    return _state_map(table[key])
+
+
+def _state_map(raw: bytes) -> dict[str, Any]:
+    """The state map of a table value (empty for the default, no value)."""
     return wire.unpack(raw) if raw else {}
 
 
@@ -445,7 +451,7 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
         raw = runs_t[key]
         state = live_runs.take(key, raw)
         if state is None:
-            state = RunState.from_map(wire.unpack(raw).get("s", {}) if raw else {})
+            state = RunState.from_map(_state_map(raw).get("s", {}))
         return state
 
     def save_run(key: str, partition: int, state: RunState) -> None:
@@ -456,7 +462,7 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
     def load_metrics(key: str) -> MetricsState:
         raw = metrics_t[key]
         series = live_metrics.take(key, raw)
-        return MetricsState.from_map(wire.unpack(raw) if raw else {}) if series is None else series
+        return MetricsState.from_map(_state_map(raw)) if series is None else series
 
     def save_metrics(key: str, series: MetricsState) -> None:
         raw = wire.pack(series.to_map())
