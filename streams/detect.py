@@ -6,7 +6,8 @@ returns the alerts it raises (``runstream.events.alerts`` records without
 ``i``).  Alert ``key``s are deterministic, built from the input's identity, so
 a replay, or two workers seeing one record, never yields two alerts:
 
-- ``nan_loss``: a metric whose name contains ``loss`` is NaN or ±Inf.  Key
+- ``nan_loss``: a metric whose name contains ``loss`` (not a loss scale or a
+  scaled loss of mixed precision, see :func:`streams.losses.is_loss`) is NaN or ±Inf.  Key
   ``nan_loss/{node}/{rank}/{metric}``: one alert per rank and metric per run.
 - ``loss_spike``: robust z-score of a loss value against the previous
   :attr:`DetectorSettings.spike_window` values of the same series:

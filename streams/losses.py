@@ -14,6 +14,7 @@ equal to :func:`on_metric`, value by value).
 from __future__ import annotations
 
 import math
+import re
 from bisect import bisect_left, bisect_right, insort
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -248,11 +249,19 @@ def _full_window_column(state: SeriesState, conf: DetectorSettings, node: str, r
 _LOSS_NAMES: dict[str, bool] = {}
 
 
+#: Names of mixed-precision loss scaling (``loss_scale``, ``train/loss-scale``, ``scaled_loss``): a dynamic loss
+#: scale doubles after a stretch of good steps and halves on an overflow, and the scaled loss overflows to inf on
+#: purpose; neither is a loss gone wrong.  ``multiscale_loss`` (a loss over several scales) is a loss.
+_LOSS_SCALING = re.compile(r"loss[\W_]*scal|(?<![a-z])scaled?[\W_]*loss")
+
+
 def is_loss(metric: str) -> bool:
-    """Whether a metric series is watched by the loss detectors."""
+    """Whether a metric series is watched by the loss detectors: its name contains ``loss`` and is not one of
+    mixed-precision loss scaling (:data:`_LOSS_SCALING`)."""
     hit = _LOSS_NAMES.get(metric)
     if hit is None:
-        hit = "loss" in metric.lower()
+        name = metric.lower()
+        hit = "loss" in name and _LOSS_SCALING.search(name) is None
         if len(_LOSS_NAMES) < 65_536:
             _LOSS_NAMES[metric] = hit
     return hit

@@ -225,3 +225,20 @@ def test_detector_settings_refuse_windows_the_detectors_cannot_use() -> None:
         with pytest.raises(ValueError):
             DetectorSettings(**bad)
     assert DetectorSettings(straggler_window=0).straggler_window == 0
+
+
+def test_mixed_precision_loss_scaling_raises_no_loss_alert() -> None:
+    """A dynamic loss scale that doubles after good steps and a scaled loss that overflows to inf (fp16 training
+    as usual) raise no loss alert; the real loss beside them going NaN raises nan_loss, and both are still counted."""
+    run, metrics = RunState(), MetricsState()
+    records = []
+    for step in range(120):
+        scale = 2.0 ** (16 + step // 40)  # 65536, doubled at steps 40 and 80
+        loss = math.nan if step == 110 else 2.0 - step / 200
+        records.append({"ts_ns": T0 + step, "step": step, "values": {
+            "train/loss": loss, "train/loss_scale": scale, "scaled_loss": math.inf if step % 30 == 7 else loss * scale,
+            "multiscale_loss": 1.0 + 0.01 * (step % 5)}})
+    alerts = apply_metrics(run, metrics, CONF, node="n", rank=0, records=records)
+    assert [(a["kind"], a["key"]) for a in alerts] == [("nan_loss", "nan_loss/n/0/train/loss")]
+    assert metrics.stats["train/loss_scale"][3] == 120 and metrics.stats["scaled_loss"][3] == 120
+    assert set(metrics.loss) == {"n/0/train/loss", "n/0/multiscale_loss"}  # the series the loss detectors watch
