@@ -413,10 +413,6 @@ def _cook(text: str, recipe: Recipe) -> tuple[int, dict[str, float]] | None:
     return int(text[a:b]), values
 
 
-def _names_loss(pairs: list[tuple[str, str]]) -> bool:
-    return any(k.lower().endswith("loss") for k, _ in pairs)
-
-
 def _build(pairs: list[tuple[str, str]], step: int) -> tuple[int, dict[str, float]] | None:
     if len(pairs) <= MAX_VALUES:
         quick = _build_plain(pairs, step)
