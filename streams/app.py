@@ -23,12 +23,12 @@ validators stay a fast stage of their own: one per ``clean.*`` topic (runs,
 metrics, resources) and, for logs, one on the ``log-digests`` topic.  A log
 batch is by far the largest message and the detectors need little of it, so
 the validator that has its records at hand sends, beside the clean batch, its
-:class:`streams.detect.LogDigest` (counts, newest stamp, alerts; a few hundred
+:class:`streams.digest.LogDigest` (counts, newest stamp, alerts; a few hundred
 bytes), keyed by run id like the batch: the log detectors never fetch,
 decompress or hash the batches a second time.  While more messages wait in
 its queue the validator holds the digests (and the acks of their messages, up
-to :data:`MAX_MERGED_DIGESTS` messages) and then sends one per run, node and
-rank (:func:`streams.detect.merge_digests`; a digest with alerts goes alone,
+to :data:`streams.digest.MAX_MERGED_DIGESTS` messages) and then sends one per run, node and
+rank (:func:`streams.digest.merge_digests`; a digest with alerts goes alone,
 so a replay repeats its alerts' identity): a busy worker sends a few digests
 instead of one per batch, an idle one each at once.  Nor do the other detectors
 decode what this worker's validators sent: :class:`streams.handoff.Handoff`
@@ -78,7 +78,8 @@ from runstream.events import Limits
 from runstream.settings import Settings
 from runstream.topics import DEFAULT_APP_ID, DEFAULT_PARTITIONS, RAW_KINDS, changelog_topics
 from streams import detect
-from streams.detect import DetectorSettings, GpuState, LogDigest, MetricsState, RunState
+from streams.detect import DetectorSettings, GpuState, MetricsState, RunState
+from streams.digest import DigestMerger, LogDigest, apply_log_digest, digest_logs, merge_limit
 from streams.enrich import LogEnricher
 from streams.handoff import Handoff, Live
 from streams.validate import process
@@ -223,7 +224,7 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
         enricher = LogEnricher()
         merging = None
         if digests is not None and kind == "logs":
-            merging = _DigestMerger(digests, _merge_limit(max_in_flight))
+            merging = DigestMerger(digests, merge_limit(max_in_flight))
         async for event in stream.noack().events():
             message = event.message
             outcome = process(
@@ -276,57 +277,8 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
     return validate
 
 
-def _merge_limit(max_in_flight: int) -> int:
-    """The most events whose digests wait to be merged: under half the in-flight slots (each holds one), so the
-    semaphore never waits on events that only a flush would ack."""
-    return max(1, min(MAX_MERGED_DIGESTS, max_in_flight // 2))
-
-
-#: The most log batches whose digests are merged into one message (a digest message costs the worker about as
-#: much to send and read back as validating 100 lines).
-MAX_MERGED_DIGESTS = 32
-
-
-class _DigestMerger:
-    """The events a validator holds until their log batches' digests are sent: per run, node and rank, one
-    digest for the batches without alerts (:func:`streams.detect.merge_digests`), and each with alerts alone."""
-
-    def __init__(self, topic: Any, limit: int) -> None:
-        self.topic = topic
-        self.limit = limit
-        self._events: list[tuple[Any, list[Any], tuple[str, str, int, int] | None]] = []
-        self._groups: dict[tuple[str, str, int, int], tuple[bytes, list[detect.LogDigest]]] = {}
-
-    def __len__(self) -> int:
-        return len(self._events)
-
-    @property
-    def groups(self) -> int:
-        """How many digest messages :meth:`flush` would send now."""
-        return len(self._groups)
-
-    def add(self, event: Any, pending: list[Any], digest: detect.LogDigest | None, key: bytes | None) -> None:
-        """Hold ``event`` (its sends so far in ``pending``) and its batch's ``digest``, if any, keyed ``key``."""
-        group = None
-        if digest is not None and key is not None:
-            # A digest with alerts is a group of its own (the last part of the key is unique to it).
-            group = (digest.run, digest.node, digest.rank, len(self._events) if digest.alerts else -1)
-            self._groups.setdefault(group, (key, []))[1].append(digest)
-        self._events.append((event, pending, group))
-
-    async def flush(self) -> list[tuple[Any, list[Any]]]:
-        """Send the held digests (merged); return each held event with every future its ack waits for."""
-        sent = {group: await self.topic.send(key=key, value=detect.merge_digests(found).encode())
-                for group, (key, found) in self._groups.items()}
-        out = [(event, [*pending, sent[group]] if group is not None else pending)
-               for event, pending, group in self._events]
-        self._events.clear()
-        self._groups.clear()
-        return out
-
-
-def _digest(env: wire.Envelope) -> detect.LogDigest:
-    return detect.digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
+def _digest(env: wire.Envelope) -> LogDigest:
+    return digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
                               records=env.records)
 
 
@@ -523,7 +475,7 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
                 continue
             key = digest.run
             state = load_run(key)
-            alerts = detect.apply_log_digest(state, digest)
+            alerts = apply_log_digest(state, digest)
             save_run(key, event.message.partition, state)
             await send_alerts("logs", digest, alerts)
             yield digest.lines

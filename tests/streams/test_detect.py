@@ -18,7 +18,6 @@ from streams.detect import (
     MetricsState,
     RunState,
     SeriesState,
-    apply_logs,
     apply_metrics,
     apply_runs,
     check_run,
@@ -27,6 +26,7 @@ from streams.detect import (
     on_metric,
     on_step,
 )
+from streams.digest import apply_logs
 
 CONF = DetectorSettings()
 T0 = 1_795_428_000 * NS

@@ -13,16 +13,8 @@ from hypothesis import strategies as st
 from runstream import wire
 from runstream.errors import DecodeError
 from runstream.events import Limits
-from streams.detect import (
-    LogDigest,
-    RunState,
-    apply_log_digest,
-    digest_logs,
-    merge_digests,
-    on_log,
-    on_log_levels,
-    on_seen,
-)
+from streams.detect import RunState, on_log, on_log_levels, on_seen
+from streams.digest import LogDigest, apply_log_digest, digest_logs, merge_digests
 from streams.enrich import LogEnricher
 from streams.validate import process
 
