@@ -7,8 +7,8 @@ and sends that on the internal ``log-digests`` topic, keyed like the batch.
 Each digest message costs the worker about 0.4 ms to send and read back, so a
 validator merges the digests of the messages waiting in its queue
 (:class:`DigestMerger`, :func:`merge_digests`): one per run, node and rank per
-flush, a digest with alerts on its own.  Pure: the merger is given the topic
-to send on.
+flush, a digest with alerts on its own.  No faust here: the merger is given
+the topic to send on.
 """
 
 from __future__ import annotations
@@ -180,7 +180,8 @@ class DigestMerger:
         self._events.append((event, pending, group))
 
     async def flush(self) -> list[tuple[Any, list[Any]]]:
-        """Send the held digests (merged); return each held event with every future its ack waits for."""
+        """Send the held digests (merged; awaits each send's hand-over to the producer, not the broker's
+        acknowledgement); return each held event with every future its ack waits for."""
         sent = {group: await self.topic.send(key=key, value=merge_digests(found).encode())
                 for group, (key, found) in self._groups.items()}
         out = [(event, [*pending, sent[group]] if group is not None else pending)
