@@ -497,9 +497,7 @@ class Sender:
         """Account for the broker's answer to each envelope of a request (acked, requeued or given up)."""
         outage: BaseException | None = None
         for batch in chunk:
-            if self._inflight.get(batch.seq) is not batch:
-                continue  # spooled meanwhile (cannot happen while the request is awaited; kept for safety)
-            del self._inflight[batch.seq]
+            del self._inflight[batch.seq]  # still there: a shutdown spools only once the request is cancelled
             topic = self._topic[batch.kind]
             exc = answers.get((topic, parts[topic]), kafka.KafkaError("no answer"))
             if exc is None:
