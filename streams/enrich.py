@@ -241,7 +241,7 @@ class LogEnricher:
                 idx = bisect_right(starts, at + 1) - 1
             rec = records[idx]
             # A producer is one process; prefixed lines are its children's (torchrun), kept apart.
-            group = group_of(producer, rec.get("rank", -1) if "rank" in rec else -1, seq, rec["i"], texts[idx])
+            group = group_of(producer, rec.get("rank", -1), seq, rec["i"], texts[idx])
             if group:
                 rec["group"] = group
             idx += 1
