@@ -18,11 +18,19 @@ Starts ``runstream up`` on free ports (as bench/e2e.py does) and measures, on th
   after the lines began: those clients' subscriptions raced the hand-off);
 
 both while another trainer prints ``--background-rate`` lines/s into its own
-run.  The browser, the clients and the server share this machine's cores, so
-the figures include their competition.  Prints a table and writes
+run.  ``--race``: the fan-out clients subscribe while the trainer's lines
+already flow (every hand-off races the lines); a client must then have every
+line printed after its subscription was registered (the feed answers
+messages in order, so the error answering a probe that follows the
+subscription says when), and ``missing_after_subscribe`` counts those it
+lacks.  ``--reconnect-ms``: each fan-out client also drops its connection
+about that often and resumes from its newest cursor (the resume path).  The
+browser, the clients and the server share this machine's cores, so the
+figures include their competition.  Prints a table and writes
 bench/results/ui_fresh.json.  A benchmark, not a test: nothing is asserted.
 
     python bench/ui_fresh.py [--count 200] [--interval-ms 50] [--clients 100] [--background-rate 2000]
+                             [--race] [--reconnect-ms 0] [--out bench/results/ui_fresh.json]
 """
 
 from __future__ import annotations
@@ -306,50 +314,94 @@ async def _client(
     out: dict[str, Any],
     count: int,
     timeout_s: float,
+    reconnect_s: float = 0.0,
 ) -> None:
-    """One fan-out client; gives up ``timeout_s`` after the trainer started (``started[0]``, monotonic)."""
+    """One fan-out client; gives up ``timeout_s`` after the trainer started (``started[0]``, monotonic).
+
+    ``reconnect_s`` > 0: the client drops its connection after a random 0.5-1.5x that time,
+    again and again, and resubscribes with the newest cursor it got (a page that reconnects).
+    """
+    import random
+
     from websockets.asyncio.client import connect
 
     pattern = re.compile(rf"^{tag} fresh (\d+) (\d+)$")
     seen: dict[int, float] = {}
-    dropped = duplicates = 0
+    dropped = duplicates = reconnects = 0
     history_at = None
-    async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
-        await ws.send(
-            json.dumps({"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs", "filters": {"limit": 1}})
-        )
-        subscribed[0] += 1
-        if subscribed[0] == subscribed[1]:
-            ready.set()
-        while len(seen) < count:
-            # Counted from the trainer's start: clients that connected early must not give up first.
-            left = (started[0] or time.monotonic()) + timeout_s - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                raw = await asyncio.wait_for(ws.recv(), max(0.1, left))
-            except TimeoutError:
-                break
-            now = time.time_ns()
-            frame = json.loads(raw)
-            if frame.get("last") and history_at is None:
-                history_at = time.monotonic()
-            if frame.get("type") == "dropped":
-                dropped += 1
-                await ws.send(
-                    json.dumps(
-                        {"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs", "cursor": frame.get("cursor")}
-                    )
-                )
-            for item in frame.get("items") or ():
-                m = pattern.match(item.get("line", ""))
-                if m:
-                    duplicates += int(m.group(1)) in seen
-                    seen.setdefault(int(m.group(1)), (now - int(m.group(2))) / 1e6)
+    registered_ns = None
+    cursor: str | None = None
+    last_at = None
+    done = False
+    while not done:
+        async with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
+            message: dict[str, Any] = {"op": "subscribe", "sub": "s", "run": run_id, "stream": "logs"}
+            message.update({"cursor": cursor} if cursor else {"filters": {"limit": 1}})
+            await ws.send(json.dumps(message))
+            # The feed handles a connection's messages in order: the error answering this probe comes
+            # after the subscription was registered (its time bounds the registration from above).
+            await ws.send(json.dumps({"op": "unsubscribe", "sub": "probe"}))
+            if registered_ns is None:
+                subscribed[0] += 1
+                if subscribed[0] == subscribed[1]:
+                    ready.set()
+            drop_at = time.monotonic() + reconnect_s * random.uniform(0.5, 1.5) if reconnect_s else None
+            while True:
+                if len(seen) >= count:
+                    done = True
+                    break
+                # Counted from the trainer's start: clients that connected early must not give up first.
+                left = (started[0] or time.monotonic()) + timeout_s - time.monotonic()
+                if last_at is None and count - 1 in seen:
+                    last_at = time.monotonic()  # a client that joined late never sees every line: wait 2 s more
+                if last_at is not None:
+                    left = min(left, last_at + 2.0 - time.monotonic())
+                if left <= 0:
+                    done = True
+                    break
+                if drop_at is not None and started[0] and time.monotonic() >= drop_at and cursor:
+                    reconnects += 1
+                    break
+                wait = left if drop_at is None else min(left, max(0.0, drop_at - time.monotonic()))
+                try:
+                    raw = await asyncio.wait_for(ws.recv(), max(0.05, wait))
+                except TimeoutError:
+                    continue
+                now = time.time_ns()
+                frame = json.loads(raw)
+                if frame.get("type") == "error" and frame.get("sub") == "probe":
+                    registered_ns = registered_ns or now
+                    continue
+                if frame.get("cursor"):
+                    cursor = frame["cursor"]
+                if frame.get("last") and history_at is None:
+                    history_at = time.monotonic()
+                if frame.get("type") == "dropped":
+                    dropped += 1
+                    await ws.send(json.dumps({**message, "cursor": frame.get("cursor"), "filters": None}))
+                for item in frame.get("items") or ():
+                    m = pattern.match(item.get("line", ""))
+                    if m:
+                        duplicates += int(m.group(1)) in seen
+                        seen.setdefault(int(m.group(1)), (now - int(m.group(2))) / 1e6)
     out["seen"] = seen
     out["dropped"] = dropped
     out["duplicates"] = duplicates
+    out["reconnects"] = reconnects
     out["history_at"] = history_at
+    out["registered_ns"] = registered_ns
+
+
+def must_have(emit_ns: dict[int, int], registered_ns: int | None, count: int) -> set[int]:
+    """The lines a client must have: those printed after its subscription was registered.
+
+    Line ``i`` is printed after the point ``i - 1`` was timed (the trainer's
+    ``M`` line), so it was surely printed after ``registered_ns`` when that
+    point was.  Without a registration time, none can be required.
+    """
+    if registered_ns is None:
+        return set()
+    return {i for i in range(1, count) if emit_ns.get(i - 1, 0) > registered_ns}
 
 
 def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, work: Path) -> dict[str, Any]:
@@ -375,20 +427,29 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
                     outs[i],
                     args.count,
                     timeout_s,
+                    args.reconnect_ms / 1000,
                 )
             )
             for i in range(args.clients)
         ]
         await asyncio.wait_for(ready.wait(), 60)
-        await asyncio.sleep(1.0)  # every subscription's history answered
-        started[0] = time.monotonic()
-        trainer.go()
+        if not args.race:
+            await asyncio.sleep(1.0)  # every subscription's history answered
+            started[0] = time.monotonic()
+            trainer.go()
         await asyncio.gather(*tasks)
         return outs
 
     started: list[float] = [0.0]
+    if args.race:
+        # The lines flow first; the clients subscribe a quarter into them, all at once.
+        trainer.go()
+        started[0] = time.monotonic()
+        time.sleep(args.count * args.interval_ms / 4000)
     outs = asyncio.run(go(started))
     trainer.wait()
+    required = [must_have(trainer.metric_emit_ns, o.get("registered_ns"), args.count) for o in outs]
+    lacking = [sorted(r - set(o["seen"])) for r, o in zip(required, outs, strict=True)]
     per_client = [sorted(o["seen"].values()) for o in outs]
     every = [v for c in per_client for v in c]
     return {
@@ -402,9 +463,16 @@ def fanout_phase(url: str, token: str, kafka: str, args: argparse.Namespace, wor
             "best": min(pct(c, 0.99) or 0 for c in per_client if c),
             "worst": max(pct(c, 0.99) or 0 for c in per_client if c),
         },
+        "race": bool(args.race),
         "missing_lines": sum(args.count - len(o["seen"]) for o in outs),
+        # Lines printed after the client's subscription was registered that it never got: a loss.
+        "required_lines": sum(len(r) for r in required),
+        "missing_after_subscribe": sum(len(m) for m in lacking),
+        "clients_missing_after_subscribe": sum(bool(m) for m in lacking),
+        "missing_examples": [m[:10] for m in lacking if m][:5],
         "clients_complete": sum(len(o["seen"]) == args.count for o in outs),
         "dropped_frames": sum(o["dropped"] for o in outs),
+        "reconnects": sum(o["reconnects"] for o in outs),
         "duplicate_lines": sum(o["duplicates"] for o in outs),
         # Histories answered after the trainer started: lines flowed while they were read (the
         # hand-off race a late history must survive with no line missing).
@@ -452,6 +520,11 @@ def report(result: dict[str, Any]) -> None:
         f"{f['late_histories']} histories answered after the lines began"
     )
     print(
+        f"race={f['race']}, {f['reconnects']} reconnects: {f['missing_after_subscribe']} of "
+        f"{f['required_lines']} lines printed after a subscription was registered never reached it "
+        f"({f['clients_missing_after_subscribe']} clients)"
+    )
+    print(
         f"background load {result['background']['rate_per_s']} lines/s "
         f"({result['background']['lines']} lines); targets p50 < {TARGET_P50_MS} ms, p99 < {TARGET_P99_MS} ms; "
         f"load average {result['machine']['load_avg_1m']['before']:.1f} before, "
@@ -465,6 +538,13 @@ def main() -> None:
     parser.add_argument("--interval-ms", type=float, default=50)
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--background-rate", type=int, default=2000, help="background lines/s (0: none)")
+    parser.add_argument("--race", action="store_true", help="fan-out clients subscribe while the lines already flow")
+    parser.add_argument(
+        "--reconnect-ms",
+        type=float,
+        default=0,
+        help="fan-out clients drop and resume (from their cursor) about this often (0: never)",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "ui_fresh.json")
     args = parser.parse_args()
     load_before = os.getloadavg()[0]
@@ -495,7 +575,13 @@ def main() -> None:
             # average before and after the run says how much.
             "load_avg_1m": {"before": load_before, "after": os.getloadavg()[0]},
         },
-        "settings": {"count": args.count, "interval_ms": args.interval_ms, "clients": args.clients},
+        "settings": {
+            "count": args.count,
+            "interval_ms": args.interval_ms,
+            "clients": args.clients,
+            "race": bool(args.race),
+            "reconnect_ms": args.reconnect_ms,
+        },
         "background": {"rate_per_s": args.background_rate, "lines": lines},
         "browser": browser,
         "fanout": fanout,

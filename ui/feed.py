@@ -8,10 +8,11 @@ Protocol: JSON text frames.  Client to server::
     {"op": "unsubscribe", "sub": "<id>"}
 
 Filters: logs ``q`` (case-insensitive substring of the text without ANSI
-codes), ``regex``, ``level`` (one or a list/comma list), ``stream``, ``node``,
-``rank``, ``limit``; metrics ``names``, ``node``, ``rank``, ``limit``;
-resources ``names``, ``device``, ``node``, ``rank``, ``limit``; alerts
-``limit``.  ``limit`` (default 1000, at most 10000) is how many of the newest
+codes), ``regex`` (RE2 syntax, as ClickHouse's ``match`` reads it; live lines
+are matched the same way, see :func:`ui.hub.live_pattern`), ``level`` (one or
+a list/comma list), ``stream``, ``node``, ``rank``, ``limit``; metrics
+``names``, ``node``, ``rank``, ``limit``; resources ``names``, ``device``,
+``node``, ``rank``, ``limit``; alerts ``limit``.  ``limit`` (default 1000, at most 10000) is how many of the newest
 stored records the history holds when no cursor is given.
 
 Server to client::
@@ -96,6 +97,8 @@ class Feed:
         self.resume_slack_us = int(resume_slack_s * 1e6)
         self.live_ready_timeout_s = live_ready_timeout_s
         self.connections = 0
+        #: Hand-offs that went on before the live source caught up (their records may come out of time order).
+        self.catch_up_gave_up = 0
 
     async def endpoint(self, ws: WebSocket) -> None:
         """Serve one connection until the client leaves (auth was checked by the middleware)."""
@@ -159,7 +162,18 @@ class Feed:
             raise FeedError("op must be subscribe or unsubscribe")
 
     async def _history(self, sub: Subscription) -> None:
-        """Read the subscription's history and hand it to the hub (which then goes live)."""
+        """Read the subscription's history and hand it to the hub (which then goes live).
+
+        Blocks on the history read and then on :meth:`LiveSource.caught_up`,
+        which waits while the live source makes progress (3 s without any
+        gives up; 30 s at most).  When that wait gives up (the source is stuck
+        or not reading), the hand-off goes on anyway rather than hold the page
+        empty: the connected client loses and repeats no record (the source
+        publishes what it reads later; a copy of a record the history held is
+        skipped by its identity), only time order may break (a record the
+        source reads later, older than the history's newest, comes after it).
+        Counted in ``catch_up_gave_up`` and logged.
+        """
         try:
             await self._live_ready()
             if sub.stream == "status":
@@ -172,11 +186,20 @@ class Feed:
             recs, more = await self.call(self.history.read, sub.run, sub.stream, sub.filters, since)
             # Every record that history holds is then one the live source has published too (to this
             # subscription's buffer, or before it, to the recent window): the hand-off keeps time order.
-            await self.live.caught_up(sub.stream)
+            if not await self.live.caught_up(sub.stream):
+                self.catch_up_gave_up += 1
+                log.warning(
+                    "Feed hand-off went on before the live source caught up; later records may come out of order. "
+                    "stream=%s gave_up=%d",
+                    sub.stream,
+                    self.catch_up_gave_up,
+                )
             cut_at = recs[0] if more and since is None and recs else None
             self.hub.complete_history(sub, recs, cut_at.key if cut_at else None, cut_at.ts_us if cut_at else None)
             if more and since is not None:
-                # Too much to resume at once: end here; the client resumes from the frame's cursor.
+                # Too much to resume at once: end here; the client resumes from the marker's cursor, which
+                # goes on from the last record read (every older one was in this read).
+                sub.cursor.floor_us = recs[-1].ts_us
                 self.hub.end_with_marker(sub)
         except RunstreamError as exc:
             self.hub.unsubscribe(sub.client, sub.sub_id)

@@ -71,9 +71,11 @@ def alert_rec(ts_us: int, kind: str, message: str, node: str, rank: int) -> Rec:
 class History:
     """Reads of one store: the newest records of a run, or those since a resume point."""
 
-    def __init__(self, store: RowStore, settings: dict[str, Any]) -> None:
+    def __init__(self, store: RowStore, settings: dict[str, Any], max_resume_rows: int = MAX_RESUME_ROWS) -> None:
         self.store = store
         self.settings = settings
+        #: At most this many records come back for a resumed subscription (the rest follows by cursor).
+        self.max_resume_rows = max_resume_rows
         db = store.database
         self._t = {t: f"{db}.{t}" for t in (tables.LOGS, tables.METRICS, tables.RESOURCES, tables.ALERTS)}
 
@@ -81,7 +83,7 @@ class History:
         """Records of ``run``'s ``stream`` in time order, and whether more were left out.
 
         ``since_us`` None: the newest ``f.limit`` records.  Otherwise: every
-        record from ``since_us`` on, up to :data:`MAX_RESUME_ROWS`.
+        record from ``since_us`` on, up to ``max_resume_rows``.
         """
         if stream == "logs":
             return self._logs(run, f, since_us)
@@ -106,13 +108,13 @@ class History:
             rows.reverse()
             return rows, len(rows) >= limit
         cond.append("ts >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")
-        params.update(since=since_us, limit=MAX_RESUME_ROWS + 1)
+        params.update(since=since_us, limit=self.max_resume_rows + 1)
         rows = self.store.query_rows(
             f"SELECT {columns} FROM {table} WHERE {' AND '.join(cond)} ORDER BY {order} LIMIT {{limit:UInt32}}",
             params,
             self.settings,
         )
-        return rows[:MAX_RESUME_ROWS], len(rows) > MAX_RESUME_ROWS
+        return rows[: self.max_resume_rows], len(rows) > self.max_resume_rows
 
     def _logs(self, run: str, f: Filters, since_us: int | None) -> tuple[list[Rec], bool]:
         cond = ["run_id = {run:String}"]
@@ -202,7 +204,7 @@ class History:
 
     def _alerts(self, run: str, f: Filters, since_us: int | None) -> tuple[list[Rec], bool]:
         cond = ["run_id = {run:String}"]
-        params: dict[str, Any] = {"run": run, "limit": f.limit if since_us is None else MAX_RESUME_ROWS + 1}
+        params: dict[str, Any] = {"run": run, "limit": f.limit if since_us is None else self.max_resume_rows + 1}
         if since_us is not None:
             cond.append("ts >= fromUnixTimestamp64Micro({since:Int64}, 'UTC')")
             params["since"] = since_us
@@ -213,8 +215,8 @@ class History:
             self.settings,
         )
         rows.reverse()
-        more = len(rows) >= params["limit"] if since_us is None else len(rows) > MAX_RESUME_ROWS
-        return [alert_rec(*r) for r in rows[:MAX_RESUME_ROWS]], more
+        more = len(rows) >= params["limit"] if since_us is None else len(rows) > self.max_resume_rows
+        return [alert_rec(*r) for r in rows[: self.max_resume_rows]], more
 
 
 def _where_node_rank(cond: list[str], params: dict[str, Any], f: Filters) -> None:

@@ -22,11 +22,16 @@ Identity and cursor: every record is identified by ``(producer, seq, idx,
 sub)`` (``sub`` is the position of a value inside a metrics/resources
 record, 0 otherwise).  A producer's records reach the feed in ``(seq, idx,
 sub)`` order, so "what a client has" is one high-water mark per producer.
-The cursor is that map, ``{"v": 1, "p": {producer: [seq, idx, sub, ts_us]}}``
-as URL-safe base64 JSON; a client resubscribing with it gets exactly the
-records above every mark, and all records of producers it has not seen,
-from ``min(ts_us) - slack``.  The map keeps at most :data:`MAX_CURSOR_PRODUCERS`
-producers (the oldest marks are forgotten first).
+The cursor is that map, ``{"v": 1, "p": {producer: [seq, idx, sub, ts_us]},
+"t": floor_us}`` as URL-safe base64 JSON; a client resubscribing with it gets
+exactly the records above every mark, and all records of producers it has
+not seen, from ``min(ts_us) - slack``, or from ``t`` when that is later: a
+resume too large for one read ends at the last record it read, and ``t``
+(that record's time) makes the next one go on from there (a producer that
+stopped logging long ago would otherwise pin every resume to the same first
+rows).  ``t`` is optional: cursors without it stay valid.  The map keeps at
+most :data:`MAX_CURSOR_PRODUCERS` producers (the oldest marks are forgotten
+first).
 
 Bounded queues: a client holds at most ``max_pending_items`` undelivered
 records per subscription.  Over it, a *coalescing* stream (metrics,
@@ -91,6 +96,8 @@ class Cursor:
     """Per-producer high-water marks of what a client has received."""
 
     marks: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
+    #: Where a resumed history starts at the earliest (set when a resume was cut by its row bound).
+    floor_us: int | None = None
 
     def seen(self, key: Key) -> bool:
         """Whether the record ``key`` is at or below its producer's mark."""
@@ -107,17 +114,20 @@ class Cursor:
                 del self.marks[oldest]
 
     def since_us(self, slack_us: int) -> int | None:
-        """Where a resumed history starts: the oldest mark's time minus ``slack_us``."""
+        """Where a resumed history starts: the oldest mark's time minus ``slack_us``, or the floor if later."""
         if not self.marks:
             return None
-        return min(m[3] for m in self.marks.values()) - slack_us
+        since = min(m[3] for m in self.marks.values()) - slack_us
+        return since if self.floor_us is None else max(since, self.floor_us)
 
     def copy(self) -> Cursor:
-        return Cursor(dict(self.marks))
+        return Cursor(dict(self.marks), self.floor_us)
 
     def encode(self) -> str:
         """The cursor as an opaque URL-safe string."""
-        doc = {"v": 1, "p": {p: list(m) for p, m in self.marks.items()}}
+        doc: dict[str, Any] = {"v": 1, "p": {p: list(m) for p, m in self.marks.items()}}
+        if self.floor_us is not None:
+            doc["t"] = self.floor_us
         raw = json.dumps(doc, separators=(",", ":")).encode()
         return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
@@ -142,9 +152,12 @@ class Cursor:
                 ):
                     raise ValueError("bad mark")
                 out[producer] = (mark[0], mark[1], mark[2], mark[3])
-        except (ValueError, KeyError, TypeError, binascii.Error) as exc:
+            floor = doc.get("t")
+            if floor is not None and (not isinstance(floor, int) or isinstance(floor, bool)):
+                raise ValueError("bad floor")
+        except (ValueError, KeyError, TypeError, binascii.Error, AttributeError) as exc:
             raise FeedError(f"cursor is malformed ({exc})") from None
-        return cls(out)
+        return cls(out, floor)
 
 
 # -- filters ---------------------------------------------------------------
@@ -197,6 +210,77 @@ def _text(filters: Mapping[str, Any], name: str) -> str | None:
     return value
 
 
+#: RE2's POSIX classes (what ClickHouse's ``match`` understands inside ``[...]``) as Python class contents.
+_POSIX_CLASSES = {
+    "alnum": "0-9A-Za-z",
+    "alpha": "A-Za-z",
+    "ascii": "\\x00-\\x7f",
+    "blank": "\\t ",
+    "cntrl": "\\x00-\\x1f\\x7f",
+    "digit": "0-9",
+    "graph": "!-~",
+    "lower": "a-z",
+    "print": " -~",
+    "punct": "!-/:-@\\[-`{-~",
+    "space": "\\t\\n\\v\\f\\r ",
+    "upper": "A-Z",
+    "word": "0-9A-Za-z_",
+    "xdigit": "0-9A-Fa-f",
+}
+_POSIX = re.compile(r"\[:(\^?)([a-z]+):\]")
+
+
+def live_pattern(regex: str) -> re.Pattern[str]:
+    """``regex`` compiled so that Python's ``re`` matches what the history's RE2 (ClickHouse ``match``) matches.
+
+    A line the history query selects must be selected live too, or the live
+    tail silently lacks it.  So POSIX classes inside brackets (``[[:digit:]]``,
+    which ``re`` would read as a set of ``[:digt``) become their ranges, a bare
+    ``[`` inside brackets is a literal as in RE2, and an ASCII pattern's
+    ``\\d \\w \\s \\b`` are ASCII-only as in RE2.  Raises :class:`FeedError`
+    for what ``re`` cannot compile, and for negated POSIX classes.
+    """
+    out: list[str] = []
+    i, n, in_class = 0, len(regex), False
+    while i < n:
+        c = regex[i]
+        if c == "\\":
+            out.append(regex[i : i + 2])
+            i += 2
+            continue
+        if not in_class:
+            if c == "[":
+                in_class = True
+                out.append(c)
+                i += 1
+                if regex.startswith("^", i):
+                    out.append("^")
+                    i += 1
+                if regex.startswith("]", i):  # a leading ] is a literal
+                    out.append("\\]")
+                    i += 1
+                continue
+            out.append(c)
+            i += 1
+            continue
+        posix = _POSIX.match(regex, i)
+        if posix is not None:
+            negated, name = posix.groups()
+            if negated or name not in _POSIX_CLASSES:
+                raise FeedError(f"regex {regex!r}: the class [:{negated}{name}:] is not supported")
+            out.append(_POSIX_CLASSES[name])
+            i = posix.end()
+            continue
+        if c == "]":
+            in_class = False
+        out.append("\\[" if c == "[" else c)
+        i += 1
+    try:
+        return re.compile("".join(out), re.ASCII if regex.isascii() else 0)
+    except re.error as exc:
+        raise FeedError(f"regex {regex!r} is not valid: {exc}") from None
+
+
 def parse_filters(stream: str, filters: Any) -> Filters:
     """Check a subscription's ``filters`` object; raise :class:`FeedError` naming what is wrong."""
     if filters is None:
@@ -208,10 +292,7 @@ def parse_filters(stream: str, filters: Any) -> Filters:
         raise FeedError(f"unknown filter {unknown[0]!r} for stream {stream!r}")
     regex = _text(filters, "regex")
     if regex is not None:
-        try:
-            re.compile(regex)
-        except re.error as exc:
-            raise FeedError(f"regex {regex!r} is not valid: {exc}") from None
+        live_pattern(regex)
     level = filters.get("level")
     levels: list[str] = []
     if level:
@@ -255,7 +336,7 @@ def parse_filters(stream: str, filters: Any) -> Filters:
 
 def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
     """A predicate that applies ``f`` to live records of ``stream`` as the history queries do."""
-    pattern = re.compile(f.regex) if f.regex else None
+    pattern = live_pattern(f.regex) if f.regex else None
     q = f.q.lower() if f.q else None
     names = frozenset(f.names)
 

@@ -26,12 +26,27 @@ older ones still come live after it, out of order.  So after reading a
 history the feed waits (bounded) in :meth:`LiveSource.caught_up` until this
 source has published every message the broker held after that read: every
 stored record is then one the hub has, in the recent window or the
-subscription's buffer, and the merge puts it in time order.
+subscription's buffer, and the merge puts it in time order.  The wait is
+bounded: a source that lags further (or is not reading) must not hold every
+new page empty.  Past the bound the hand-off goes on and still loses and
+repeats nothing (the source publishes what it reads later to the live
+subscription, which skips copies of the history's records by identity); only
+time order may break for the records read late, and a cursor taken from such
+a history may be ahead of a late record (a client that reconnects before
+that record comes skips it).  So the bound is on *progress*: a source that
+keeps reading is waited for (up to ``catch_up_max_s``), one that does not
+move for ``catch_up_timeout_s`` is not.
+
+What can still go missing without a ``dropped`` frame: a record read here
+before a subscription came, not yet stored when its history was read, and
+already pushed out of the recent window (``recent_s``/``recent_messages``/
+``recent_bytes``): the window must outlast the sink's insert delay.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import deque
@@ -77,8 +92,12 @@ class LiveConfig:
     #: to store; the feed would only lag behind it).
     start_lookback_messages: int = 20_000
     #: How long a subscription's hand-off waits for this source to read up to the broker's end
-    #: (:meth:`LiveSource.caught_up`) before going live anyway.
+    #: (:meth:`LiveSource.caught_up`) while the source makes no progress, before going live anyway.
+    #: A source that keeps reading is waited for longer (a hundred pages opening at once put it
+    #: seconds behind), up to ``catch_up_max_s``.
     catch_up_timeout_s: float = 3.0
+    #: The most a hand-off waits for this source in all, progressing or not.
+    catch_up_max_s: float = 30.0
 
 
 class _Entry:
@@ -158,7 +177,13 @@ class Recent:
 
 
 def records_of(envelope: wire.Envelope) -> list[Rec]:
-    """An envelope's records as feed records (one per value for metrics and resources)."""
+    """An envelope's records as feed records (one per value for metrics and resources).
+
+    A log record's own ``rank``/``node`` (the stream processors set ``rank``
+    from a torchrun ``[rankN]:`` prefix) win over the envelope's, as in the
+    stored row: a rank or node filter must select the same lines live as
+    from the history.
+    """
     out: list[Rec] = []
     p, seq, node, rank = envelope.producer, envelope.seq, envelope.node, envelope.rank
     for pos, r in enumerate(envelope.records):
@@ -171,14 +196,15 @@ def records_of(envelope: wire.Envelope) -> list[Rec]:
         ts_us = ts_ns // 1000
         ts = format_ns(ts_us * 1000)
         if envelope.kind == "logs":
+            own_rank, own_node = r.get("rank"), r.get("node")
             out.append(
                 Rec(
                     (p, seq, idx, 0),
                     ts_us,
                     log_item(
                         ts_us,
-                        node,
-                        rank,
+                        own_node if isinstance(own_node, str) else node,
+                        own_rank if isinstance(own_rank, int) and not isinstance(own_rank, bool) else rank,
                         r.get("stream", "stdout"),
                         r.get("level", ""),
                         r.get("logger", ""),
@@ -319,29 +345,42 @@ class LiveSource:
     async def caught_up(self, stream: str) -> bool:
         """Wait until every message of ``stream``'s topic that the broker holds now is published.
 
-        Bounded by ``catch_up_timeout_s``; whether it caught up (False when the
-        broker cannot be asked, or this source lags further behind).  Called
-        after a history was read: its records are then all ones this source
-        has read (see the module's note on the hand-off).
+        Whether it caught up.  The wait is bounded: it gives up when this
+        source's read positions on that topic have not moved towards those
+        end offsets for ``catch_up_timeout_s`` (or it stops reading, or the
+        broker cannot be asked), and after ``catch_up_max_s`` in all; a source
+        that lags but keeps reading is waited for.  Called after a history was
+        read: its records are then all ones this source has read (see the
+        module's note on the hand-off, and what a False answer costs: time
+        order, never a record).
         """
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.catch_up_timeout_s
+        timeout_s = self.config.catch_up_timeout_s
+        give_up_at = loop.time() + max(timeout_s, self.config.catch_up_max_s)
         try:
-            ends = await asyncio.wait_for(asyncio.shield(self._end_offsets()), self.config.catch_up_timeout_s)
+            ends = await asyncio.wait_for(asyncio.shield(self._end_offsets()), timeout_s)
         except (kafka.KafkaError, OSError, TimeoutError, asyncio.TimeoutError):
             return False
         wanted = {tp: end for tp, end in ends.items() if self._stream_topics.get(tp.topic) == stream}
+
+        def behind() -> int:
+            return sum(max(0, end - self._positions.get(tp, 0)) for tp, end in wanted.items())
+
+        least = behind()
+        stalled_at = loop.time() + timeout_s
         while True:
             advanced = self._advanced
-            if all(self._positions.get(tp, 0) >= end for tp, end in wanted.items()):
+            left_messages = behind()
+            if left_messages == 0:
                 return True
-            left = deadline - loop.time()
+            if left_messages < least:  # progress: the no-progress bound starts again
+                least = left_messages
+                stalled_at = loop.time() + timeout_s
+            left = min(stalled_at, give_up_at) - loop.time()
             if left <= 0 or not self._running:
                 return False
-            try:
+            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
                 await asyncio.wait_for(advanced.wait(), left)
-            except (TimeoutError, asyncio.TimeoutError):
-                return False
 
     def _end_offsets(self) -> asyncio.Task[dict[Any, int]]:
         """The broker's end offsets of every partition read, asked *after* this call.

@@ -156,6 +156,37 @@ async def test_log_filters_apply_to_history_and_live(server: Server) -> None:
     assert lines_of(frames) == ["CUDA out of memory", "out of memory live"]
 
 
+async def test_rank_filter_selects_a_line_by_its_own_rank_in_history_and_live(server: Server) -> None:
+    """A line whose rank came from its torchrun prefix (not its producer's) passes a rank filter live as in history."""
+    run = new_run()
+    async with Emitter(server, run, rank=0) as emit:
+        # One console, ranks in the text: the stream processors give each record its own rank.
+        await emit.send("logs", [{"line": "[rank3]: stored", "rank": 3}, {"line": "[rank0]: other", "rank": 0}])
+        await stored_lines(server, run, 2)
+        async with connect(server) as ws:
+            await subscribe(ws, run, filters={"rank": 3})
+            frames = await collect(ws, has_lines(1))
+            await emit.send("logs", [{"line": "[rank3]: live", "rank": 3}, {"line": "[rank0]: not", "rank": 0}])
+            await emit.lines(["after"])  # the envelope's rank (0): not for this subscription
+            frames += await collect(ws, lambda f: "[rank3]: live" in lines_of(f))
+    assert lines_of(frames) == ["[rank3]: stored", "[rank3]: live"]
+    assert {i["rank"] for i in items(frames)} == {3}
+
+
+async def test_posix_class_regex_selects_the_same_lines_live_as_in_history(server: Server) -> None:
+    """A regex with a POSIX class (RE2 syntax, as the history query reads it) selects matching lines live too."""
+    run = new_run()
+    async with Emitter(server, run) as emit:
+        await emit.lines(["37 it/s", "slow :] it/s"])
+        await stored_lines(server, run, 2)
+        async with connect(server) as ws:
+            await subscribe(ws, run, filters={"regex": "^[[:digit:]]+ it/s"})
+            frames = await collect(ws, has_lines(1))
+            await emit.lines([":] it/s", "41 it/s"])
+            frames += await collect(ws, has_lines(1))
+    assert lines_of(frames) == ["37 it/s", "41 it/s"]
+
+
 async def test_metric_point_arrives_live(server: Server) -> None:
     """A metric logged after subscribing arrives as a live item with its step and value."""
     run = new_run()

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from ui.hub import Client, Cursor, FeedError, Hub, Rec, parse_filters, strip_ansi
+from ui.hub import Client, Cursor, FeedError, Hub, Rec, live_pattern, parse_filters, strip_ansi
 
 
 def rec(producer: str, seq: int, idx: int = 0, *, ts_us: int | None = None, sub: int = 0, **data: Any) -> Rec:
@@ -36,6 +36,19 @@ def test_cursor_marks_only_move_up() -> None:
     c.advance(rec("a", 4, 9))
     assert c.seen(("a", 5, 2, 0)) and c.seen(("a", 4, 9, 0))
     assert not c.seen(("a", 5, 3, 0)) and not c.seen(("b", 0, 0, 0))
+
+
+def test_cursor_floor_round_trips_and_wins_when_later_than_the_oldest_mark() -> None:
+    """A cursor's floor survives its text and moves the resume point past an old mark, never before it."""
+    c = Cursor()
+    c.advance(rec("a", 1, ts_us=1_000))
+    c.advance(rec("b", 9, ts_us=90_000))
+    assert c.since_us(500) == 500
+    c.floor_us = 50_000
+    again = Cursor.decode(c.encode())
+    assert again.floor_us == 50_000 and again.since_us(500) == 50_000
+    again.floor_us = 100
+    assert again.since_us(500) == 500
 
 
 @pytest.mark.parametrize("text", ["not base64!", "e30", "eyJ2IjoxLCJwIjp7ImEiOlsxXX19"])
@@ -231,3 +244,29 @@ def test_late_live_record_below_the_mark_is_still_delivered() -> None:
     hub.publish("r1", "logs", [rec("p", 2), rec("p", 3)])
     frames = client.take_frames()
     assert items(frames) == [{"line": "1"}, {"line": "3"}, {"line": "2"}]
+
+
+@pytest.mark.parametrize(
+    ("regex", "line", "matches"),
+    [
+        ("[[:digit:]]+ it/s", "37 it/s", True),
+        ("[[:digit:]]+ it/s", ":] it/s", False),
+        ("[[:alpha:]_]+=", "train_loss=0.5", True),
+        ("[[:punct:]]", "a]b", True),
+        ("[[:space:]]x", "a x", True),
+        ("[][]", "a]", True),
+        ("[a[]", "x[", True),
+        ("\\bloss", "éloss", True),
+        ("\\d", "٣", False),
+        ("[:digit:]", "t", True),
+    ],
+)
+def test_live_regex_matches_as_re2_does(regex: str, line: str, matches: bool) -> None:
+    """A live regex filter keeps the RE2 meaning of POSIX classes, brackets and ASCII classes (the history's)."""
+    assert (live_pattern(regex).search(line) is not None) is matches
+
+
+def test_negated_posix_class_is_refused() -> None:
+    """A negated POSIX class, which the live filter cannot mirror, raises FeedError instead of matching differently."""
+    with pytest.raises(FeedError):
+        parse_filters("logs", {"regex": "[[:^digit:]]"})
