@@ -313,22 +313,35 @@ async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartit
         await consumer.stop()
 
 
-async def group_lag(bootstrap: str, group_id: str, topics: Sequence[str]) -> int:
-    """Messages in ``topics`` not yet committed by consumer group ``group_id``."""
-    ends = await end_offsets(bootstrap, topics)
-    if not ends:
-        return 0
+async def committed_offsets(
+    bootstrap: str, group_id: str, partitions: Sequence[TopicPartition]
+) -> dict[TopicPartition, int]:
+    """The offsets consumer group ``group_id`` has committed on ``partitions``.
+
+    A partition the group never committed is left out.  The partitions are
+    named, never "all the group has": Tansu cannot answer that form.  Asks the group's
+    coordinator over a connection of its own (opened and closed here, so a
+    caller holds no connection while nobody needs the answer); raises
+    ``KafkaError`` or ``OSError`` when the broker cannot be asked.
+    """
+    if not partitions:
+        return {}
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=15_000)
     await admin.start()
     try:
-        committed = await admin.list_consumer_group_offsets(group_id, partitions=list(ends))
+        got = await admin.list_consumer_group_offsets(group_id, partitions=list(partitions))
     finally:
         await admin.close()
+    return {tp: meta.offset for tp, meta in got.items() if meta.offset >= 0}
+
+
+async def group_lag(bootstrap: str, group_id: str, topics: Sequence[str]) -> int:
+    """Messages in ``topics`` not yet committed by consumer group ``group_id``."""
+    ends = await end_offsets(bootstrap, topics)
+    committed = await committed_offsets(bootstrap, group_id, list(ends))
     lag = 0
     for tp, end in ends.items():
-        meta = committed.get(tp)
-        done = meta.offset if meta is not None and meta.offset >= 0 else 0
-        lag += max(0, end - done)
+        lag += max(0, end - committed.get(tp, 0))
     return lag
 
 

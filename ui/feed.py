@@ -9,7 +9,7 @@ Protocol: JSON text frames.  Client to server::
 
 Filters: logs ``q`` (case-insensitive substring of the text without ANSI
 codes), ``regex`` (RE2 syntax, as ClickHouse's ``match`` reads it; live lines
-are matched the same way, see :func:`ui.hub.live_pattern`), ``level`` (one or
+are matched the same way, see :func:`ui.filters.live_pattern`), ``level`` (one or
 a list/comma list), ``stream``, ``node``, ``rank``, ``limit``; metrics
 ``names``, ``node``, ``rank``, ``limit``; resources ``names``, ``device``,
 ``node``, ``rank``, ``limit``; alerts ``limit``.  ``limit`` (default 1000, at most 10000) is how many of the newest
@@ -20,6 +20,7 @@ Server to client::
     {"sub": ..., "type": "history", "items": [...], "cursor": "...", "last": true}
     {"sub": ..., "type": "live", "items": [...], "cursor": "...", "coalesced": N}
     {"sub": ..., "type": "dropped", "count": N, "cursor": "..."}
+    {"sub": ..., "type": "gap", "reason": "sink_behind", "cursor": "..."}
     {"type": "error", "error": "...", "sub": ...}
 
 A subscription answers with ``history`` frames (the last one says
@@ -30,7 +31,16 @@ resubscribing with it after a disconnect gives exactly what was missed.  A
 client that does not keep up has its metrics/resources/status coalesced
 (newest value per series, ``coalesced`` counts what was skipped) and its
 logs/alerts subscription ended with a ``dropped`` frame whose cursor resumes
-it.  No cap on sessions; a connection needs the token (cookie, ``Authorization:
+it.  A ``gap`` frame (right after the last ``history`` frame; the
+subscription goes on live) says records between the history and the live
+ones may be missing: the live source's recent window had already let go of
+records the sink had not stored yet, and the sink did not store them within
+the hand-off's bound (see :meth:`ui.live.LiveSource.stored`).  A resume with
+its cursor cannot fill that gap (the cursor is past it); a fresh subscription
+without a cursor, once the sink has caught up, has those records: the page
+says so ("some lines between history and live may be missing; reload").
+
+No cap on sessions; a connection needs the token (cookie, ``Authorization:
 Bearer``, or ``?token=``), an allowed Host and, when it sends one, the
 server's own Origin (:mod:`ui.auth`); a client frame over
 ``max_message_bytes`` closes the connection with code 1009.
@@ -43,14 +53,15 @@ import contextlib
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from runstream.errors import QueryError, RunstreamError
+from ui.filters import FeedError
 from ui.history import History
-from ui.hub import Client, FeedError, Hub, Rec, Subscription
+from ui.hub import Client, Hub, Rec, Subscription
 from ui.live import LiveSource
 from ui.params import check_run_id
 from ui.responses import dumps
@@ -99,6 +110,8 @@ class Feed:
         self.connections = 0
         #: Hand-offs that went on before the live source caught up (their records may come out of time order).
         self.catch_up_gave_up = 0
+        #: Hand-offs that went on before the sink stored what the recent window let go (a ``gap`` frame each).
+        self.gaps = 0
 
     async def endpoint(self, ws: WebSocket) -> None:
         """Serve one connection until the client leaves (auth was checked by the middleware)."""
@@ -152,7 +165,8 @@ class Feed:
         if op == "subscribe":
             sub = self.hub.subscribe(client, doc, _check_run)
             self.hub.seed(sub, self.live.recent.get(sub.run, sub.stream))
-            task = asyncio.create_task(self._history(sub))
+            # Taken with the seed: what the window let go before it must be stored before the history is read.
+            task = asyncio.create_task(self._history(sub, self.live.recent.evicted(sub.run, sub.stream)))
             tasks.add(task)
             task.add_done_callback(tasks.discard)
         elif op == "unsubscribe":
@@ -161,10 +175,16 @@ class Feed:
         else:
             raise FeedError("op must be subscribe or unsubscribe")
 
-    async def _history(self, sub: Subscription) -> None:
+    async def _history(self, sub: Subscription, evicted: Mapping[Any, int] | None = None) -> None:
         """Read the subscription's history and hand it to the hub (which then goes live).
 
-        Blocks on the history read and then on :meth:`LiveSource.caught_up`,
+        ``evicted``: what the live source's recent window had let go of this
+        run and stream when the subscription was seeded (:meth:`ui.recent.Recent.evicted`).
+        Before the history is read, waits in :meth:`LiveSource.stored` until
+        the sink has stored all of it, so history, window and live records
+        cover every record; when that wait gives up, the client gets a ``gap``
+        frame after the history (counted in ``gaps`` and logged): never a
+        silent hole.  Then blocks on the history read and on :meth:`LiveSource.caught_up`,
         which waits while the live source makes progress (3 s without any
         gives up; 30 s at most).  When that wait gives up (the source is stuck
         or not reading), the hand-off goes on anyway rather than hold the page
@@ -176,11 +196,23 @@ class Feed:
         """
         try:
             await self._live_ready()
+            gap = bool(evicted) and not await self.live.stored(evicted or {})
+            if gap:
+                self.gaps += 1
+                log.warning(
+                    "Feed hand-off went on before the sink stored what the live window let go; the client was "
+                    "told records may be missing. run=%s stream=%s gaps=%d",
+                    sub.run,
+                    sub.stream,
+                    self.gaps,
+                )
             if sub.stream == "status":
                 run = await self.call(self.get_run, sub.run)
                 now_us = time.time_ns() // 1000
                 recs = [Rec(("~snapshot", now_us, 0, 0), now_us, {"run": run})] if run is not None else []
                 self.hub.complete_history(sub, recs, None)
+                if gap:
+                    self.hub.mark_gap(sub)
                 return
             since = sub.start_cursor.since_us(self.resume_slack_us)
             recs, more = await self.call(self.history.read, sub.run, sub.stream, sub.filters, since)
@@ -196,6 +228,8 @@ class Feed:
                 )
             cut_at = recs[0] if more and since is None and recs else None
             self.hub.complete_history(sub, recs, cut_at.key if cut_at else None, cut_at.ts_us if cut_at else None)
+            if gap:
+                self.hub.mark_gap(sub)
             if more and since is not None:
                 # Too much to resume at once: end here; the client resumes from the marker's cursor, which
                 # goes on from the last record read (every older one was in this read).

@@ -17,7 +17,8 @@ from typing import Any, Protocol
 
 from runstream import tables
 from runstream.timeparse import format_ns
-from ui.hub import Filters, Rec
+from ui.filters import Filters
+from ui.hub import Rec
 
 #: At most this many records come back for a resumed subscription (the rest follows by cursor).
 MAX_RESUME_ROWS = 100_000

@@ -1,8 +1,9 @@
-"""The live feed's protocol logic, sans I/O: subscriptions, filters, cursors, bounded queues.
+"""The live feed's protocol logic, sans I/O: subscriptions, cursors, bounded queues.
 
 Nothing here awaits or touches a socket, so all of it is unit-tested
 directly.  :mod:`ui.feed` moves frames between a websocket and a
-:class:`Client`; :mod:`ui.live` feeds :meth:`Hub.publish` from Kafka.
+:class:`Client`; :mod:`ui.live` feeds :meth:`Hub.publish` from Kafka; the
+subscription filters and how live records are matched are :mod:`ui.filters`.
 
 A subscription starts *buffering*: live records for its run and stream are
 kept (in arrival order) while its history is read from ClickHouse, after the
@@ -13,7 +14,10 @@ order, and switches to *live*.  When the history is the newest ``limit``
 records, recent-window records older than its first are outside the window
 asked for and left out; a record that arrived *after* the subscription is
 never left out (the history may have been read after the sink stored it, and
-then cut it by the limit: the client asked before that record existed).  A
+then cut it by the limit: the client asked before that record existed).
+When the feed could not make sure the history holds what the recent window
+had already let go (:meth:`ui.live.LiveSource.stored` gave up),
+:meth:`Hub.mark_gap` follows the history with a ``gap`` frame.  A
 live record the history already held (the live source read it after the sink
 stored it) is skipped by its identity (never by its producer's mark: a record
 that comes late, out of order, is still delivered).
@@ -47,31 +51,22 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from ui.filters import FeedError, Filters, matcher, parse_filters
+
 STREAMS = ("logs", "metrics", "resources", "status", "alerts")
 COALESCING = frozenset({"metrics", "resources", "status"})
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 MAX_CURSOR_PRODUCERS = 4096
 MAX_CURSOR_CHARS = 512 * 1024
 MAX_SUB_ID_CHARS = 64
-MAX_FILTER_CHARS = 1024
-MAX_NAMES = 256
 #: Records per frame: a large history goes as several frames.
 FRAME_ITEMS = 1000
 
 Key = tuple[str, int, int, int]
-
-# The same escape sequences the logs table strips for its `text` column.
-_ANSI = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)|[()*+][0-9A-Za-z]|[=>78])")
-
-
-class FeedError(ValueError):
-    """A client message the feed refuses; the message says what was wrong."""
 
 
 @dataclass(slots=True)
@@ -81,11 +76,6 @@ class Rec:
     key: Key
     ts_us: int
     data: dict[str, Any]
-
-
-def strip_ansi(text: str) -> str:
-    """``text`` without ANSI escape sequences (what log search matches against)."""
-    return _ANSI.sub("", text)
 
 
 # -- cursor ----------------------------------------------------------------
@@ -158,213 +148,6 @@ class Cursor:
         except (ValueError, KeyError, TypeError, binascii.Error, AttributeError) as exc:
             raise FeedError(f"cursor is malformed ({exc})") from None
         return cls(out, floor)
-
-
-# -- filters ---------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Filters:
-    """What a subscription wants of its stream; :func:`parse_filters` builds it."""
-
-    q: str | None = None
-    regex: str | None = None
-    levels: tuple[str, ...] = ()
-    node: str | None = None
-    rank: int | None = None
-    stream: str | None = None
-    names: tuple[str, ...] = ()
-    device: str | None = None
-    limit: int = 1000
-
-    def query_args(self) -> dict[str, Any]:
-        """The filters as keyword arguments of the history queries."""
-        return {
-            "q": self.q,
-            "regex": self.regex,
-            "levels": list(self.levels),
-            "node": self.node,
-            "rank": self.rank,
-            "stream": self.stream,
-            "names": list(self.names),
-            "device": self.device,
-        }
-
-
-_FILTER_KEYS = {
-    "logs": {"q", "regex", "level", "node", "rank", "stream", "limit"},
-    "metrics": {"names", "node", "rank", "limit"},
-    "resources": {"names", "device", "node", "rank", "limit"},
-    "status": set(),
-    "alerts": {"limit"},
-}
-MAX_LIMIT = 10_000
-
-
-def _text(filters: Mapping[str, Any], name: str) -> str | None:
-    value = filters.get(name)
-    if value is None or value == "":
-        return None
-    if not isinstance(value, str) or len(value) > MAX_FILTER_CHARS:
-        raise FeedError(f"filter {name!r} must be a string of at most {MAX_FILTER_CHARS} characters")
-    return value
-
-
-#: RE2's POSIX classes (what ClickHouse's ``match`` understands inside ``[...]``) as Python class contents.
-_POSIX_CLASSES = {
-    "alnum": "0-9A-Za-z",
-    "alpha": "A-Za-z",
-    "ascii": "\\x00-\\x7f",
-    "blank": "\\t ",
-    "cntrl": "\\x00-\\x1f\\x7f",
-    "digit": "0-9",
-    "graph": "!-~",
-    "lower": "a-z",
-    "print": " -~",
-    "punct": "!-/:-@\\[-`{-~",
-    "space": "\\t\\n\\v\\f\\r ",
-    "upper": "A-Z",
-    "word": "0-9A-Za-z_",
-    "xdigit": "0-9A-Fa-f",
-}
-_POSIX = re.compile(r"\[:(\^?)([a-z]+):\]")
-
-
-def live_pattern(regex: str) -> re.Pattern[str]:
-    """``regex`` compiled so that Python's ``re`` matches what the history's RE2 (ClickHouse ``match``) matches.
-
-    A line the history query selects must be selected live too, or the live
-    tail silently lacks it.  So POSIX classes inside brackets (``[[:digit:]]``,
-    which ``re`` would read as a set of ``[:digt``) become their ranges, a bare
-    ``[`` inside brackets is a literal as in RE2, and an ASCII pattern's
-    ``\\d \\w \\s \\b`` are ASCII-only as in RE2.  Raises :class:`FeedError`
-    for what ``re`` cannot compile, and for negated POSIX classes.
-    """
-    out: list[str] = []
-    i, n, in_class = 0, len(regex), False
-    while i < n:
-        c = regex[i]
-        if c == "\\":
-            out.append(regex[i : i + 2])
-            i += 2
-            continue
-        if not in_class:
-            if c == "[":
-                in_class = True
-                out.append(c)
-                i += 1
-                if regex.startswith("^", i):
-                    out.append("^")
-                    i += 1
-                if regex.startswith("]", i):  # a leading ] is a literal
-                    out.append("\\]")
-                    i += 1
-                continue
-            out.append(c)
-            i += 1
-            continue
-        posix = _POSIX.match(regex, i)
-        if posix is not None:
-            negated, name = posix.groups()
-            if negated or name not in _POSIX_CLASSES:
-                raise FeedError(f"regex {regex!r}: the class [:{negated}{name}:] is not supported")
-            out.append(_POSIX_CLASSES[name])
-            i = posix.end()
-            continue
-        if c == "]":
-            in_class = False
-        out.append("\\[" if c == "[" else c)
-        i += 1
-    try:
-        return re.compile("".join(out), re.ASCII if regex.isascii() else 0)
-    except re.error as exc:
-        raise FeedError(f"regex {regex!r} is not valid: {exc}") from None
-
-
-def parse_filters(stream: str, filters: Any) -> Filters:
-    """Check a subscription's ``filters`` object; raise :class:`FeedError` naming what is wrong."""
-    if filters is None:
-        filters = {}
-    if not isinstance(filters, dict):
-        raise FeedError("filters must be an object")
-    unknown = sorted(set(filters) - _FILTER_KEYS[stream])
-    if unknown:
-        raise FeedError(f"unknown filter {unknown[0]!r} for stream {stream!r}")
-    regex = _text(filters, "regex")
-    if regex is not None:
-        live_pattern(regex)
-    level = filters.get("level")
-    levels: list[str] = []
-    if level:
-        names = level.split(",") if isinstance(level, str) else level
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise FeedError("filter 'level' must be a string or a list of strings")
-        for n in names:
-            up = {"WARN": "WARNING", "FATAL": "CRITICAL"}.get(n.strip().upper(), n.strip().upper())
-            if up not in LEVELS:
-                raise FeedError(f"level {n[:32]!r} is not one of {', '.join(LEVELS)}")
-            if up not in levels:
-                levels.append(up)
-    rank = filters.get("rank")
-    if rank is not None and (not isinstance(rank, int) or isinstance(rank, bool) or not 0 <= rank < 2**31):
-        raise FeedError("filter 'rank' must be a non-negative integer")
-    names_value = filters.get("names") or []
-    if (
-        not isinstance(names_value, list)
-        or len(names_value) > MAX_NAMES
-        or not all(isinstance(n, str) and 0 < len(n) <= MAX_FILTER_CHARS for n in names_value)
-    ):
-        raise FeedError(f"filter 'names' must be a list of at most {MAX_NAMES} names")
-    limit = filters.get("limit", 1000)
-    if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
-        raise FeedError(f"filter 'limit' must be an integer from 0 to {MAX_LIMIT}")
-    stream_value = _text(filters, "stream")
-    if stream_value is not None and stream_value not in ("stdout", "stderr", "logging"):
-        raise FeedError("filter 'stream' must be stdout, stderr or logging")
-    return Filters(
-        q=_text(filters, "q"),
-        regex=regex,
-        levels=tuple(levels),
-        node=_text(filters, "node"),
-        rank=rank,
-        stream=stream_value,
-        names=tuple(names_value),
-        device=_text(filters, "device"),
-        limit=limit,
-    )
-
-
-def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
-    """A predicate that applies ``f`` to live records of ``stream`` as the history queries do."""
-    pattern = live_pattern(f.regex) if f.regex else None
-    q = f.q.lower() if f.q else None
-    names = frozenset(f.names)
-
-    def match(rec: Rec) -> bool:
-        d = rec.data
-        if f.node is not None and d.get("node") != f.node:
-            return False
-        if f.rank is not None and d.get("rank") != f.rank:
-            return False
-        if stream == "logs":
-            if f.levels and d.get("level") not in f.levels:
-                return False
-            if f.stream is not None and d.get("stream") != f.stream:
-                return False
-            if q is not None or pattern is not None:
-                text = strip_ansi(d.get("line", ""))
-                if q is not None and q not in text.lower():
-                    return False
-                if pattern is not None and pattern.search(text) is None:
-                    return False
-        elif stream in ("metrics", "resources"):
-            if names and d.get("name") not in names:
-                return False
-            if f.device is not None and d.get("device") != f.device:
-                return False
-        return True
-
-    return match
 
 
 def series_key(stream: str, rec: Rec) -> tuple[Any, ...]:
@@ -497,7 +280,7 @@ class Hub:
 
     def __init__(self) -> None:
         self._index: dict[tuple[str, str], set[Subscription]] = {}
-        self.counts: dict[str, int] = {"published": 0, "delivered": 0, "dropped": 0, "coalesced": 0}
+        self.counts: dict[str, int] = {"published": 0, "delivered": 0, "dropped": 0, "coalesced": 0, "gaps": 0}
 
     def subscribe(self, client: Client, message: Mapping[str, Any], check_run: Callable[[str], str]) -> Subscription:
         """Register a ``subscribe`` message's subscription, buffering live records until its history is in.
@@ -644,6 +427,19 @@ class Hub:
             self._forget(sub)
         else:
             self.counts["delivered"] += len(recs)
+        sub.client.notify()
+
+    def mark_gap(self, sub: Subscription) -> None:
+        """Tell ``sub``'s client, after its history, that records between history and live may be missing.
+
+        A ``gap`` frame (the subscription goes on live): the hand-off could
+        not make sure the history held everything the live source's recent
+        window had let go (the sink had not stored it).  Counted in ``gaps``.
+        """
+        if sub.ended:
+            return
+        sub.frames.append({"sub": sub.sub_id, "type": "gap", "reason": "sink_behind", "cursor": sub.cursor.encode()})
+        self.counts["gaps"] += 1
         sub.client.notify()
 
     def end_with_marker(self, sub: Subscription) -> None:

@@ -5,7 +5,7 @@ takes partitions from the sink; live records
 reach browsers without waiting for the sink's insert.  A message is decoded
 only when someone watches its run: the clean topics are keyed by run id, so
 a message of a run nobody subscribed to is kept as its raw bytes in a short
-per-(run, stream) window of recent messages (:class:`Recent`) and costs no
+per-(run, stream) window of recent messages (:class:`ui.recent.Recent`) and costs no
 decoding at all.  A message of a watched run is decoded once, published to
 :meth:`ui.hub.Hub.publish` and kept decoded in the window.  A subscription
 starts from that window (decoding what is still raw), so a record read here
@@ -37,10 +37,24 @@ that record comes skips it).  So the bound is on *progress*: a source that
 keeps reading is waited for (up to ``catch_up_max_s``), one that does not
 move for ``catch_up_timeout_s`` is not.
 
-What can still go missing without a ``dropped`` frame: a record read here
-before a subscription came, not yet stored when its history was read, and
+The window's edge: a record read here before a subscription came and
 already pushed out of the recent window (``recent_s``/``recent_messages``/
-``recent_bytes``): the window must outlast the sink's insert delay.
+``recent_bytes``; at 100k lines/s the 8 MB window holds under a second, less
+than the sink's insert delay under load) is in neither the window nor, if the
+sink has not stored it yet, the history.  So :class:`ui.recent.Recent` remembers per
+(run, stream) and partition the offset after the newest message it let go
+(:meth:`ui.recent.Recent.evicted`), and before reading the history the feed waits in
+:meth:`LiveSource.stored` until the sink's consumer group (``sink_group_id``;
+it commits only what it stored) has committed up to there: history, window
+and live records then cover every record.  Usually nothing was let go, or
+the offsets last seen cover it, and nothing is asked.  The wait is bounded
+like ``caught_up`` (``stored_timeout_s`` without the sink progressing,
+``stored_max_s`` in all); past it the client gets a ``gap`` frame after its
+history, so a missing record is never silent.
+
+Still assumed, not checked: a record older than where this source started
+reading (``start_lookback_s``/``start_lookback_messages`` before its first
+start) was stored by the sink before a subscription's history is read.
 """
 
 from __future__ import annotations
@@ -49,17 +63,16 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from runstream import kafka, wire
 from runstream.errors import RunstreamError
-from runstream.timeparse import format_ns
 from runstream.topics import Topics
-from ui.history import alert_rec, json_number, log_item
 from ui.hub import Hub, Rec
+from ui.recent import Recent
+from ui.records import alerts_of, records_of
 
 log = logging.getLogger("runstream.live")
 
@@ -98,172 +111,16 @@ class LiveConfig:
     catch_up_timeout_s: float = 3.0
     #: The most a hand-off waits for this source in all, progressing or not.
     catch_up_max_s: float = 30.0
-
-
-class _Entry:
-    """One message in the recent window: its bytes until someone needs its records."""
-
-    __slots__ = ("at", "value", "recs")
-
-    def __init__(self, at: float, value: bytes, recs: list[Rec] | None) -> None:
-        self.at = at
-        self.value = value
-        self.recs = recs
-
-
-class Recent:
-    """The newest messages per (run, stream), bounded in count, bytes and age; decoded on demand.
-
-    ``decode`` turns a message's bytes into its feed records; it runs at most
-    once per message, and only for a message someone asks for.
-    """
-
-    def __init__(
-        self,
-        max_age_s: float,
-        max_messages: int,
-        max_bytes: int,
-        decode: Callable[[bytes], list[Rec]],
-        clock: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self.max_age_s = max_age_s
-        self.max_messages = max_messages
-        self.max_bytes = max_bytes
-        self.decode = decode
-        self.clock = clock
-        self._rings: dict[tuple[str, str], deque[_Entry]] = {}
-        self._bytes: dict[tuple[str, str], int] = {}
-
-    def add(self, run: str, stream: str, value: bytes, recs: list[Rec] | None = None) -> None:
-        """Keep one message (``recs``: its records when already decoded)."""
-        key = (run, stream)
-        ring = self._rings.get(key)
-        if ring is None:
-            ring = self._rings[key] = deque()
-            self._bytes[key] = 0
-        now = self.clock()
-        ring.append(_Entry(now, value, recs))
-        self._bytes[key] += len(value)
-        self._expire(key, ring, now)
-
-    def get(self, run: str, stream: str) -> list[Rec]:
-        """The window's records in arrival order (decoding messages nobody asked for before)."""
-        key = (run, stream)
-        ring = self._rings.get(key)
-        if ring is None:
-            return []
-        self._expire(key, ring, self.clock())
-        out: list[Rec] = []
-        for entry in ring:
-            if entry.recs is None:
-                entry.recs = self.decode(entry.value)
-            out.extend(entry.recs)
-        return out
-
-    def _expire(self, key: tuple[str, str], ring: deque[_Entry], now: float) -> None:
-        size = self._bytes[key]
-        while ring and (now - ring[0].at > self.max_age_s or len(ring) > self.max_messages or size > self.max_bytes):
-            size -= len(ring.popleft().value)
-        self._bytes[key] = size
-
-    def prune(self) -> None:
-        """Forget runs whose window is empty."""
-        now = self.clock()
-        for key in list(self._rings):
-            self._expire(key, self._rings[key], now)
-            if not self._rings[key]:
-                del self._rings[key]
-                del self._bytes[key]
-
-
-def records_of(envelope: wire.Envelope) -> list[Rec]:
-    """An envelope's records as feed records (one per value for metrics and resources).
-
-    A log record's own ``rank``/``node`` (the stream processors set ``rank``
-    from a torchrun ``[rankN]:`` prefix) win over the envelope's, as in the
-    stored row: a rank or node filter must select the same lines live as
-    from the history.
-    """
-    out: list[Rec] = []
-    p, seq, node, rank = envelope.producer, envelope.seq, envelope.node, envelope.rank
-    for pos, r in enumerate(envelope.records):
-        if not isinstance(r, dict):
-            continue
-        idx = r.get("i", pos)
-        ts_ns = r.get("ts_ns")
-        if not isinstance(ts_ns, int) or not isinstance(idx, int):
-            continue
-        ts_us = ts_ns // 1000
-        ts = format_ns(ts_us * 1000)
-        if envelope.kind == "logs":
-            own_rank, own_node = r.get("rank"), r.get("node")
-            out.append(
-                Rec(
-                    (p, seq, idx, 0),
-                    ts_us,
-                    log_item(
-                        ts_us,
-                        own_node if isinstance(own_node, str) else node,
-                        own_rank if isinstance(own_rank, int) and not isinstance(own_rank, bool) else rank,
-                        r.get("stream", "stdout"),
-                        r.get("level", ""),
-                        r.get("logger", ""),
-                        str(r.get("line", "")),
-                    ),
-                )
-            )
-        elif envelope.kind in ("metrics", "resources"):
-            values = r.get("values")
-            if not isinstance(values, dict):
-                continue
-            label = ("step", r.get("step", -1)) if envelope.kind == "metrics" else ("device", r.get("device", ""))
-            for sub, (name, value) in enumerate(values.items()):
-                if not isinstance(value, (int, float)) or isinstance(value, bool):
-                    continue
-                out.append(
-                    Rec(
-                        (p, seq, idx, sub),
-                        ts_us,
-                        {
-                            "ts": ts,
-                            "name": name,
-                            label[0]: label[1],
-                            "value": json_number(float(value)),
-                            "node": node,
-                            "rank": rank,
-                        },
-                    )
-                )
-        elif envelope.kind == "runs":
-            item = {"ts": ts, "event": r.get("event"), "node": node, "rank": rank}
-            for key in ("status", "exit_code", "reason", "name", "project"):
-                if r.get(key) not in (None, ""):
-                    item[key] = r[key]
-            out.append(Rec((p, seq, idx, 0), ts_us, item))
-    return out
-
-
-def alerts_of(value: bytes | None) -> tuple[str, list[Rec]]:
-    """The run id and alert records of an ``alerts`` message (an envelope or one alert map)."""
-    doc = wire.unpack(value or b"")
-    if not isinstance(doc, dict):
-        return "", []
-    run = doc.get("run") or doc.get("run_id") or ""
-    records: list[Any] = doc["records"] if isinstance(doc.get("records"), list) else [doc]
-    out = []
-    for r in records:
-        if not isinstance(r, dict) or not isinstance(r.get("ts_ns"), int):
-            continue
-        out.append(
-            alert_rec(
-                r["ts_ns"] // 1000,
-                str(r.get("kind", "")),
-                str(r.get("message", "")),
-                str(r.get("node", doc.get("node", ""))),
-                int(r.get("rank", doc.get("rank", 0)) or 0),
-            )
-        )
-    return str(run), out
+    #: The sink's consumer group (``WriterConfig.group_id``): it commits a partition's offset only
+    #: after storing what it read, so its committed offset is "stored up to" (:meth:`LiveSource.stored`).
+    sink_group_id: str = "runstream-sink"
+    #: How long a hand-off waits for the sink to store what the recent window pushed out while the
+    #: sink's committed offsets do not move (its insert delay under load is about a second) ...
+    stored_timeout_s: float = 5.0
+    #: ... and the most it waits in all, progressing or not; then the client gets a ``gap`` frame.
+    stored_max_s: float = 30.0
+    #: How often the sink's committed offsets are asked for while a hand-off waits on them (never otherwise).
+    stored_poll_ms: int = 100
 
 
 class LiveSource:
@@ -288,7 +145,12 @@ class LiveSource:
         #: End-offset requests: the one in flight, and the next (which callers join until it is sent).
         self._ends_sent: asyncio.Task[dict[Any, int]] | None = None
         self._ends_next: asyncio.Task[dict[Any, int]] | None = None
-        self.counts = {"messages": 0, "records": 0, "undecodable": 0}
+        #: The sink group's committed offsets as last asked (they only grow), and who waits on them.
+        self._committed: dict[Any, int] = {}
+        self._committed_moved = asyncio.Event()
+        self._stored_waiters: list[Mapping[Any, int]] = []
+        self._committed_poller: asyncio.Task[None] | None = None
+        self.counts = {"messages": 0, "records": 0, "undecodable": 0, "restarts": 0, "failures": 0}
 
     @property
     def topic_names(self) -> list[str]:
@@ -298,7 +160,13 @@ class LiveSource:
         return self._running
 
     async def run(self) -> None:
-        """Consume and publish until :meth:`stop`; retries while the broker is unreachable."""
+        """Consume and publish until :meth:`stop`.
+
+        Never raises (but ``CancelledError``): a lost broker, or any other
+        failure (logged with its traceback), restarts the consumer a second
+        later from where it had read, counted in ``counts["restarts"]``
+        (``counts["failures"]`` for the non-Kafka ones).
+        """
         while not self._stopping:
             consumer = kafka.make_consumer(
                 self.bootstrap, [], None, auto_offset_reset="latest", fetch_max_wait_ms=self.config.fetch_max_wait_ms
@@ -307,7 +175,15 @@ class LiveSource:
                 await consumer.start()
                 await self._consume(consumer)
             except kafka.KafkaError as exc:
+                self.counts["restarts"] += 1
                 log.warning("Live feed lost the broker; retrying. error=%s", exc)
+                await asyncio.sleep(1.0)
+            except Exception:
+                # Whatever went wrong, the feed must not go quiet for good: every page would stop
+                # updating with nothing said.  Resume from the positions read so far.
+                self.counts["restarts"] += 1
+                self.counts["failures"] += 1
+                log.exception("Live feed failed; restarting it. restarts=%d", self.counts["restarts"])
                 await asyncio.sleep(1.0)
             finally:
                 self._running = False
@@ -326,7 +202,7 @@ class LiveSource:
             if not known or loop.time() >= rescan_at:
                 await kafka.assign_partitions(consumer, self.topic_names, known, at_end=False)
                 rescan_at = loop.time() + self.config.rescan_s
-                self.recent.prune()
+                self.recent.prune(self._committed)
             if not known:
                 await asyncio.sleep(self.config.poll_ms / 1000)
                 continue
@@ -334,13 +210,17 @@ class LiveSource:
             for tp, messages in batch.items():
                 for message in messages:
                     self._positions[tp] = message.offset + 1
-                    self._accept(tp.topic, message.key, message.value)
+                    self._accept(tp, message.offset, message.key, message.value)
                     # Let connection writers drain between messages: a large fetch must not fill
                     # every client's queue before any of them had a chance to send.
                     await asyncio.sleep(0)
             if batch:
                 self._advanced.set()
                 self._advanced = asyncio.Event()
+
+    def stats(self) -> dict[str, Any]:
+        """Whether it is reading now, and its counters (for the health report)."""
+        return {"running": self._running, **self.counts}
 
     async def caught_up(self, stream: str) -> bool:
         """Wait until every message of ``stream``'s topic that the broker holds now is published.
@@ -436,22 +316,23 @@ class LiveSource:
                 end = start
             self._positions[tp] = end
 
-    def _accept(self, topic: str, key: bytes | None, value: bytes | None) -> None:
+    def _accept(self, tp: Any, offset: int, key: bytes | None, value: bytes | None) -> None:
         self.counts["messages"] += 1
+        topic = tp.topic
         if topic == self._alerts:
             try:
                 run, recs = alerts_of(value)
             except (RunstreamError, ValueError, TypeError):
                 self.counts["undecodable"] += 1
                 return
-            self._keep(run, "alerts", value or b"", recs)
+            self._keep(run, "alerts", value or b"", recs, tp, offset)
             return
         stream = STREAM_OF_KIND.get(self._kinds.get(topic, ""), "")
         run = key.decode("utf-8", "replace") if key else ""
         if not stream or not value:
             return
         if run and not self.hub.wants(run, stream):
-            self.recent.add(run, stream, value)  # nobody watches this run: keep the bytes, decode later
+            self.recent.add(run, stream, value, None, tp, offset)  # nobody watches this run: keep the bytes
             return
         try:
             envelope = wire.decode(value)
@@ -460,13 +341,13 @@ class LiveSource:
             return
         if STREAM_OF_KIND.get(envelope.kind) != stream:
             return
-        self._keep(envelope.run, stream, value, records_of(envelope))
+        self._keep(envelope.run, stream, value, records_of(envelope), tp, offset)
 
-    def _keep(self, run: str, stream: str, value: bytes, recs: list[Rec]) -> None:
+    def _keep(self, run: str, stream: str, value: bytes, recs: list[Rec], tp: Any, offset: int) -> None:
         if not run or not recs:
             return
         self.counts["records"] += len(recs)
-        self.recent.add(run, stream, value, recs)
+        self.recent.add(run, stream, value, recs, tp, offset)
         self.hub.publish(run, stream, recs)
 
     def _decode(self, value: bytes) -> list[Rec]:
@@ -477,5 +358,75 @@ class LiveSource:
             self.counts["undecodable"] += 1
             return []
 
+    async def stored(self, needed: Mapping[Any, int]) -> bool:
+        """Wait until the sink has stored every message below ``needed`` (per partition, from :meth:`Recent.evicted`).
+
+        Whether it has: the sink group's committed offset on each partition
+        reached ``needed``.  True at once, without asking Kafka, when the
+        offsets last seen already cover it (they only grow).  Otherwise one
+        poller shared by every waiter asks every ``stored_poll_ms`` while
+        anyone waits; the wait gives up when the committed offsets have not
+        moved towards ``needed`` for ``stored_timeout_s`` (the sink is stuck,
+        gone, or the broker cannot be asked), and after ``stored_max_s`` in all.
+        """
+        if self._short(needed) == 0:
+            return True
+        loop = asyncio.get_running_loop()
+        timeout_s = self.config.stored_timeout_s
+        give_up_at = loop.time() + max(timeout_s, self.config.stored_max_s)
+        stalled_at = loop.time() + timeout_s
+        least = self._short(needed)
+        self._stored_waiters.append(needed)
+        if self._committed_poller is None or self._committed_poller.done():
+            self._committed_poller = asyncio.ensure_future(self._poll_committed())
+        try:
+            while True:
+                moved = self._committed_moved
+                short = self._short(needed)
+                if short == 0:
+                    return True
+                if short < least:  # progress: the no-progress bound starts again
+                    least = short
+                    stalled_at = loop.time() + timeout_s
+                left = min(stalled_at, give_up_at) - loop.time()
+                if left <= 0:
+                    return False
+                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+                    await asyncio.wait_for(moved.wait(), left)
+        finally:
+            self._stored_waiters.remove(needed)
+
+    def _short(self, needed: Mapping[Any, int]) -> int:
+        """How many messages below ``needed`` the sink has not committed yet (as last asked)."""
+        committed = self._committed
+        return sum(max(0, end - committed.get(tp, 0)) for tp, end in needed.items())
+
+    async def _poll_committed(self) -> None:
+        """Ask the sink group's committed offsets every ``stored_poll_ms`` while :meth:`stored` has waiters."""
+        interval_s = self.config.stored_poll_ms / 1000
+        while self._stored_waiters:
+            partitions = list({tp: None for needed in self._stored_waiters for tp in needed})
+            try:
+                got = await asyncio.wait_for(
+                    kafka.committed_offsets(self.bootstrap, self.config.sink_group_id, partitions),
+                    self.config.stored_timeout_s,
+                )
+            except (kafka.KafkaError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+                # The waiters give up on their own bounds; a hand-off that does becomes a visible gap.
+                log.debug("Could not read the sink's committed offsets. error=%s", exc)
+            else:
+                for tp, offset in got.items():
+                    if offset > self._committed.get(tp, -1):
+                        self._committed[tp] = offset
+                moved, self._committed_moved = self._committed_moved, asyncio.Event()
+                moved.set()
+            await asyncio.sleep(interval_s)
+
     async def stop(self) -> None:
+        """Stop reading (:meth:`run` returns) and asking for the sink's committed offsets."""
         self._stopping = True
+        poller = self._committed_poller
+        if poller is not None and not poller.done():
+            poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await poller

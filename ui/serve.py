@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import signal
 import sys
@@ -31,7 +32,7 @@ from ui.auth import default_allowed_hosts
 from ui.feed import Feed
 from ui.history import History
 from ui.hub import Hub
-from ui.live import LiveSource
+from ui.live import LiveConfig, LiveSource
 
 log = logging.getLogger("runstream.serve")
 
@@ -56,29 +57,40 @@ async def serve(
     ready_file: Path | None,
     with_sink: bool = True,
     feed_max_pending_items: int = 10_000,
+    live_config: LiveConfig | None = None,
+    sink_group_id: str = WriterConfig.group_id,
 ) -> int:
     """Run the sink (unless ``with_sink`` is false) and the API until a stop signal.
 
+    ``sink_group_id`` is the sink's consumer group: this process's sink uses
+    it, and the live feed reads its committed offsets to know what is stored
+    (with ``with_sink`` false, it names the separate sinks' group).
     Returns the process exit code: 0 when everything received was stored.
     """
     store = open_store(settings.clickhouse_dsn, log_retention_days=settings.log_retention_days)
     queries = Queries(store)
-    writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig())
+    writer = SinkWriter(store, settings.kafka, settings.topics, WriterConfig(group_id=sink_group_id))
+    live = LiveSource(
+        Hub(),
+        settings.kafka,
+        settings.topics,
+        dataclasses.replace(live_config or LiveConfig(), sink_group_id=sink_group_id),
+    )
 
     async def health() -> dict[str, Any]:
         ok_queries = await store.read_call(queries.ping)
         if not with_sink:
-            return {"ok": bool(ok_queries), "queries": ok_queries}
+            return {"ok": bool(ok_queries), "queries": ok_queries, "live": live.stats()}
         ok_ingest = writer.healthy()
         return {
             "ok": bool(ok_queries and ok_ingest),
             "queries": ok_queries,
             "ingest": ok_ingest,
             "sink": writer.stats(),
+            "live": live.stats(),
         }
 
-    hub = Hub()
-    live = LiveSource(hub, settings.kafka, settings.topics)
+    hub = live.hub
     history = History(store, queries.limits.settings())
     feed = Feed(
         hub,
@@ -126,7 +138,7 @@ async def serve(
     if server.started and ready_file is not None:
         ready_file.write_text("ready")
 
-    done, _ = await asyncio.wait({writer_task, server_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+    done, _ = await asyncio.wait({writer_task, server_task, live_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
     code = 0
     for task in done:
         if task is not stop_task and task.exception() is not None:
@@ -182,6 +194,20 @@ def main(argv: list[str] | None = None) -> None:
         "--no-sink", action="store_true", help="serve the API only (distributed mode, where `python -m sinks` writes)"
     )
     parser.add_argument(
+        "--sink-group-id",
+        default=WriterConfig.group_id,
+        help="the sink's consumer group; with --no-sink, the one `python -m sinks --group-id` uses "
+        f"(the live feed reads its committed offsets to know what is stored; default {WriterConfig.group_id})",
+    )
+    parser.add_argument(
+        "--feed-recent-messages",
+        type=int,
+        default=LiveConfig.recent_messages,
+        help="messages per run and stream the live feed keeps for new subscribers "
+        f"(default {LiveConfig.recent_messages}; also bounded by {LiveConfig.recent_s:g} s and "
+        f"{LiveConfig.recent_bytes >> 20} MiB)",
+    )
+    parser.add_argument(
         "--feed-max-pending-items",
         type=int,
         default=10_000,
@@ -209,6 +235,8 @@ def main(argv: list[str] | None = None) -> None:
                 args.ready_file,
                 with_sink=not args.no_sink,
                 feed_max_pending_items=args.feed_max_pending_items,
+                live_config=LiveConfig(recent_messages=args.feed_recent_messages),
+                sink_group_id=args.sink_group_id,
             )
         )
     )

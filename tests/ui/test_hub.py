@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from ui.hub import Client, Cursor, FeedError, Hub, Rec, live_pattern, parse_filters, strip_ansi
+from ui.filters import FeedError, live_pattern, parse_filters, strip_ansi
+from ui.hub import Client, Cursor, Hub, Rec
 
 
 def rec(producer: str, seq: int, idx: int = 0, *, ts_us: int | None = None, sub: int = 0, **data: Any) -> Rec:
