@@ -181,10 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("run", help="the run id")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (live tail)")
     logs.add_argument("--grep", help="only lines containing this text (case-insensitive)")
-    logs.add_argument("--since", help="only lines since: 1h, 24h, 7d, RFC 3339 or epoch seconds")
+    logs.add_argument("--since", help="only lines since: 1h, 24h, 7d, RFC 3339 or epoch seconds (with --follow: "
+                      "every stored line since then, then the live ones)")
     logs.add_argument("--node", help="only lines of this node")
     logs.add_argument("--tail", type=int, default=100, help="with --follow: how many stored lines first "
-                      "(default 100)")
+                      "(default 100; with --since, every line since then)")
     logs.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
     logs.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
     logs.set_defaults(func=_cmd_logs)

@@ -10,7 +10,8 @@ Protocol: JSON text frames.  Client to server::
 Filters: logs ``q`` (case-insensitive substring of the text without ANSI
 codes), ``regex`` (RE2 syntax, as ClickHouse's ``match`` reads it; live lines
 are matched the same way, see :func:`ui.filters.live_pattern`), ``level`` (one or
-a list/comma list), ``stream``, ``node``, ``rank``, ``limit``; metrics
+a list/comma list), ``stream``, ``node``, ``rank``, ``since`` (RFC 3339, epoch
+seconds or a duration ago: only lines from then on), ``limit``; metrics
 ``names``, ``node``, ``rank``, ``limit``; resources ``names``, ``device``,
 ``node``, ``rank``, ``limit``; alerts ``limit``.  ``limit`` (default 1000, at most 10000) is how many of the newest
 stored records the history holds when no cursor is given.

@@ -15,6 +15,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
+from runstream.errors import QueryError
+from runstream.timeparse import parse_time
+
 if TYPE_CHECKING:
     from ui.hub import Rec
 
@@ -48,6 +51,8 @@ class Filters:
     names: tuple[str, ...] = ()
     device: str | None = None
     limit: int = 1000
+    #: Only records from this time on (microseconds since the epoch; the ``since`` filter).
+    since_us: int | None = None
 
     def query_args(self) -> dict[str, Any]:
         """The filters as keyword arguments of the history queries."""
@@ -64,7 +69,7 @@ class Filters:
 
 
 _FILTER_KEYS = {
-    "logs": {"q", "regex", "level", "node", "rank", "stream", "limit"},
+    "logs": {"q", "regex", "level", "node", "rank", "stream", "since", "limit"},
     "metrics": {"names", "node", "rank", "limit"},
     "resources": {"names", "device", "node", "rank", "limit"},
     "status": set(),
@@ -190,6 +195,7 @@ def parse_filters(stream: str, filters: Any) -> Filters:
     limit = filters.get("limit", 1000)
     if not isinstance(limit, int) or isinstance(limit, bool) or not 0 <= limit <= MAX_LIMIT:
         raise FeedError(f"filter 'limit' must be an integer from 0 to {MAX_LIMIT}")
+    since_us = _since_us(filters.get("since"))
     stream_value = _text(filters, "stream")
     if stream_value is not None and stream_value not in ("stdout", "stderr", "logging"):
         raise FeedError("filter 'stream' must be stdout, stderr or logging")
@@ -203,7 +209,24 @@ def parse_filters(stream: str, filters: Any) -> Filters:
         names=tuple(names_value),
         device=_text(filters, "device"),
         limit=limit,
+        since_us=since_us,
     )
+
+
+def _since_us(value: Any) -> int | None:
+    """The ``since`` filter as microseconds: RFC 3339, epoch seconds, or a duration ago (``1h``), as the API reads it.
+
+    A duration is read when the subscription comes, and again when a client
+    resumes with the same filters; the resume's cursor starts later anyway.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise FeedError("filter 'since' must be a time: RFC 3339, epoch seconds, or a duration ago such as 1h")
+    try:
+        return parse_time(str(value)[:MAX_FILTER_CHARS]) // 1000
+    except QueryError as exc:
+        raise FeedError(f"filter 'since': {exc}") from None
 
 
 def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
@@ -213,6 +236,8 @@ def matcher(stream: str, f: Filters) -> Callable[[Rec], bool]:
     names = frozenset(f.names)
 
     def match(rec: Rec) -> bool:
+        if f.since_us is not None and rec.ts_us < f.since_us:
+            return False
         d = rec.data
         if f.node is not None and d.get("node") != f.node:
             return False

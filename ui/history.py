@@ -137,6 +137,9 @@ class History:
             cond.append("stream = {stream:String}")
             params["stream"] = f.stream
         _where_node_rank(cond, params, f)
+        if f.since_us is not None:
+            cond.append("ts >= fromUnixTimestamp64Micro({since_filter:Int64}, 'UTC')")
+            params["since_filter"] = f.since_us
         rows, more = self._page(
             self._t[tables.LOGS],
             "toUnixTimestamp64Micro(ts), node, rank, stream, level, logger, line, producer, seq, idx",

@@ -9,6 +9,7 @@ no traceback).
 from __future__ import annotations
 
 import json
+import re
 import sys
 import urllib.error
 import urllib.parse
@@ -17,10 +18,25 @@ from collections.abc import Iterator
 from typing import Any, TextIO
 
 from runstream.errors import RunstreamError
+from ui.filters import MAX_LIMIT
 
 DIM, RESET = "\x1b[2m", "\x1b[0m"
 LEVEL_COLOURS = {"WARNING": "\x1b[33m", "ERROR": "\x1b[31m", "CRITICAL": "\x1b[1;31m"}
 PAGE_LINES = 1000
+
+#: Colour and style (SGR) sequences, the only escape sequences a stored line may send to the terminal.
+_SGR = r"\x1b\[[0-9;:]*m"
+#: Everything else that steers a terminal: other CSI sequences (cursor moves, screen clears), OSC
+#: strings (window title, clipboard writes via OSC 52, hyperlinks) ended by BEL or ST, other ESC
+#: sequences, C1 controls and the C0 controls but tab and newline (carriage return, bell, backspace).
+_UNSAFE = re.compile(
+    _SGR
+    + r"|\x1b\[[0-?]*[ -/]*[@-~]|\x9b[0-?]*[ -/]*[@-~]"
+    + r"|\x1b[\]PX^_].*?(?:\x07|\x1b\\|$)"
+    + r"|\x1b[ -/]*[0-~]?"
+    + r"|[\x00-\x08\x0b-\x1f\x7f-\x9f]",
+    re.DOTALL,
+)
 
 
 class ClientError(RunstreamError):
@@ -29,8 +45,10 @@ class ClientError(RunstreamError):
 
 def _get(url: str, token: str, path: str, params: dict[str, Any], timeout_s: float = 30.0) -> Any:
     query = urllib.parse.urlencode({k: v for k, v in params.items() if v not in (None, "")})
-    request = urllib.request.Request(f"{url.rstrip('/')}{path}" + (f"?{query}" if query else ""),
-                                     headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
+    request = urllib.request.Request(
+        f"{url.rstrip('/')}{path}" + (f"?{query}" if query else ""),
+        headers={"Authorization": f"Bearer {token}", "Accept": "application/json"},
+    )
     try:
         with urllib.request.urlopen(request, timeout=timeout_s) as answer:
             return json.loads(answer.read())
@@ -44,63 +62,122 @@ def _get(url: str, token: str, path: str, params: dict[str, Any], timeout_s: flo
         raise ClientError(f"cannot reach {url} ({exc.reason}); is `runstream up` running? (RUNSTREAM_URL)") from None
 
 
+def terminal_safe(text: str) -> str:
+    """``text`` with its colours (SGR sequences) kept and every other control sequence or character removed.
+
+    A log line is data: printed raw, an escape sequence in it could clear the
+    screen, move the cursor over earlier lines, retitle the window or write
+    the clipboard (OSC 52) of whoever reads the logs.
+    """
+    if not _UNSAFE.search(text):
+        return text
+    return _UNSAFE.sub(lambda m: m.group(0) if re.fullmatch(_SGR, m.group(0)) else "", text)
+
+
 def format_line(line: dict[str, Any], colour: bool) -> str:
-    """One log line as the terminal shows it: time, node:rank, level, then the text as stored."""
-    where = f"{line.get('node', '')}:{line.get('rank', '')}"
-    level = line.get("level") or ""
+    """One log line as the terminal shows it: time, node:rank, level, then the text as stored, colours kept
+    (every field passes :func:`terminal_safe`)."""
+    where = terminal_safe(f"{line.get('node', '')}:{line.get('rank', '')}")
+    level = terminal_safe(str(line.get("level") or ""))
+    ts = terminal_safe(str(line.get("ts", "")))
+    text = terminal_safe(str(line.get("line", "")))
     if not colour:
-        return f"{line.get('ts', '')} {where} {level + ' ' if level else ''}{line.get('line', '')}"
+        return f"{ts} {where} {level + ' ' if level else ''}{text}"
     lvl = f"{LEVEL_COLOURS.get(level, '')}{level}{RESET} " if level else ""
-    return f"{DIM}{line.get('ts', '')} {where}{RESET} {lvl}{line.get('line', '')}{RESET if colour else ''}"
+    return f"{DIM}{ts} {where}{RESET} {lvl}{text}{RESET}"
 
 
-def search(url: str, token: str, run: str, grep: str | None, since: str | None, node: str | None
-           ) -> Iterator[dict[str, Any]]:
+def search(
+    url: str, token: str, run: str, grep: str | None, since: str | None, node: str | None
+) -> Iterator[dict[str, Any]]:
     """Every stored line matching the filters, oldest first (pages through the API's cursor)."""
     cursor = None
     path = f"/api/runs/{urllib.parse.quote(run, safe='')}/logs"
     while True:
-        page = _get(url, token, path, {"q": grep, "since": since, "node": node, "limit": PAGE_LINES,
-                                       "cursor": cursor})
+        page = _get(url, token, path, {"q": grep, "since": since, "node": node, "limit": PAGE_LINES, "cursor": cursor})
         yield from page["lines"]
         cursor = page.get("next_cursor")
         if not cursor:
             return
 
 
-def follow(url: str, token: str, run: str, grep: str | None, node: str | None, tail: int) -> Iterator[dict[str, Any]]:
+def follow(
+    url: str,
+    token: str,
+    run: str,
+    grep: str | None,
+    node: str | None,
+    tail: int,
+    since: str | None = None,
+    err: TextIO | None = None,
+) -> Iterator[dict[str, Any]]:
     """The newest ``tail`` matching lines, then every new one as it arrives (blocks; Ctrl-C ends it).
 
-    Reconnects after a lost connection and resumes from the last cursor, so nothing is missed or repeated.
+    With ``since``: every stored matching line from then on (paged, however
+    many), then the live ones, none missed or repeated at the join.
+    Reconnects after a lost connection and resumes from the last cursor, so
+    nothing is missed or repeated.  A ``gap`` frame (storage was behind when
+    the feed joined history and live) is said on ``err``.
     """
+    err = err or sys.stderr
+    printed_last: set[tuple[Any, ...]] = set()
+    last_ts = None
+    if since:
+        # Every stored line first (the feed's history is bounded); the feed then goes on from the
+        # last one's time, and the lines of that instant printed already are skipped by content.
+        for line in search(url, token, run, grep, since, node):
+            if line.get("ts") != last_ts:
+                last_ts, printed_last = line.get("ts"), set()
+            printed_last.add(_identity(line))
+            yield line
+        tail = MAX_LIMIT
     from websockets.exceptions import ConnectionClosed, InvalidStatus
     from websockets.sync.client import connect
 
     ws_url = url.rstrip("/").replace("http://", "ws://", 1).replace("https://", "wss://", 1) + "/ws"
     filters: dict[str, Any] = {"limit": tail}
+    if since:
+        filters["since"] = last_ts or since
     if grep:
         filters["q"] = grep
     if node:
         filters["node"] = node
     cursor = None
+
+    def subscribe_message() -> str:
+        return json.dumps(
+            {"op": "subscribe", "sub": "cli", "run": run, "stream": "logs", "filters": filters, "cursor": cursor}
+        )
+
     while True:
         try:
             with connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"}, max_size=None) as ws:
-                ws.send(json.dumps({"op": "subscribe", "sub": "cli", "run": run, "stream": "logs",
-                                    "filters": filters, "cursor": cursor}))
+                ws.send(subscribe_message())
                 for message in ws:
                     frame = json.loads(message)
                     if frame.get("type") == "error":
                         raise ClientError(f"the feed refused: {frame.get('error')}")
                     cursor = frame.get("cursor", cursor)
                     if frame.get("type") == "dropped":
-                        ws.send(json.dumps({"op": "subscribe", "sub": "cli", "run": run, "stream": "logs",
-                                            "filters": filters, "cursor": cursor}))
+                        ws.send(subscribe_message())
                         continue
-                    yield from frame.get("items", [])
+                    if frame.get("type") == "gap":
+                        err.write(
+                            "runstream logs: some lines between the stored and the live ones may be missing "
+                            "(storage was behind); run the command again to read them once stored.\n"
+                        )
+                        err.flush()
+                        continue
+                    for line in frame.get("items", ()):
+                        if printed_last and _identity(line) in printed_last:
+                            continue
+                        yield line
+                    if frame.get("last"):
+                        printed_last = set()  # only the history can repeat what the search printed
         except InvalidStatus as exc:
-            raise ClientError(f"the feed refused the connection ({exc.response.status_code}); "
-                              "check RUNSTREAM_TOKEN") from None
+            raise ClientError(
+                f"the feed refused the connection ({exc.response.status_code}); check RUNSTREAM_TOKEN"
+            ) from None
         except (ConnectionClosed, OSError) as exc:
             if cursor is None:
                 raise ClientError(f"cannot reach the feed at {ws_url} ({exc})") from None
@@ -109,12 +186,27 @@ def follow(url: str, token: str, run: str, grep: str | None, node: str | None, t
             time.sleep(1.0)  # the server restarts or the network blinked: resume from the cursor
 
 
-def logs_command(url: str, token: str, run: str, *, follow_: bool, grep: str | None, since: str | None,
-                 node: str | None, tail: int = 100, out: TextIO | None = None) -> int:
+def _identity(line: dict[str, Any]) -> tuple[Any, ...]:
+    """What tells two API/feed log lines apart, for the join of a search and a live tail."""
+    return (line.get("ts"), line.get("node"), line.get("rank"), line.get("stream"), line.get("line"))
+
+
+def logs_command(
+    url: str,
+    token: str,
+    run: str,
+    *,
+    follow_: bool,
+    grep: str | None,
+    since: str | None,
+    node: str | None,
+    tail: int = 100,
+    out: TextIO | None = None,
+) -> int:
     """Print a run's lines (``--follow``: and keep printing new ones); the process exit code."""
     out = out or sys.stdout
     colour = out.isatty()
-    lines = follow(url, token, run, grep, node, tail) if follow_ else search(url, token, run, grep, since, node)
+    lines = follow(url, token, run, grep, node, tail, since) if follow_ else search(url, token, run, grep, since, node)
     try:
         for line in lines:
             out.write(format_line(line, colour) + "\n")
@@ -130,9 +222,21 @@ def runs_command(url: str, token: str, project: str | None = None, out: TextIO |
     """Print the run list as a table: status, id, name, project, started, duration."""
     out = out or sys.stdout
     runs = _get(url, token, "/api/runs", {"project": project})["runs"]
-    rows = [("STATUS", "ID", "NAME", "PROJECT", "STARTED", "DURATION_S")]
-    rows += [(r["status"], r["id"], r["name"], r["project"], r.get("started_at") or "",
-              "" if r.get("duration_s") is None else f"{r['duration_s']:.0f}") for r in runs]
+    rows: list[tuple[str, ...]] = [("STATUS", "ID", "NAME", "PROJECT", "STARTED", "DURATION_S")]
+    rows += [
+        tuple(
+            terminal_safe(str(v)).replace("\n", " ")
+            for v in (
+                r["status"],
+                r["id"],
+                r["name"],
+                r["project"],
+                r.get("started_at") or "",
+                "" if r.get("duration_s") is None else f"{r['duration_s']:.0f}",
+            )
+        )
+        for r in runs
+    ]
     widths = [min(40, max(len(str(row[i])) for row in rows)) for i in range(len(rows[0]))]
     for row in rows:
         out.write("  ".join(str(v)[:40].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")

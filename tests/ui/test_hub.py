@@ -202,12 +202,38 @@ def test_log_filters_apply_to_live_records() -> None:
 
 
 @pytest.mark.parametrize(
-    "filters", [{"regex": "("}, {"level": "LOUD"}, {"rank": -1}, {"nope": 1}, {"limit": 10**6}, "x"]
+    "filters",
+    [
+        {"regex": "("},
+        {"level": "LOUD"},
+        {"rank": -1},
+        {"nope": 1},
+        {"limit": 10**6},
+        {"since": "soon"},
+        {"since": []},
+        "x",
+    ],
 )
 def test_bad_filters_are_refused(filters: Any) -> None:
     """A malformed filter raises FeedError naming it."""
     with pytest.raises(FeedError):
         parse_filters("logs", filters)
+
+
+def test_a_since_filter_selects_lines_from_then_on_live_as_in_history() -> None:
+    """``since`` (RFC 3339, epoch seconds or a duration ago) lets through only live lines from that time on."""
+    f = parse_filters("logs", {"since": "2026-11-23T10:00:00Z"})
+    assert f.since_us == 1_795_428_000_000_000
+    assert parse_filters("logs", {"since": 1795428000}).since_us == f.since_us
+    hub, client = Hub(), Client(lambda: None)
+    sub = subscribe(hub, client, filters={"since": "2026-11-23T10:00:00Z"})
+    hub.complete_history(sub, [], None)
+    hub.publish(
+        "r1", "logs", [rec("p", 1, ts_us=f.since_us - 1, line="before"), rec("p", 2, ts_us=f.since_us, line="at")]
+    )
+    assert [i["line"] for i in items(client.take_frames())] == ["at"]
+    with pytest.raises(FeedError):
+        parse_filters("metrics", {"since": "1h"})  # only log subscriptions take a time range
 
 
 def test_a_subscription_id_cannot_be_reused_while_active() -> None:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import queue
 import select
 import signal
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from typing import Any
@@ -26,8 +29,14 @@ def emit_lines(server: Server, run: str, lines: list[str], **extra: Any) -> None
 
 def cli(server: Server, *args: str, **options: Any) -> Any:
     env = dict(os.environ, RUNSTREAM_URL=server.url, RUNSTREAM_TOKEN=TOKEN)
-    return subprocess.Popen([sys.executable, "-m", "runstream", *args], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=env, **options)
+    return subprocess.Popen(
+        [sys.executable, "-m", "runstream", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+        **options,
+    )
 
 
 def wait_stored(server: Server, run: str, n: int) -> None:
@@ -90,3 +99,52 @@ def test_runs_lists_a_run(server: Server) -> None:
         time.sleep(0.2)
     row = [line for line in out.splitlines() if run in line]
     assert len(row) == 1 and "named-run" in row[0]
+
+
+def test_logs_print_colours_but_no_other_terminal_control_sequences(server: Server) -> None:
+    """A stored line's colours reach the terminal; its screen clears, cursor moves, title or clipboard writes do not."""
+    run = f"cli-{uuid.uuid4().hex[:8]}"
+    hostile = (
+        "A\x1b]0;new title\x07B \x1b[2Jcleared \x1b[31mred\x1b[0m \x1b]52;c;ZXZpbA==\x07clip "
+        "\x1b[10;10Hmoved \x07bell\x08 \x9b2Jc1 back\rover"
+    )
+    emit_lines(server, run, [hostile])
+    wait_stored(server, run, 1)
+    out, err = cli(server, "logs", run).communicate(timeout=scaled(30))
+    assert err == ""
+    assert out.split(" ", 3)[3] == "AB cleared \x1b[31mred\x1b[0m clip moved bell c1 backover\n"
+
+
+def test_logs_follow_since_prints_every_stored_line_since_then_and_goes_on_live(server: Server) -> None:
+    """`--follow --since 1h`: all 150 lines of the last hour (not only --tail 100, none older), then live ones once."""
+    run = f"cli-{uuid.uuid4().hex[:8]}"
+    two_hours_ago = time.time_ns() - 7200 * 10**9
+
+    async def go() -> None:
+        async with Emitter(server, run) as e:
+            await e.send("logs", [{"line": f"old {n}", "ts_ns": two_hours_ago + n} for n in range(3)])
+            await e.lines([f"recent {n}" for n in range(150)])
+
+    run_async(go())
+    wait_stored(server, run, 153)
+    proc = cli(server, "logs", run, "--follow", "--since", "1h")
+    seen: queue.Queue[str] = queue.Queue()
+    reader = threading.Thread(target=lambda: [seen.put(line) for line in proc.stdout], daemon=True)
+    reader.start()
+    got: list[str] = []
+    try:
+        deadline = time.monotonic() + scaled(20)
+        while len(got) < 150:
+            got.append(seen.get(timeout=max(0.0, deadline - time.monotonic())))
+        emit_lines(server, run, ["arrived live"])
+        got.append(seen.get(timeout=scaled(10)))
+        # A line repeated at the join would come right after the live one.
+        with contextlib.suppress(queue.Empty):
+            got.append(seen.get(timeout=1.0))
+    finally:
+        proc.send_signal(signal.SIGINT)
+        reader.join(scaled(10))  # the process ended: its output is read to the end
+        _, err = proc.communicate(timeout=scaled(10))
+    texts = [line.rstrip("\n").split(" ", 3)[3] for line in got]
+    assert texts == [f"recent {n}" for n in range(150)] + ["arrived live"]
+    assert proc.returncode == 130 and "Traceback" not in err
