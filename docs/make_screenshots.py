@@ -26,6 +26,10 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 
+#: Epochs per example run: long enough (a few seconds even on an idle machine) for the sampler,
+#: one sample a second, to draw resource charts with more than a point or two.
+EPOCHS = 16
+
 #: A small 3-class evaluation logged through the SDK (scores from a fixed seed).
 EVAL = r"""
 import random, runstream
@@ -79,7 +83,7 @@ def main() -> None:
             env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
             for extra in (["--hidden", "32", "--lr", "1e-2"], ["--hidden", "64"]):
                 subprocess.run(
-                    [sys.executable, "examples/train_spirals.py", "--epochs", "12", *extra],
+                    [sys.executable, "examples/train_spirals.py", "--epochs", str(EPOCHS), *extra],
                     cwd=ROOT,
                     env=env,
                     check=True,

@@ -40,18 +40,29 @@ def stored_run(server: Server) -> tuple[str, int]:
     run = f"chart-{uuid.uuid4().hex[:8]}"
     t0 = (time.time_ns() // S - 2 * 3600) * S
     emit(server, run, "runs", [{"event": "start", "project": "charts", "name": "chart-run", "ts_ns": t0}])
-    emit(server, run, "metrics", [
-        {"step": i, "values": {"loss": 1.0 / (1 + i) + (0.5 if i == 1234 else 0.0)}, "ts_ns": t0 + i * S}
-        for i in range(STEPS)
-    ])
-    emit(server, run, "logs", [
-        {"line": f"chartlog {i}", "level": "INFO", "ts_ns": t0 + i * 10 * S + S // 2 * 5}
-        for i in range(LINES)
-    ])
-    wait_until(lambda: (api(server, f"/api/runs/{run}/metrics?name=loss&points=10") or {}).get("total") == STEPS,
-               "the metric points to be stored")
-    wait_until(lambda: len((api(server, f"/api/runs/{run}/logs?limit=1000") or {}).get("lines", [])) == LINES,
-               "the log lines to be stored")
+    emit(
+        server,
+        run,
+        "metrics",
+        [
+            {"step": i, "values": {"loss": 1.0 / (1 + i) + (0.5 if i == 1234 else 0.0)}, "ts_ns": t0 + i * S}
+            for i in range(STEPS)
+        ],
+    )
+    emit(
+        server,
+        run,
+        "logs",
+        [{"line": f"chartlog {i}", "level": "INFO", "ts_ns": t0 + i * 10 * S + S // 2 * 5} for i in range(LINES)],
+    )
+    wait_until(
+        lambda: (api(server, f"/api/runs/{run}/metrics?name=loss&points=10") or {}).get("total") == STEPS,
+        "the metric points to be stored",
+    )
+    wait_until(
+        lambda: len((api(server, f"/api/runs/{run}/logs?limit=1000") or {}).get("lines", [])) == LINES,
+        "the log lines to be stored",
+    )
     return run, t0
 
 
@@ -71,8 +82,9 @@ def _ns(text: str) -> int:
     return int(datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp() * 1000) * 1_000_000
 
 
-def test_clicking_a_point_opens_exactly_the_lines_around_its_time(page: Any, server: Server,
-                                                                   stored_run: tuple[str, int]) -> None:
+def test_clicking_a_point_opens_exactly_the_lines_around_its_time(
+    page: Any, server: Server, stored_run: tuple[str, int]
+) -> None:
     """A click on the chart opens /runs/{id}/logs with a ±30 s window, showing every line in it and no other."""
     run, t0 = stored_run
     _, box = loss_chart(page, server, run)
@@ -139,3 +151,23 @@ def test_time_axis_reads_out_wall_clock_time(page: Any, server: Server, stored_r
     step, shown = int(found.group(1)), found.group(2)
     expected = page.evaluate("(ms) => new Date(ms).toLocaleTimeString()", (t0 + step * S) // 1_000_000)
     assert shown == expected
+
+
+def test_log_scale_draws_the_chart_without_script_errors(
+    page: Any, server: Server, stored_run: tuple[str, int]
+) -> None:
+    """Switching to log scale (losses spanning four decades) redraws the chart and raises no error in the page."""
+    run, _ = stored_run
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    card, box = loss_chart(page, server, run)
+    page.locator("#logscale").check()
+    readout = card.locator(".readout")
+
+    def hovered() -> bool:
+        page.mouse.move(box["x"] + box["width"] / 2 + 1, box["y"] + box["height"] / 2)
+        page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+        return readout.inner_text().startswith("step ")
+
+    wait_until(hovered, "the log-scale chart's readout")
+    assert errors == []

@@ -21,10 +21,10 @@ expect = sync_api.expect
 pytestmark = needs_chromium
 
 
-def emit(server: Server, run: str, kind: str, records: list[dict[str, Any]]) -> None:
+def emit(server: Server, run: str, kind: str, records: list[dict[str, Any]], topic: str | None = None) -> None:
     async def go() -> None:
         async with Emitter(server, run) as e:
-            await e.send(kind, records)
+            await e.send(kind, records, topic=topic)
 
     run_async(go())  # Playwright's sync API keeps an event loop running in this thread
 
@@ -62,8 +62,7 @@ def test_line_printed_after_opening_appears_in_the_tail(page: Any, server: Serve
     open_run(page, server, run)
     page.wait_for_selector(".logview .text:text('before opening')", timeout=scaled(20) * 1000)
     emit(server, run, "logs", [{"line": "printed \x1b[32mafter\x1b[0m opening", "level": "INFO"}])
-    expect(page.locator(".logview .text", has_text="printed after opening")).to_have_count(
-        1, timeout=scaled(5) * 1000)
+    expect(page.locator(".logview .text", has_text="printed after opening")).to_have_count(1, timeout=scaled(5) * 1000)
     assert page.locator(".logview .text .ansi-fg-2").all_inner_texts() == ["after"]
 
 
@@ -75,7 +74,8 @@ def test_metric_point_appears_in_the_chart(page: Any, server: Server) -> None:
     emit(server, run, "metrics", [{"step": 3, "values": {"loss": 0.75}}])
     page.wait_for_selector("figure.card[data-metric='loss']", timeout=scaled(10) * 1000)
     expect(page.locator("figure.card[data-metric='loss'] figcaption")).to_contain_text(
-        "last 0.75 · 1 points", timeout=scaled(10) * 1000)
+        "last 0.75 · 1 points", timeout=scaled(10) * 1000
+    )
 
 
 def test_search_finds_exactly_the_matching_lines_with_hits_marked(page: Any, server: Server) -> None:
@@ -83,8 +83,9 @@ def test_search_finds_exactly_the_matching_lines_with_hits_marked(page: Any, ser
     run = f"live-{uuid.uuid4().hex[:8]}"
     lines = ["CUDA out of memory on rank 3", "epoch 1 done", "retrying: cuda OUT OF MEMORY", "out of time"]
     emit(server, run, "logs", [{"line": line, "level": "ERROR"} for line in lines])
-    wait_until(lambda: len((api(server, f"/api/runs/{run}/logs") or {"lines": []})["lines"]) == 4,
-               "the lines to be stored")
+    wait_until(
+        lambda: len((api(server, f"/api/runs/{run}/logs") or {"lines": []})["lines"]) == 4, "the lines to be stored"
+    )
     page.goto(f"{server.url}/runs/{run}/logs?q=out+of+memory")
     page.wait_for_selector(".logview .line")
     assert page.locator(".logview .text").all_inner_texts() == [lines[0], lines[2]]
@@ -94,8 +95,12 @@ def test_search_finds_exactly_the_matching_lines_with_hits_marked(page: Any, ser
 def test_markup_in_lines_names_and_config_renders_as_text(page: Any, server: Server) -> None:
     """HTML in a run's name, config and log lines (stored and live) is shown literally, creating no element."""
     run = f"xss-{uuid.uuid4().hex[:8]}"
-    emit(server, run, "runs", [{"event": "start", "project": "xss", "name": XSS_NAME,
-                                "config": {XSS_NAME: XSS_LINE}, "world_size": 1}])
+    emit(
+        server,
+        run,
+        "runs",
+        [{"event": "start", "project": "xss", "name": XSS_NAME, "config": {XSS_NAME: XSS_LINE}, "world_size": 1}],
+    )
     emit(server, run, "logs", [{"line": XSS_LINE, "level": "INFO"}])
     wait_until(lambda: api(server, "/api/runs?project=xss")["runs"], "the run to be stored")
     open_run(page, server, run)
@@ -161,3 +166,27 @@ def test_logs_tab_is_the_log_panel_alone(page: Any, server: Server) -> None:
     page.wait_for_selector(".logview .text:text('on the logs tab')", timeout=scaled(20) * 1000)
     assert page.locator("nav.tabs a.active").inner_text() == "logs"
     assert page.locator("section.metrics, section.overview").count() == 0
+
+
+def test_the_overview_shows_the_run_ending_without_a_reload(page: Any, server: Server) -> None:
+    """A run that fails while its page is open turns "failed" there, with its exit code and reason."""
+    run = f"ends-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "runs", [{"event": "start", "project": "live", "name": "ends", "world_size": 1}])
+    wait_until(lambda: api(server, f"/api/runs/{run}") is not None, "the run to be stored")
+    open_run(page, server, run)
+    expect(page.locator("h1 .badge")).to_have_text("running", timeout=scaled(10) * 1000)
+    emit(server, run, "runs", [{"event": "finish", "status": "failed", "exit_code": 3, "reason": "RuntimeError: boom"}])
+    expect(page.locator("h1 .badge")).to_have_text("failed", timeout=scaled(10) * 1000)
+    expect(page.locator("dl.facts dd.bad")).to_have_text("3 (RuntimeError: boom)")
+
+
+def test_a_new_alert_appears_in_the_overview_without_a_reload(page: Any, server: Server) -> None:
+    """An alert raised while the run page is open is listed in its overview."""
+    run = f"alerted-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "runs", [{"event": "start", "project": "live", "name": "alerted", "world_size": 1}])
+    wait_until(lambda: api(server, f"/api/runs/{run}") is not None, "the run to be stored")
+    open_run(page, server, run)
+    expect(page.locator(".panel.alerts h3")).to_have_text("alerts (0)", timeout=scaled(10) * 1000)
+    alert = {"key": f"{run}:nan", "kind": "nan_loss", "severity": "error", "message": "loss is NaN at step 7"}
+    emit(server, run, "alerts", [alert], topic=server.topics.alerts)
+    expect(page.locator(".alert-list .message")).to_have_text(["loss is NaN at step 7"], timeout=scaled(10) * 1000)

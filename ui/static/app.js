@@ -19,6 +19,12 @@ import { resourcesView } from "./resources.js";
 import { listView } from "./runlist.js";
 
 const TABS = [["", "overview"], ["logs", "logs"], ["resources", "resources"], ["evaluation", "evaluation"]];
+//: How soon the overview re-reads its run after a lifecycle event or an alert, and after heartbeats.
+const RUN_EVENT_REFRESH_MS = 300;
+const HEARTBEAT_REFRESH_MS = 10000;
+//: Re-reads, RUN_RETRY_MS apart, while the stored run does not yet show what the feed delivered.
+const RUN_REFRESH_TRIES = 20;
+const RUN_RETRY_MS = 500;
 
 // ---------------------------------------------------------------- routing
 
@@ -88,17 +94,55 @@ function runView(runId, tab, params) {
   }));
   append(main, [title, tabs]);
   const overview = h("section", { class: "overview" });
-  api(`/api/runs/${encodeURIComponent(runId)}`).then((run) => {
+  let first = true;
+  // What the live feed has shown that the stored run must reflect before a refresh is done (the sink
+  // may store an event a moment after the feed delivered it): a status, and a number of alerts.
+  const want = { status: null, alerts: 0, tries: 0 };
+  let baseAlerts = null;
+  const loadRun = () => api(`/api/runs/${encodeURIComponent(runId)}`).then((run) => {
+    const alerts = (run.alerts || []).length;
+    if (baseAlerts === null) baseAlerts = alerts;
+    if (((want.status && run.status !== want.status) || alerts < baseAlerts + want.alerts)
+      && want.tries++ < RUN_REFRESH_TRIES) refresh(RUN_RETRY_MS);
     document.title = `${run.name || run.id} · runstream`;
     clear(title).append(statusBadge(run.status), " ", run.name || run.id);
     if (overview.isConnected) clear(overview).appendChild(runOverview(run));
     // The overview above the charts just grew: keep a /metrics deep link showing the charts.
     const charts = document.getElementById("metrics");
-    if (tab === "metrics" && charts) charts.scrollIntoView();
+    if (first && tab === "metrics" && charts) charts.scrollIntoView();
+    first = false;
   }, (err) => {
+    if (!first) return; // a live refresh that failed leaves the overview shown
     if (err.status === 404) clear(overview).appendChild(h("p", { class: "muted" }, "Nothing of this run is stored yet; what it sends appears here live."));
     else clear(overview).appendChild(errorBox(err));
   });
+  loadRun();
+  // The run's lifecycle events (finish, crash, a rank joining) and new alerts re-read the run, so the
+  // status, duration, exit reason and alerts stay live; heartbeats only refresh the duration, slowly.
+  let refreshTimer = null, refreshDue = Infinity;
+  const refresh = (delayMs) => {
+    if (Date.now() + delayMs >= refreshDue) return; // one as soon or sooner is already due
+    clearTimeout(refreshTimer);
+    refreshDue = Date.now() + delayMs;
+    refreshTimer = setTimeout(() => { refreshDue = Infinity; loadRun(); }, delayMs);
+  };
+  onLeave(() => clearTimeout(refreshTimer));
+  onLeave(subscribe(runId, "status", {}, {
+    onFrame(frame) {
+      if (frame.type !== "live" || !frame.items.length) return;
+      for (const item of frame.items) if (item.status) want.status = item.status;
+      want.tries = 0;
+      refresh(frame.items.some((item) => item.event !== "heartbeat") ? RUN_EVENT_REFRESH_MS : HEARTBEAT_REFRESH_MS);
+    },
+  }));
+  onLeave(subscribe(runId, "alerts", { limit: 0 }, {
+    onFrame(frame) {
+      if (frame.type !== "live" || !frame.items.length) return;
+      want.alerts += frame.items.length;
+      want.tries = 0;
+      refresh(RUN_EVENT_REFRESH_MS);
+    },
+  }));
 
   if (tab === "resources") {
     const holder = h("section", { class: "resources" });
@@ -199,7 +243,7 @@ function keyValues(obj) {
   const entries = obj && typeof obj === "object" ? Object.entries(obj) : [];
   if (!entries.length) return h("p", { class: "muted" }, "—");
   return h("table", { class: "kv" }, h("tbody", {},
-    entries.map(([k, v]) => h("tr", {}, h("th", {}, k), h("td", {}, fmtValue(v))))));
+    entries.map(([k, v]) => h("tr", {}, h("th", {}, h("span", { class: "key" }, k)), h("td", {}, fmtValue(v))))));
 }
 
 // A list of objects as a table, an object as key/value rows, anything else as text.
@@ -226,8 +270,11 @@ async function metricCharts(runId, holder) {
   const tools = h("div", { class: "chart-tools" }, axis, "smoothing", smoothing,
     h("label", { for: "logscale", class: "toggle" }, log, " log scale"),
     h("span", { class: "live-note" }, "drag to zoom (full resolution), click a point for its logs"));
+  // Says when the feed skipped live points because this tab fell behind (the charts then re-read them).
+  const skipped = h("p", { class: "muted coalesced-note", hidden: true });
+  const gapNote = h("p", { class: "gap-note", role: "status", hidden: true });
   const grid = h("div", { class: "charts" });
-  append(holder, [tools, grid]);
+  append(holder, [tools, skipped, gapNote, grid]);
   const cards = new Map();
   // Charts load when scrolled into view, so a run with hundreds of metrics stays quick.
   const observer = new IntersectionObserver((entries) => {
@@ -267,12 +314,28 @@ async function metricCharts(runId, holder) {
 
   // Subscribe first, so no point logged while the charts load is missed; live points append.
   let historyDone = false;
+  let coalesced = 0;
   onLeave(subscribe(runId, "metrics", { limit: 0 }, {
     onFrame(frame) {
       if (frame.type === "history") { historyDone = historyDone || Boolean(frame.last); return; }
       for (const item of frame.items) card(item.name).addPoint(item.step, item.value, item.ts);
+      if (frame.coalesced) {
+        // Only the newest point per series came; the charts re-read what was skipped from storage.
+        coalesced += frame.coalesced;
+        skipped.hidden = false;
+        skipped.textContent = `${coalesced} live points skipped while this tab was behind; re-read from storage.`;
+        const newest = new Map();
+        for (const item of frame.items) newest.set(item.name, Math.max(newest.get(item.name) ?? -Infinity, item.step));
+        for (const [name, step] of newest) card(name).reload(step);
+      }
       const empty = grid.querySelector(".empty");
       if (empty) empty.remove();
+    },
+    onGap() {
+      // Storage was behind when the charts subscribed: points between stored and live may be missing.
+      append(clear(gapNote), ["Some points between stored and live may be missing (storage was behind). ",
+        h("button", { type: "button", class: "reload", onclick: () => location.reload() }, "reload")]);
+      gapNote.hidden = false;
     },
   }));
   let names;

@@ -5,6 +5,7 @@
 import { api, errorBox } from "./api.js";
 import { drawChart } from "./chart.js";
 import { fmtAxis, fmtNum, h } from "./dom.js";
+import { fitAxisSize, xRange } from "./plot.js";
 
 // x: "step" or "time" (wall clock, mapped from steps through /metrics/steps).
 export const chartOptions = { smoothing: 0, log: false, x: "step" };
@@ -30,6 +31,9 @@ function smooth(values, weight) {
 // Live points beyond this many per pixel of the chart are thinned (thin()), so drawing a live point
 // costs the same after an hour of them as after a minute.
 const MAX_POINTS_PER_PX = 4;
+//: How often, and how far apart, a chart re-reads its series until the sink holds the skipped points.
+const RELOAD_ATTEMPTS = 10;
+const RELOAD_WAIT_MS = 500;
 
 // The points in `buckets` equal step ranges, each keeping its lowest and highest finite point and
 // its first non-finite one (as the API downsamples: no spike is lost); the newest point stays.
@@ -129,9 +133,9 @@ export function chartCard(runId, name, onLeave, openLogs) {
     plot = new window.uPlot({
       width: Math.max(200, holder.clientWidth || 380), height: 160, legend: { show: false },
       cursor: { drag: { x: true, y: false, setScale: false } },
-      scales: { x: { time: byTime }, y: { distr: chartOptions.log ? 3 : 1 } },
+      scales: { x: { time: byTime, range: xRange(byTime) }, y: { distr: chartOptions.log ? 3 : 1 } },
       axes: [{ ...axis, ...(byTime ? {} : { values: (u, vals) => vals.map(fmtAxis) }) },
-        { ...axis, size: 56, values: (u, vals) => vals.map(fmtAxis) }],
+        { ...axis, size: fitAxisSize, values: (u, vals) => vals.map(fmtAxis) }],
       series,
       hooks: {
         setCursor: [(u) => {
@@ -240,6 +244,28 @@ export function chartCard(runId, name, onLeave, openLogs) {
     draw();
   };
 
+  // Re-read the stored series (live points that arrive meanwhile are kept and added after it), until
+  // it holds step `upTo`: after the feed skipped points of a tab that fell behind (coalesced), the
+  // chart would otherwise lack them. Tries every RELOAD_WAIT_MS while the sink catches up.
+  let reloading = false, reloadTo = -Infinity;
+  card.reload = async function (upTo) {
+    reloadTo = Math.max(reloadTo, upTo);
+    if (points === null || reloading) return; // not loaded yet (its first load reads all), or re-reading
+    reloading = true;
+    try {
+      for (let attempt = 0; attempt < RELOAD_ATTEMPTS; attempt++) {
+        points = null;
+        const newest = await card.load();
+        if (newest === undefined || newest >= reloadTo) return;
+        await new Promise((resolve) => setTimeout(resolve, RELOAD_WAIT_MS));
+      }
+    } finally {
+      reloading = false;
+    }
+  };
+
+  // Load the stored series (then the live points that came meanwhile); its newest stored step
+  // (-Infinity: none), undefined when the API failed.
   card.load = async function () {
     const width = pixels();
     let series;
@@ -249,16 +275,18 @@ export function chartCard(runId, name, onLeave, openLogs) {
       // 404: nothing of this run is stored yet (its first points are still on their way): start empty.
       if (err.status !== 404) {
         holder.appendChild(errorBox(err));
-        return;
+        return undefined;
       }
       series = { points: [], total: 0 };
     }
     points = series.points || [];
+    const newest = points.length ? points[points.length - 1][0] : -Infinity;
     total = series.total ?? points.length;
     downsampled = Boolean(series.downsampled);
     if (chartOptions.x === "time") await steps();
     draw();
     for (const [step, value] of early.splice(0)) card.addPoint(step, value);
+    return newest;
   };
 
   const resize = new ResizeObserver(() => {

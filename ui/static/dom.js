@@ -86,6 +86,8 @@ export function fmtValue(value) {
 
 // Axis labels: three significant digits are enough to read a chart.
 export function fmtAxis(value) {
+  // uPlot's log scale hands null for the ticks it leaves unlabelled.
+  if (value === null || value === undefined) return "";
   const abs = Math.abs(value);
   if (abs !== 0 && (abs < 1e-3 || abs >= 1e6)) return value.toExponential(1);
   return String(Number(value.toPrecision(3)));
@@ -97,12 +99,14 @@ export function statusBadge(status) {
 }
 
 // Bytes in binary units (GiB for GPU memory, as nvidia-smi shows it).
-export function fmtBytes(value) {
+// `digits` decimals below 100 of a unit, one fewer above (an axis asks for more when ticks would repeat).
+export function fmtBytes(value, digits = 1) {
   if (typeof value !== "number" || !Number.isFinite(value)) return value === null || value === undefined ? "—" : String(value);
   const units = ["B", "KiB", "MiB", "GiB", "TiB"];
   let v = Math.abs(value), u = 0;
   while (v >= 1024 && u < units.length - 1) { v /= 1024; u++; }
-  return `${value < 0 ? "-" : ""}${v >= 100 || u === 0 ? Math.round(v) : v.toFixed(1)} ${units[u]}`;
+  const shown = u === 0 ? Math.round(v) : v.toFixed(v >= 100 ? Math.max(0, digits - 1) : digits);
+  return `${value < 0 ? "-" : ""}${shown} ${units[u]}`;
 }
 
 export function fmtPct(value) {

@@ -44,9 +44,16 @@ function connect() {
     if (!sub) return;
     if (frame.cursor) sub.cursor = frame.cursor;
     if (frame.type === "dropped") {
-      // The server ended the subscription because this tab fell behind: resume from its cursor.
-      sub.onStatus("caught up after a pause");
+      // The server ended the subscription because this tab fell behind: resume from its cursor
+      // (what was missed comes again as history), and let the view say so.
+      sub.onDropped(frame.count || 0);
       sendSubscribe(sub);
+      return;
+    }
+    if (frame.type === "gap") {
+      // The server could not vouch for the records between this history and the live ones (the
+      // sink was behind): the subscription goes on live; the view offers a fresh read.
+      sub.onGap(frame.reason || "");
       return;
     }
     if (frame.type === "error") {
@@ -72,7 +79,7 @@ function connect() {
   });
 }
 
-// subscribe(run, "logs", {q: "error"}, {onFrame, onStatus, onError}) -> unsubscribe function.
+// subscribe(run, "logs", {q: "error"}, {onFrame, onStatus, onError, onDropped, onGap}) -> unsubscribe function.
 // onFrame gets {type: "history"|"live", items, last}; a reconnect resumes from the last cursor,
 // so frames after it continue exactly where the previous connection stopped.
 export function subscribe(run, stream, filters, handlers) {
@@ -80,6 +87,8 @@ export function subscribe(run, stream, filters, handlers) {
     id: `s${nextId++}`, run, stream, filters: filters || {}, cursor: null,
     onFrame: handlers.onFrame || (() => {}), onStatus: handlers.onStatus || (() => {}),
     onError: handlers.onError || (() => {}),
+    onDropped: handlers.onDropped || (() => sub.onStatus("caught up after a pause")),
+    onGap: handlers.onGap || (() => sub.onStatus("some records between history and live may be missing; reload")),
   };
   subs.set(sub.id, sub);
   if (socket && opened) sendSubscribe(sub);

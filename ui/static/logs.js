@@ -21,6 +21,8 @@ const OVERSCAN_ROWS = 40;
 const MAX_TAIL_LINES = 200000;
 const TRIM_LINES = 20000;
 const HISTOGRAM_BUCKETS = 80;
+//: A search fetches its next page when a scroll comes this close to its last row.
+const END_ROWS = 50;
 //: Download fetches at most this many matching lines from the API (pages of 10000).
 const MAX_DOWNLOAD_LINES = 500000;
 
@@ -35,7 +37,12 @@ class LogView {
     this.note = h("p", { class: "muted", hidden: true });
     append(this.el, [this.note, this.spacer]);
     this.spacer.appendChild(this.rows);
+    // One entry per row on screen: a record, or one line of a multi-line record (see pushRows).
     this.lines = [];
+    // Records held (a multi-line record is one record and several rows).
+    this.count = 0;
+    // Called when a scroll reaches the last rows (a search then fetches its next page).
+    this.onEnd = null;
     // Lines dropped from the front so far: row numbers below are absolute (index + base),
     // so rows already in the DOM keep their number when old lines are let go.
     this.base = 0;
@@ -44,25 +51,36 @@ class LogView {
     this.follow = true;
     this.first = -1;
     this.last = -1;
-    this.el.addEventListener("scroll", () => this.render(false));
+    this.el.addEventListener("scroll", () => {
+      this.render(false);
+      if (this.onEnd && this.el.scrollTop + this.el.clientHeight >= this.el.scrollHeight - END_ROWS * ROW_PX) this.onEnd();
+    });
   }
 
   set(lines) {
-    this.lines = lines.slice();
+    this.lines = [];
+    this.count = 0;
     this.base = 0;
     this.first = this.last = -1;
-    this.render(true);
+    this.append(lines);
   }
 
   append(lines) {
     if (!lines.length) return;
-    for (const line of lines) this.lines.push(line);
+    for (const line of lines) pushRows(this.lines, line);
+    this.count += lines.length;
     if (this.lines.length > MAX_TAIL_LINES + TRIM_LINES) {
       const over = this.lines.length - MAX_TAIL_LINES;
+      for (let k = 0; k < over; k++) if (!this.lines[k].continued) this.count -= 1;
       this.lines.splice(0, over);
       this.base += over;
     }
     this.render(true);
+  }
+
+  // The records shown (not their rows), oldest first, as the API gave them.
+  records() {
+    return this.lines.filter((row) => !row.continued).map((row) => row.record || row);
   }
 
   message(text) {
@@ -138,10 +156,14 @@ export function logPanel(runId, holder, params) {
   const status = h("span", { class: "muted status" });
   const view = new LogView();
   const more = h("button", { type: "button", class: "more", hidden: true }, "load more");
+  // Shown when the feed could not vouch for the lines between the history and the live ones.
+  const reload = h("button", { type: "button", class: "reload" }, "reload");
+  const gapNote = h("p", { class: "gap-note", role: "status", hidden: true },
+    "Some lines between history and live may be missing (storage was behind when the tail started). ", reload);
   const histogram = h("div", { class: "histogram", title: "matching lines over time; click a bar to search it" });
   const histNote = h("span", { class: "muted hist-note" });
   append(holder, [h("div", { class: "bar" }, form, pause, download, status),
-    h("div", { class: "hist-wrap" }, histNote, histogram), view.el, more]);
+    h("div", { class: "hist-wrap" }, histNote, histogram), gapNote, view.el, more]);
 
   let cursor = null;
   let generation = 0;
@@ -208,6 +230,7 @@ export function logPanel(runId, holder, params) {
   function tail() {
     const mine = ++generation;
     stopTail();
+    gapNote.hidden = true;
     view.set([]);
     view.follow = true;
     pause.hidden = false;
@@ -218,6 +241,7 @@ export function logPanel(runId, holder, params) {
     const wantedFilters = { limit: TAIL_LINES };
     for (const [k, v] of Object.entries(f)) if (v !== null) wantedFilters[k] = v;
     let history = [];
+    let behind = 0;
     unsubscribe = subscribe(runId, "logs", wantedFilters, {
       onFrame(frame) {
         if (mine !== generation) return;
@@ -231,15 +255,24 @@ export function logPanel(runId, holder, params) {
         }
         view.append(items);
         if (!view.follow) unseen += items.length;
-        status.textContent = `${view.lines.length} lines · live${unseen ? ` · ${unseen} new below` : ""}`;
-        view.message(view.lines.length ? "" : "No matching lines yet; new ones appear here.");
+        status.textContent = `${view.count} lines · live${unseen ? ` · ${unseen} new below` : ""}`
+          + (behind ? ` · fell behind ${behind} lines, re-read from storage` : "");
+        view.message(view.count ? "" : "No matching lines yet; new ones appear here.");
       },
       onStatus(text) {
         if (mine === generation) status.textContent = text;
       },
+      onDropped(count) {
+        // The feed ended the tail because this tab fell behind; it resumes from its cursor.
+        if (mine === generation) behind += count;
+      },
+      onGap() {
+        // A resume cannot fill it (its cursor is past it): "reload" starts the tail afresh.
+        if (mine === generation) gapNote.hidden = false;
+      },
       onError() {
         // No live feed (an API-only server): fall back to a search over stored lines.
-        if (mine === generation && !view.lines.length) search(true);
+        if (mine === generation && !view.count) search(true);
       },
     });
   }
@@ -248,6 +281,7 @@ export function logPanel(runId, holder, params) {
     const mine = reset ? ++generation : generation;
     if (reset) {
       stopTail();
+      gapNote.hidden = true;
       cursor = null;
       view.follow = false;
       view.set([]);
@@ -274,7 +308,7 @@ export function logPanel(runId, holder, params) {
     view.append(lines);
     cursor = body.next_cursor || null;
     more.hidden = !cursor;
-    const shown = view.lines.length;
+    const shown = view.count;
     status.textContent = shown ? `${shown} lines${cursor ? ", more available" : ""}` : "";
     view.message(shown ? "" : "No matching lines.");
   }
@@ -318,7 +352,7 @@ export function logPanel(runId, holder, params) {
   }, { passive: true });
   // The live tail saves what it holds; a search saves every matching line, fetched page by page.
   download.addEventListener("click", async () => {
-    let lines = view.lines;
+    let lines = view.records();
     const s = sinceValue();
     if (s !== "") {
       lines = [];
@@ -348,11 +382,37 @@ export function logPanel(runId, holder, params) {
     setTimeout(() => URL.revokeObjectURL(link.href), 1000);
   });
   more.addEventListener("click", () => search(false));
+  reload.addEventListener("click", () => tail());
+  // Scrolling to the end of a search's lines loads its next page, as "load more" does.
+  view.onEnd = () => {
+    if (!more.hidden) search(false);
+  };
   run();
   return stopTail;
 }
 
+// A record whose text holds several lines (a traceback logged in one call) becomes one row per line,
+// so every row keeps the fixed height the virtualised view scrolls by: the first row carries the
+// record's time, place and level, the others ("continued") only their text.
+function pushRows(rows, record) {
+  const text = String(record.line ?? "");
+  if (!text.includes("\n")) {
+    rows.push(record);
+    return;
+  }
+  const parts = text.split(/\r?\n/);
+  if (parts.length > 1 && parts[parts.length - 1] === "") parts.pop();
+  parts.forEach((part, i) => rows.push(i === 0 ? { ...record, line: part, record }
+    : { continued: true, line: part, level: record.level, stream: record.stream, ts: record.ts, record }));
+}
+
 function logLine(line, q, regex) {
+  if (line.continued) {
+    const level = LEVELS.includes(line.level) ? line.level.toLowerCase() : "none";
+    return h("div", { class: `line continued level-${level}${line.stream === "stderr" ? " stderr" : ""}` },
+      h("span", { class: "ts" }), h("span", { class: "where" }), h("span", { class: "lvl" }),
+      renderLine(line.line, q, regex));
+  }
   const level = LEVELS.includes(line.level) ? line.level.toLowerCase() : "none";
   const where = line.rank === null || line.rank === undefined ? `${line.node || ""}` : `${line.node || ""}:${line.rank}`;
   return h("div", { class: `line level-${level}${line.stream === "stderr" ? " stderr" : ""}` },

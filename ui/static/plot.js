@@ -7,6 +7,48 @@ import { fmtAxis, h } from "./dom.js";
 export const PALETTE = ["#5fa8ff", "#f0a35e", "#4cc38a", "#c678dd", "#f0616d", "#56b6c2", "#e6b450", "#9aa5ff",
   "#ff8fb1", "#a3d977"];
 
+//: Least width of a y axis, and the room left beside its widest label.
+const MIN_Y_AXIS_PX = 40;
+const AXIS_PAD_PX = 4;
+
+// A uPlot axis `size`: as wide as its widest tick label (a fixed width cut "55.9 GiB" or "-1.5e+6").
+export function fitAxisSize(u, values, axisIdx, cycleNum) {
+  const axis = u.axes[axisIdx];
+  if (cycleNum > 1) return axis._size; // uPlot asks again after a resize: settle on the last width
+  let widest = 0;
+  if (values && values.length) {
+    u.ctx.font = axis.font[0];
+    for (const v of values) widest = Math.max(widest, u.ctx.measureText(String(v)).width);
+  }
+  const ratio = window.devicePixelRatio || 1;
+  return Math.max(MIN_Y_AXIS_PX, Math.ceil((axis.ticks.size || 0) + (axis.gap || 0) + widest / ratio + AXIS_PAD_PX));
+}
+
+//: Most decimals an axis asks its formatter for while tick labels still repeat ("1.3 GiB" four times).
+const MAX_AXIS_DIGITS = 4;
+
+// Tick labels, with more decimals (a formatter's second argument) until no two ticks read the same.
+export function distinctLabels(values, fmt) {
+  let labels = values.map((v) => (v === null || v === undefined ? "" : fmt(v)));
+  for (let digits = 2; digits <= MAX_AXIS_DIGITS; digits++) {
+    const shown = labels.filter(Boolean);
+    if (new Set(shown).size === shown.length) break;
+    labels = values.map((v) => (v === null || v === undefined ? "" : fmt(v, digits)));
+  }
+  return labels;
+}
+
+// A uPlot x-scale range that stays around a lone x (one sample) instead of spanning years: uPlot
+// widens a single time to min + 86400 / ms, which for a scale in seconds is 86.4 million seconds.
+export function xRange(time) {
+  const pad = time ? 30 : 1; // seconds either side on a time axis, one step otherwise
+  return (u, min, max) => {
+    const xs = u && u.data && u.data[0];
+    const lone = xs && xs.length ? (xs[0] === xs[xs.length - 1] ? xs[0] : null) : (min === max ? min : null);
+    return lone === null || lone === undefined ? [min, max] : [lone - pad, lone + pad];
+  };
+}
+
 function cssVar(name) {
   return getComputedStyle(document.documentElement).getPropertyValue(name).trim();
 }
@@ -61,9 +103,9 @@ export function multiChart(title, opts) {
     plot = new window.uPlot({
       width: Math.max(200, holder.clientWidth || 380), height, legend: { show: false },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: Boolean(opts.time) }, y: { distr: opts.log ? 3 : 1, ...(opts.yRange ? { range: opts.yRange } : {}) } },
+      scales: { x: { time: Boolean(opts.time), range: xRange(Boolean(opts.time)) }, y: { distr: opts.log ? 3 : 1, ...(opts.yRange ? { range: opts.yRange } : {}) } },
       axes: [{ ...axis, ...(opts.time ? {} : { values: (u, vals) => vals.map(fmtAxis) }) },
-        { ...axis, size: 64, values: (u, vals) => vals.map((v) => fmt(v)) }],
+        { ...axis, size: fitAxisSize, values: (u, vals) => distinctLabels(vals, fmt) }],
       series: [{ label: opts.xLabel || "x" }, ...labels.map((label, i) => ({
         label, stroke: PALETTE[i % PALETTE.length], width: 1.5, spanGaps: true,
         points: { show: data[0].length <= 40 },

@@ -2,7 +2,7 @@
 // History from GET /api/runs/{id}/resources (downsampled, peaks kept), then live samples from the feed.
 
 import { api, errorBox } from "./api.js";
-import { append, fmtAxis, fmtBytes, h } from "./dom.js";
+import { append, clear, fmtAxis, fmtBytes, h } from "./dom.js";
 import { subscribe } from "./feed.js";
 import { multiChart } from "./plot.js";
 
@@ -27,7 +27,8 @@ export function resourcesView(runId, holder, onLeave) {
   const note = h("p", { class: "muted" }, "Loading resource samples…");
   const gpuGrid = h("div", { class: "charts" });
   const hostGrid = h("div", { class: "charts" });
-  append(holder, [note, h("h2", {}, "GPUs"), gpuGrid, h("h2", {}, "host"), hostGrid]);
+  const gapNote = h("p", { class: "gap-note", role: "status", hidden: true });
+  append(holder, [note, gapNote, h("h2", {}, "GPUs"), gpuGrid, h("h2", {}, "host"), hostGrid]);
   // chart title -> {card, series: Map(label -> [[t, v]])}
   const charts = new Map();
   let dirty = false;
@@ -65,11 +66,24 @@ export function resourcesView(runId, holder, onLeave) {
 
   let live = [];
   let loaded = false;
+  let skipped = 0;
   onLeave(subscribe(runId, "resources", { limit: 0 }, {
     onFrame(frame) {
       if (frame.type === "history") return;
+      if (frame.coalesced) {
+        // The feed kept only the newest sample per series while this tab was behind: say so.
+        skipped += frame.coalesced;
+        note.dataset.skipped = String(skipped);
+        note.textContent = `${note.textContent.split(" · ")[0]} · live · ${skipped} samples skipped while this tab was behind`;
+      }
       if (!loaded) { live = live.concat(frame.items); return; }
       for (const item of frame.items) add(item);
+    },
+    onGap() {
+      // Storage was behind when this view subscribed: samples between stored and live may be missing.
+      append(clear(gapNote), ["Some samples between stored and live may be missing (storage was behind). ",
+        h("button", { type: "button", class: "reload", onclick: () => location.reload() }, "reload")]);
+      gapNote.hidden = false;
     },
   }));
   const timer = setInterval(draw, REDRAW_MS);
@@ -84,6 +98,7 @@ export function resourcesView(runId, holder, onLeave) {
     const last = Math.max(0, ...series.flatMap((s) => s.points.map((p) => Date.parse(p[0]))));
     for (const item of live.splice(0)) if (Date.parse(item.ts) > last) add(item);
     note.textContent = series.length ? `${series.length} sampled series · live` : "No resource samples yet; they appear here as the run samples them.";
+    if (skipped) note.textContent += ` · ${skipped} samples skipped while this tab was behind`;
     draw();
   }, (err) => {
     loaded = true;

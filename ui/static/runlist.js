@@ -138,6 +138,10 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
       header("duration", "duration_s", "num"),
       config.map((c) => header(c, `config:${c}`, "config")),
       metrics.map((m) => header(m, `metric:${m}`, "num")));
+    // Which columns are config values and which are metric summaries (a key can name both, e.g. lr).
+    const groups = h("tr", { class: "groups" }, h("th", { colspan: 7 }),
+      config.length ? h("th", { colspan: config.length, class: "group" }, "config") : [],
+      metrics.length ? h("th", { colspan: metrics.length, class: "group" }, "metrics: last, min – max") : []);
     const rows = runs.map((run) => {
       const summary = run.summary || {};
       const pick = h("input", { type: "checkbox", class: "pick", value: run.id, title: "select to compare" });
@@ -164,7 +168,7 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
             h("span", { class: "range" }, `${fmtNum(s.min)} – ${fmtNum(s.max)}`));
         }));
     });
-    return h("table", { class: "runs" }, h("thead", {}, head), h("tbody", {}, rows));
+    return h("table", { class: "runs" }, h("thead", {}, groups, head), h("tbody", {}, rows));
   }
 
   async function load() {
