@@ -114,6 +114,15 @@ class Feed:
         #: Hand-offs that went on before the sink stored what the recent window let go (a ``gap`` frame each).
         self.gaps = 0
 
+    def stats(self) -> dict[str, int]:
+        """Open connections, hand-off give-ups and gaps, and the hub's record counters (for the health report)."""
+        return {
+            "connections": self.connections,
+            "catch_up_gave_up": self.catch_up_gave_up,
+            "gaps": self.gaps,
+            **{f"records_{name}": n for name, n in self.hub.counts.items() if name != "gaps"},
+        }
+
     async def endpoint(self, ws: WebSocket) -> None:
         """Serve one connection until the client leaves (auth was checked by the middleware)."""
         await ws.accept()

@@ -80,7 +80,7 @@ async def serve(
     async def health() -> dict[str, Any]:
         ok_queries = await store.read_call(queries.ping)
         if not with_sink:
-            return {"ok": bool(ok_queries), "queries": ok_queries, "live": live.stats()}
+            return {"ok": bool(ok_queries), "queries": ok_queries, "live": live.stats(), "feed": feed.stats()}
         ok_ingest = writer.healthy()
         return {
             "ok": bool(ok_queries and ok_ingest),
@@ -88,6 +88,7 @@ async def serve(
             "ingest": ok_ingest,
             "sink": writer.stats(),
             "live": live.stats(),
+            "feed": feed.stats(),
         }
 
     hub = live.hub

@@ -57,6 +57,7 @@ def test_a_tail_whose_history_the_store_cannot_complete_shows_a_gap_note_with_re
     # The hand-off waits for the sink's offsets for 5 s without progress before it says so.
     expect(note).to_be_visible(timeout=scaled(30) * 1000)
     expect(note).to_contain_text("may be missing")
+    assert api(server, "/api/health")["feed"]["gaps"] >= 1
     assert page.locator(".logview .text").all_inner_texts() == [f"line {n}" for n in range(LINES - 2, LINES)]
     emit(server, run, "logs", [{"line": "after the gap", "level": "INFO"}])
     expect(page.locator(".logview .text", has_text="after the gap")).to_have_count(1, timeout=scaled(5) * 1000)
