@@ -46,8 +46,10 @@ def _cmd_up(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, on_signal)
     signal.signal(signal.SIGTERM, on_signal)
     if args.host not in LOOPBACK:
-        print(f"runstream: warning: listening on {args.host}, not loopback; the token is the only "
-              "protection", file=sys.stderr)
+        print(
+            f"runstream: warning: listening on {args.host}, not loopback; the token is the only protection",
+            file=sys.stderr,
+        )
     print(f"runstream {__version__}: starting in {system.data_dir} ...", flush=True)
     try:
         system.start()
@@ -64,8 +66,12 @@ def _cmd_up(args: argparse.Namespace) -> int:
     while not stopping["signal"]:
         failed = system.failed_child()
         if failed is not None:
-            print(f"runstream: {failed.name} exited with code {failed.proc.returncode}; stopping "
-                  f"(see {system.data_dir / 'logs' / (failed.name + '.log')})", file=sys.stderr, flush=True)
+            print(
+                f"runstream: {failed.name} exited with code {failed.proc.returncode}; stopping "
+                f"(see {system.data_dir / 'logs' / (failed.name + '.log')})",
+                file=sys.stderr,
+                flush=True,
+            )
             break
         time.sleep(0.2)
     print("runstream: stopping: draining what the broker holds into ClickHouse ...", flush=True)
@@ -81,8 +87,11 @@ def _replay_spool(settings: settings_mod.Settings, kafka: str) -> None:
     try:
         sent = sync(dataclasses.replace(settings, kafka=kafka), timeout_s=30.0)
     except Exception as exc:  # noqa: BLE001 - the spool stays for `runstream sync`
-        print(f"runstream: spool not replayed ({type(exc).__name__}: {exc}); run `runstream sync`",
-              file=sys.stderr, flush=True)
+        print(
+            f"runstream: spool not replayed ({type(exc).__name__}: {exc}); run `runstream sync`",
+            file=sys.stderr,
+            flush=True,
+        )
         return
     if sent:
         print(f"runstream: replayed {sent} spooled batches", flush=True)
@@ -108,8 +117,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if command[:1] == ["--"]:
         command = command[1:]
     if not command:
-        print("runstream run: no command given (usage: runstream run [options] -- CMD [ARGS...])",
-              file=sys.stderr)
+        print("runstream run: no command given (usage: runstream run [options] -- CMD [ARGS...])", file=sys.stderr)
         return 2
     try:
         return launch(command, project=args.project, name=args.name, kafka=args.kafka, use_pty=not args.no_pty)
@@ -122,8 +130,16 @@ def _cmd_logs(args: argparse.Namespace) -> int:
     from ui.terminal import logs_command
 
     settings = settings_mod.load({"url": args.url, "token": args.token})
-    return logs_command(settings.url, settings.token, args.run, follow_=args.follow, grep=args.grep,
-                        since=args.since, node=args.node, tail=args.tail)
+    return logs_command(
+        settings.url,
+        settings.token,
+        args.run,
+        follow_=args.follow,
+        grep=args.grep,
+        since=args.since,
+        node=args.node,
+        tail=args.tail,
+    )
 
 
 def _cmd_runs(args: argparse.Namespace) -> int:
@@ -131,6 +147,13 @@ def _cmd_runs(args: argparse.Namespace) -> int:
 
     settings = settings_mod.load({"url": args.url, "token": args.token})
     return runs_command(settings.url, settings.token, project=args.project)
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from ui.terminal import status_command
+
+    settings = settings_mod.load({"url": args.url, "token": args.token})
+    return status_command(settings.url, settings.token)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -150,16 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         description="Start the whole system on this machine (no Docker). Prints the UI URL with "
         "its token when ready; Ctrl-C or SIGTERM stops it after storing everything received.",
     )
-    up.add_argument("--data-dir", help="where ClickHouse data and logs live (RUNSTREAM_DATA_DIR, "
-                    "default ~/.runstream)")
+    up.add_argument("--data-dir", help="where ClickHouse data and logs live (RUNSTREAM_DATA_DIR, default ~/.runstream)")
     up.add_argument("--host", default="127.0.0.1", help="UI/API address (default 127.0.0.1)")
     up.add_argument("--port", type=int, default=8080, help="UI/API port (default 8080; 0 = any free port)")
-    up.add_argument("--kafka-port", type=int, default=9092,
-                    help="broker port on 127.0.0.1 (default 9092; 0 = any free port)")
+    up.add_argument(
+        "--kafka-port", type=int, default=9092, help="broker port on 127.0.0.1 (default 9092; 0 = any free port)"
+    )
     up.add_argument("--topic-prefix", help="topic prefix (RUNSTREAM_TOPIC_PREFIX, default runstream.)")
-    up.add_argument("--partitions", type=_positive_int, default=1,
-                    help="partitions per topic (default 1: the embedded system runs one stream worker and one "
-                    "sink, and every partition costs the broker CPU on each fetch)")
+    up.add_argument(
+        "--partitions",
+        type=_positive_int,
+        default=1,
+        help="partitions per topic (default 1: the embedded system runs one stream worker and one "
+        "sink, and every partition costs the broker CPU on each fetch)",
+    )
     up.set_defaults(func=_cmd_up)
 
     sync = sub.add_parser(
@@ -181,21 +208,40 @@ def build_parser() -> argparse.ArgumentParser:
     logs.add_argument("run", help="the run id")
     logs.add_argument("--follow", "-f", action="store_true", help="keep printing new lines (live tail)")
     logs.add_argument("--grep", help="only lines containing this text (case-insensitive)")
-    logs.add_argument("--since", help="only lines since: 1h, 24h, 7d, RFC 3339 or epoch seconds (with --follow: "
-                      "every stored line since then, then the live ones)")
+    logs.add_argument(
+        "--since",
+        help="only lines since: 1h, 24h, 7d, RFC 3339 or epoch seconds (with --follow: "
+        "every stored line since then, then the live ones)",
+    )
     logs.add_argument("--node", help="only lines of this node")
-    logs.add_argument("--tail", type=int, default=100, help="with --follow: how many stored lines first "
-                      "(default 100; with --since, every line since then)")
+    logs.add_argument(
+        "--tail",
+        type=int,
+        default=100,
+        help="with --follow: how many stored lines first (default 100; with --since, every line since then)",
+    )
     logs.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
     logs.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
     logs.set_defaults(func=_cmd_logs)
 
-    runs = sub.add_parser("runs", help="list runs", description="List runs: status, id, name, project, "
-                          "start, duration.")
+    runs = sub.add_parser(
+        "runs", help="list runs", description="List runs: status, id, name, project, start, duration."
+    )
     runs.add_argument("--project", help="only this project")
     runs.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
     runs.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
     runs.set_defaults(func=_cmd_runs)
+
+    status = sub.add_parser(
+        "status",
+        help="what the server's parts counted: sink, live feed, websocket clients, dead letters",
+        description="Print the health report of RUNSTREAM_URL (no token needed) and, with RUNSTREAM_TOKEN, the "
+        "newest dead letters by topic and reason. Exit code 0 when everything works, 1 when a part does not, "
+        "2 when the server cannot be reached.",
+    )
+    status.add_argument("--url", help="server base URL (RUNSTREAM_URL)")
+    status.add_argument("--token", help="access token (RUNSTREAM_TOKEN)")
+    status.set_defaults(func=_cmd_status)
 
     run = sub.add_parser(
         "run",
@@ -207,8 +253,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--project", help="project of the run (RUNSTREAM_PROJECT, default 'default')")
     run.add_argument("--name", help="name of the run (default: the command's name)")
     run.add_argument("--kafka", help="bootstrap servers host:port (RUNSTREAM_KAFKA)")
-    run.add_argument("--no-pty", action="store_true",
-                     help="use two pipes instead of a terminal, keeping stdout and stderr apart")
+    run.add_argument(
+        "--no-pty", action="store_true", help="use two pipes instead of a terminal, keeping stdout and stderr apart"
+    )
     run.add_argument("cmd", nargs=argparse.REMAINDER, metavar="-- CMD [ARGS...]")
     run.set_defaults(func=_cmd_run)
     return parser

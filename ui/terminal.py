@@ -241,3 +241,83 @@ def runs_command(url: str, token: str, project: str | None = None, out: TextIO |
     for row in rows:
         out.write("  ".join(str(v)[:40].ljust(w) for v, w in zip(row, widths, strict=True)).rstrip() + "\n")
     return 0
+
+
+def _health(url: str, timeout_s: float = 30.0) -> dict[str, Any]:
+    """``GET /api/health``'s report, also when it answers 503 (something does not work); raises :class:`ClientError`."""
+    request = urllib.request.Request(f"{url.rstrip('/')}/api/health", headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=timeout_s) as answer:
+            report = json.loads(answer.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            report = json.loads(exc.read())
+        except ValueError:
+            raise ClientError(f"{exc.code} from {url}: {exc.reason}") from None
+    except urllib.error.URLError as exc:
+        raise ClientError(f"cannot reach {url} ({exc.reason}); is `runstream up` running? (RUNSTREAM_URL)") from None
+    if not isinstance(report, dict):
+        raise ClientError(f"{url}/api/health did not answer a report")
+    return report
+
+
+def _counters(values: Any, keys: tuple[str, ...]) -> str:
+    """``key N`` for each of ``keys`` present in ``values`` (a mapping of counters)."""
+    if not isinstance(values, dict):
+        return ""
+    return ", ".join(f"{key.replace('_', ' ')} {values[key]}" for key in keys if key in values)
+
+
+def status_command(url: str, token: str, out: TextIO | None = None, dead_letters: int = 100) -> int:
+    """Print what the server's components counted, and the newest dead letters by reason.
+
+    Exit code: 0 when everything works, 1 when the health report says a part
+    does not (it is printed), 2 when the server cannot be reached.
+    """
+    out = out or sys.stdout
+    report = _health(url)
+    ok = report.get("ok") is True
+    out.write(f"runstream at {url}: {'ok' if ok else 'NOT OK'}\n")
+    if report.get("error"):
+        out.write(f"  error      {terminal_safe(str(report['error']))}\n")
+    for part in ("queries", "ingest"):
+        value = report.get(part)
+        if value is not None:
+            state = value if isinstance(value, bool) else value.get("ok") if isinstance(value, dict) else value
+            detail = "" if isinstance(value, bool) or not isinstance(value, dict) else _counters(value, ("error",))
+            if part == "ingest" and state is not True and not detail:
+                detail = "the sink is not reading: still joining its consumer group, or the broker is unreachable"
+            out.write(f"  {part:<10} {'ok' if state is True else 'NOT OK'}{f' ({detail})' if detail else ''}\n")
+    sink = report.get("sink")
+    if isinstance(sink, dict):
+        out.write(
+            "  sink       "
+            + _counters(sink, ("messages", "inserts", "pending_rows", "retries", "dead_letters", "refused_rows"))
+            + "\n"
+        )
+        rows = sink.get("rows")
+        if isinstance(rows, dict) and rows:
+            out.write("             rows stored: " + ", ".join(f"{t} {n}" for t, n in sorted(rows.items())) + "\n")
+    live = report.get("live")
+    if isinstance(live, dict):
+        state = "reading" if live.get("running") else "NOT READING"
+        counts = _counters(live, ("messages", "records", "undecodable", "restarts", "failures"))
+        out.write(f"  live feed  {state} ({counts})\n")
+    feed = report.get("feed")
+    if isinstance(feed, dict):
+        keys = ("connections", "records_published", "records_delivered", "records_coalesced", "records_dropped")
+        out.write(f"  websocket  {_counters(feed, (*keys, 'gaps', 'catch_up_gave_up'))}\n")
+    if token:
+        try:
+            items = _get(url, token, "/api/dlq", {"limit": dead_letters}).get("items", [])
+        except ClientError as exc:
+            out.write(f"  dead letters: {exc}\n")
+        else:
+            reasons: dict[tuple[str, str], int] = {}
+            for item in items:
+                key = (str(item.get("topic", "")), str(item.get("reason", "")).split(":", 1)[0])
+                reasons[key] = reasons.get(key, 0) + 1
+            out.write(f"  dead letters (newest {len(items)}):" + ("" if reasons else " none") + "\n")
+            for (topic, reason), n in sorted(reasons.items(), key=lambda kv: -kv[1]):
+                out.write(f"    {n:>5}  {terminal_safe(topic)}  {terminal_safe(reason)[:100]}\n")
+    return 0 if ok else 1

@@ -148,3 +148,31 @@ def test_logs_follow_since_prints_every_stored_line_since_then_and_goes_on_live(
     texts = [line.rstrip("\n").split(" ", 3)[3] for line in got]
     assert texts == [f"recent {n}" for n in range(150)] + ["arrived live"]
     assert proc.returncode == 130 and "Traceback" not in err
+
+
+def test_status_reports_each_part_and_the_dead_letters(server: Server) -> None:
+    """`runstream status` prints ok, the sink's, live feed's and websocket counters, and dead letters; exit 0."""
+    deadline = time.monotonic() + scaled(30)
+    while True:  # a fresh server's sink is still joining its consumer group: ingest is not ok yet
+        proc = cli(server, "status")
+        out, err = proc.communicate(timeout=scaled(30))
+        if proc.returncode == 0 or time.monotonic() > deadline:
+            break
+        assert proc.returncode == 1 and "ingest     NOT OK (the sink is not reading" in out, out
+        time.sleep(0.2)
+    assert err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"runstream at {server.url}: ok", out
+    for part in ("queries", "ingest", "sink", "live feed  reading", "websocket", "dead letters"):
+        assert any(line.strip().startswith(part) for line in lines), (part, out)
+
+
+def test_status_of_a_server_that_cannot_be_reached_exits_2_with_a_reason(server: Server) -> None:
+    """An unreachable URL: one line naming it on stderr, exit code 2, no traceback."""
+    from runstream.embedded import free_port
+
+    env = dict(os.environ, RUNSTREAM_URL=f"http://127.0.0.1:{free_port()}", RUNSTREAM_TOKEN=TOKEN)
+    done = subprocess.run(
+        [sys.executable, "-m", "runstream", "status"], capture_output=True, text=True, env=env, timeout=scaled(30)
+    )
+    assert done.returncode == 2 and "cannot reach" in done.stderr and "Traceback" not in done.stderr
