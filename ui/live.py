@@ -50,7 +50,10 @@ and live records then cover every record.  Usually nothing was let go, or
 the offsets last seen cover it, and nothing is asked.  The wait is bounded
 like ``caught_up`` (``stored_timeout_s`` without the sink progressing,
 ``stored_max_s`` in all); past it the client gets a ``gap`` frame after its
-history, so a missing record is never silent.
+history, so a missing record is never silent.  The marks stay bounded: an
+idle run's marks (its window emptied) are dropped once the sink's committed
+offsets pass them, which this source asks for every ``rescan_s`` while such
+marks wait.
 
 Still assumed, not checked: a record older than where this source started
 reading (``start_lookback_s``/``start_lookback_messages`` before its first
@@ -150,6 +153,8 @@ class LiveSource:
         self._committed_moved = asyncio.Event()
         self._stored_waiters: list[Mapping[Any, int]] = []
         self._committed_poller: asyncio.Task[None] | None = None
+        #: A one-off ask for the committed offsets that idle runs' eviction marks wait on (see run()).
+        self._refresher: asyncio.Future[None] | None = None
         self.counts = {"messages": 0, "records": 0, "undecodable": 0, "restarts": 0, "failures": 0}
 
     @property
@@ -202,7 +207,10 @@ class LiveSource:
             if not known or loop.time() >= rescan_at:
                 await kafka.assign_partitions(consumer, self.topic_names, known, at_end=False)
                 rescan_at = loop.time() + self.config.rescan_s
-                self.recent.prune(self._committed)
+                idle_marks = self.recent.prune(self._committed)
+                if idle_marks and (self._refresher is None or self._refresher.done()):
+                    # Idle runs' eviction marks go once the sink is known to have stored past them.
+                    self._refresher = asyncio.ensure_future(self._ask_committed(list(idle_marks)))
             if not known:
                 await asyncio.sleep(self.config.poll_ms / 1000)
                 continue
@@ -405,28 +413,35 @@ class LiveSource:
         """Ask the sink group's committed offsets every ``stored_poll_ms`` while :meth:`stored` has waiters."""
         interval_s = self.config.stored_poll_ms / 1000
         while self._stored_waiters:
-            partitions = list({tp: None for needed in self._stored_waiters for tp in needed})
-            try:
-                got = await asyncio.wait_for(
-                    kafka.committed_offsets(self.bootstrap, self.config.sink_group_id, partitions),
-                    self.config.stored_timeout_s,
-                )
-            except (kafka.KafkaError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
-                # The waiters give up on their own bounds; a hand-off that does becomes a visible gap.
-                log.debug("Could not read the sink's committed offsets. error=%s", exc)
-            else:
-                for tp, offset in got.items():
-                    if offset > self._committed.get(tp, -1):
-                        self._committed[tp] = offset
-                moved, self._committed_moved = self._committed_moved, asyncio.Event()
-                moved.set()
+            await self._ask_committed(list({tp: None for needed in self._stored_waiters for tp in needed}))
             await asyncio.sleep(interval_s)
+
+    async def _ask_committed(self, partitions: list[Any]) -> None:
+        """Ask the sink group's committed offsets on ``partitions`` once; what grew is kept, and waiters woken.
+
+        Never raises: a broker that cannot answer within ``stored_timeout_s``
+        leaves the offsets as they were (waiters give up on their own bounds,
+        and a hand-off that does becomes a visible gap).
+        """
+        try:
+            got = await asyncio.wait_for(
+                kafka.committed_offsets(self.bootstrap, self.config.sink_group_id, partitions),
+                self.config.stored_timeout_s,
+            )
+        except (kafka.KafkaError, OSError, TimeoutError, asyncio.TimeoutError) as exc:
+            log.debug("Could not read the sink's committed offsets. error=%s", exc)
+            return
+        for tp, offset in got.items():
+            if offset > self._committed.get(tp, -1):
+                self._committed[tp] = offset
+        moved, self._committed_moved = self._committed_moved, asyncio.Event()
+        moved.set()
 
     async def stop(self) -> None:
         """Stop reading (:meth:`run` returns) and asking for the sink's committed offsets."""
         self._stopping = True
-        poller = self._committed_poller
-        if poller is not None and not poller.done():
-            poller.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await poller
+        for task in (self._committed_poller, self._refresher):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task

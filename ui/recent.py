@@ -108,14 +108,27 @@ class Recent:
                 marks[entry.tp] = entry.offset + 1
         self._bytes[key] = size
 
-    def prune(self, stored: Mapping[Any, int]) -> None:
-        """Forget runs whose window is empty, and their eviction marks that ``stored`` (committed offsets) covers."""
+    def prune(self, stored: Mapping[Any, int]) -> set[Any]:
+        """Forget runs whose window is empty, and their eviction marks that ``stored`` (committed offsets) covers.
+
+        Returns the partitions of the marks it had to keep (their runs are
+        idle, so only fresher committed offsets can let them go): the caller
+        asks for those, which keeps the marks bounded by the sink's progress.
+        """
         now = self.clock()
         for key in list(self._rings):
             self._expire(key, self._rings[key], now)
             if not self._rings[key]:
                 del self._rings[key]
                 del self._bytes[key]
+        kept: set[Any] = set()
         for key in list(self._evicted):
-            if key not in self._rings and all(stored.get(tp, -1) >= end for tp, end in self._evicted[key].items()):
+            if key in self._rings:
+                continue
+            marks = self._evicted[key]
+            short = [tp for tp, end in marks.items() if stored.get(tp, -1) < end]
+            if short:
+                kept.update(short)
+            else:
                 del self._evicted[key]
+        return kept

@@ -143,9 +143,9 @@ def test_prune_forgets_eviction_marks_only_once_the_sink_stored_past_them() -> N
     recent.add("r", "logs", b"a", None, tp, 7)
     recent.add("r", "logs", b"b", None, tp, 8)
     now[0] = 60.0
-    recent.prune({tp: 8})
+    assert recent.prune({tp: 8}) == {tp}  # kept: the caller asks for fresher offsets of that partition
     assert recent.evicted("r", "logs") == {tp: 9}
-    recent.prune({tp: 9})
+    assert recent.prune({tp: 9}) == set()
     assert recent.evicted("r", "logs") == {}
 
 
@@ -172,3 +172,31 @@ async def test_the_sink_offsets_are_asked_only_while_a_hand_off_waits_on_them(br
         assert live._committed_poller is poller  # noqa: SLF001
     finally:
         await live.stop()
+
+
+async def test_an_idle_runs_eviction_marks_go_once_the_sink_committed_past_them(broker: str) -> None:
+    """Nobody subscribing: the live source asks for the sink's offsets itself, so idle runs' marks do not pile up."""
+    topics = Topics(f"t{uuid.uuid4().hex[:10]}.")
+    run, group = f"win-{uuid.uuid4().hex[:8]}", f"g-{uuid.uuid4().hex[:8]}"
+    await kafka.ensure_topics(broker, topics.all(), 1)
+    live = LiveSource(Hub(), broker, topics, _config(group, recent_s=0.5, rescan_s=0.2))
+    reading = asyncio.create_task(live.run())
+    try:
+        await _ten_lines_read_past_the_window(broker, topics, run, live)
+        tp = kafka.TopicPartition(topics.clean("logs"), 0)
+        assert live.recent.evicted(run, "logs") != {}
+        committer = kafka.make_consumer(broker, [], group)
+        await committer.start()
+        try:
+            committer.assign([tp])
+            await committer.commit({tp: LINES})  # the sink stored all ten
+        finally:
+            await committer.stop()
+        for _ in range(int(scaled(10) / 0.05)):
+            if live.recent.evicted(run, "logs") == {}:
+                break
+            await asyncio.sleep(0.05)
+        assert live.recent.evicted(run, "logs") == {}
+    finally:
+        await live.stop()
+        await asyncio.wait_for(reading, scaled(10))
