@@ -43,27 +43,28 @@ class LogViews:
     ) -> dict[str, Any]:
         """``{"buckets": [{"ts", "count"}], "width_s", "total"}``: matching lines per time bucket.
 
-        The range is ``since``..``until``, or the run's first to last line
-        where not given; every bucket is listed, empty ones with 0.
-        ``filters`` are those of :meth:`Queries.search_logs` (q, regex, level,
-        node, rank, stream, tag).  Raises :class:`QueryError` unless
-        ``1 <= buckets <= 1000``, or for a bad filter.
+        The buckets span the run's first to last line (any line, matching or
+        not) within ``since``..``until``, so that a range much longer than
+        the run (``7d`` over a ten-minute run) still spreads its lines over
+        the buckets; every bucket is listed, empty ones with 0, and none
+        when the run has no line in the range.  ``filters`` are those of
+        :meth:`Queries.search_logs` (q, regex, level, node, rank, stream,
+        tag).  Raises :class:`QueryError` unless ``1 <= buckets <= 1000``,
+        or for a bad filter.
         """
         bounded(buckets, 1, MAX_BUCKETS, "buckets")
         if filters.get("regex"):
             self._check_regex(filters["regex"])
         logs = self._t[tables.LOGS]
-        lo_us = None if since_ns is None else -((-since_ns) // 1000)
-        hi_us = None if until_ns is None else until_ns // 1000
-        if lo_us is None or hi_us is None:
-            first, last = self._rows(
-                "SELECT toUnixTimestamp64Micro(min(ts)), toUnixTimestamp64Micro(max(ts)) "
-                f"FROM {logs} WHERE run_id = {{run:String}}",
-                {"run": run_id},
-            )[0]
-            lo_us = first if lo_us is None else lo_us
-            hi_us = last if hi_us is None else hi_us
-        hi_us = max(hi_us, lo_us)
+        span, span_params = log_filter(since_ns=since_ns, until_ns=until_ns)
+        span.insert(0, "run_id = {run:String}")
+        n_lines, lo_us, hi_us = self._rows(
+            "SELECT count(), toUnixTimestamp64Micro(min(ts)), toUnixTimestamp64Micro(max(ts)) "
+            f"FROM {logs} WHERE {' AND '.join(span)}",
+            {**span_params, "run": run_id},
+        )[0]
+        if not n_lines:
+            return {"buckets": [], "width_s": 0.0, "total": 0}
         width = max(1, -(-(hi_us - lo_us + 1) // buckets))
         cond, params = log_filter(since_ns=lo_us * 1000, until_ns=hi_us * 1000, **filters)
         cond.insert(0, "run_id = {run:String}")

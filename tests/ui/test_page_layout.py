@@ -7,13 +7,15 @@ records) over the real broker and chDB.
 
 from __future__ import annotations
 
+import re
+import time
 import uuid
 from typing import Any
 
 from tests.conftest import scaled
 from tests.ui.browser import needs_chromium, sync_api
 from tests.ui.conftest import Server
-from tests.ui.test_live_page import api, emit, open_run
+from tests.ui.test_live_page import api, emit, open_run, wait_until
 from tests.ui.test_views import emit_to, stored
 
 expect = sync_api.expect
@@ -103,7 +105,7 @@ def test_points_the_feed_coalesced_are_re_read_and_the_page_says_so(page: Any, s
     stored(server, f"/api/runs/{run}/metrics?name=loss", "points")
     open_run(page, server, run)
     caption = page.locator("figure.card[data-metric='loss'] figcaption")
-    expect(caption).to_contain_text("1 points", timeout=scaled(10) * 1000)
+    expect(caption).to_contain_text(re.compile(r"\b1 point(?!s)"), timeout=scaled(10) * 1000)
     emit(server, run, "metrics", [{"step": s, "values": {"loss": 1.0 / (1 + s)}} for s in range(1, 801)])
     expect(page.locator(".coalesced-note")).to_contain_text("live points skipped", timeout=scaled(10) * 1000)
     expect(caption).to_contain_text("801 points", timeout=scaled(20) * 1000)
@@ -149,3 +151,49 @@ def test_many_alerts_scroll_inside_their_panel(page: Any, server: Server) -> Non
     listed = page.locator(".panel.alerts .alert-list")
     assert listed.evaluate("el => el.scrollHeight > el.clientHeight")
     assert page.locator(".panel.alerts").bounding_box()["height"] < page.viewport_size["height"]
+
+
+def test_counts_of_one_read_in_the_singular(page: Any, server: Server) -> None:
+    """One point, one line, one match and one run are counted as "1 point", "1 line", "1 matching line", "1 run"."""
+    project = f"one-{uuid.uuid4().hex[:8]}"
+    run = f"{project}-run"
+    start(server, run, project, {})
+    emit(server, run, "metrics", [{"step": 0, "values": {"loss": 1.0}}])
+    emit(server, run, "logs", [{"line": "the only line", "level": "INFO"}])
+    stored(server, f"/api/runs/{run}/metrics?name=loss", "points")
+    stored(server, f"/api/runs/{run}/logs", "lines")
+    open_run(page, server, run)
+    singular = scaled(10) * 1000
+    expect(page.locator("figure.card[data-metric='loss'] figcaption")).to_contain_text(
+        re.compile(r"· 1 point(?!s)"), timeout=singular
+    )
+    expect(page.locator(".bar .status")).to_have_text("1 line · live", timeout=singular)
+    expect(page.locator(".hist-note")).to_contain_text(re.compile(r"^1 matching line(?!s)"), timeout=singular)
+    page.goto(f"{server.url}/?project={project}")
+    expect(page.locator(".bar > .muted")).to_contain_text(re.compile(r"^1 run ·"), timeout=singular)
+
+
+def edge_ink(canvas: Any) -> dict[str, bool]:
+    """Whether anything is drawn in the two pixel columns at each side of a chart's canvas, and anywhere at all."""
+    return canvas.evaluate("""c => {
+        const ctx = c.getContext("2d"), cols = Math.ceil(2 * (window.devicePixelRatio || 1));
+        const inked = (x, w) => ctx.getImageData(x, 0, w, c.height).data.some((v, i) => i % 4 === 3 && v > 0);
+        return { left: inked(0, cols), right: inked(c.width - cols, cols), any: inked(0, c.width) };
+    }""")
+
+
+def test_a_time_axis_draws_its_first_date_label_whole(page: Any, server: Server) -> None:
+    """On the time axis, the date under a first tick at the plot's left edge is drawn inside the canvas, not cut off."""
+    run = f"timeaxis-{uuid.uuid4().hex[:8]}"
+    minute = (time.time_ns() // 60_000_000_000 - 1) * 60_000_000_000  # a whole minute: a tick at the first point
+    emit(server, run, "metrics", [{"step": s, "ts_ns": minute + s * 10**9, "values": {"acc": s / 8}} for s in range(9)])
+    stored(server, f"/api/runs/{run}/metrics?name=acc", "points")
+    open_run(page, server, run)
+    by_step = page.locator("figure.card[data-metric='acc'] canvas")
+    expect(by_step).to_have_count(1, timeout=scaled(10) * 1000)
+    by_step.evaluate("c => { c.dataset.byStep = '1'; }")
+    page.select_option("select.x-axis", "time")
+    canvas = page.locator("figure.card[data-metric='acc'] canvas:not([data-by-step])")
+    expect(canvas).to_have_count(1, timeout=scaled(10) * 1000)
+    wait_until(lambda: edge_ink(canvas)["any"], "the time axis chart to be drawn")
+    assert edge_ink(canvas) == {"left": False, "right": False, "any": True}

@@ -129,7 +129,12 @@ def test_logs_follow_since_prints_every_stored_line_since_then_and_goes_on_live(
     wait_stored(server, run, 153)
     proc = cli(server, "logs", run, "--follow", "--since", "1h")
     seen: queue.Queue[str] = queue.Queue()
-    reader = threading.Thread(target=lambda: [seen.put(line) for line in proc.stdout], daemon=True)
+
+    def pump() -> None:
+        for line in proc.stdout:
+            seen.put(line)
+
+    reader = threading.Thread(target=pump, daemon=True)
     reader.start()
     got: list[str] = []
     try:

@@ -254,3 +254,89 @@ def test_markup_in_config_tags_and_alerts_renders_as_text(page: Any, server: Ser
     expect(page.locator(".alert-list .message")).to_have_text([XSS_LINE], timeout=scaled(10) * 1000)
     assert page.locator(".alert-list .badge").inner_text() == "nan_loss"
     assert page.locator("main script, main img, main b").count() == 0
+
+
+def emit_ranks(server: Server, run: str, kind: str, by_node: dict[str, list[dict[str, Any]]]) -> None:
+    """Each node's records from its own producer (rank = its position)."""
+
+    async def go() -> None:
+        for rank, (node, records) in enumerate(by_node.items()):
+            async with Emitter(server, run, node=node, rank=rank) as e:
+                await e.send(kind, records)
+
+    run_async(go())
+
+
+def test_log_histogram_of_a_week_spreads_a_short_run_over_its_bars(page: Any, server: Server) -> None:
+    """A "last 7 days" search of a run whose lines span 40 s spreads its matches over many bars, not one."""
+    run = f"hist7d-{uuid.uuid4().hex[:8]}"
+    first = time.time_ns() - 60 * 10**9
+    lines = [
+        {"line": f"step {i} {'nan loss' if i % 2 else 'ok'}", "level": "INFO", "ts_ns": first + i * 10**9}
+        for i in range(40)
+    ]
+    emit(server, run, "logs", lines)
+    wait_until(lambda: len((api(server, f"/api/runs/{run}/logs") or {"lines": []})["lines"]) == 40, "the lines")
+    page.goto(f"{server.url}/runs/{run}/logs?q=nan+loss&since=7d")
+    expect(page.locator(".hist-note")).to_contain_text("20 matching lines", timeout=scaled(10) * 1000)
+    bars = page.locator(".histogram .hbar")
+    counts = [int(c) for c in bars.evaluate_all("bars => bars.map(b => b.dataset.count)")]
+    assert sum(counts) == 20 and sum(1 for c in counts if c) >= 10 and max(counts) <= 2
+
+
+def test_clicking_a_histogram_bar_searches_its_time_slice(page: Any, server: Server) -> None:
+    """A click on a "last 7 days" histogram's last bar lists exactly the lines it counts, the run's last included."""
+    run = f"histclick-{uuid.uuid4().hex[:8]}"
+    first = time.time_ns() - 60 * 10**9
+    lines = [{"line": f"step {i} nan loss", "level": "INFO", "ts_ns": first + i * 10**9} for i in range(40)]
+    emit(server, run, "logs", lines)
+    wait_until(lambda: len((api(server, f"/api/runs/{run}/logs") or {"lines": []})["lines"]) == 40, "the lines")
+    page.goto(f"{server.url}/runs/{run}/logs?q=nan+loss&since=7d")
+    expect(page.locator(".hist-note")).to_contain_text("40 matching lines", timeout=scaled(10) * 1000)
+    bar = page.locator(".histogram .hbar").last
+    wanted = int(bar.get_attribute("data-count") or 0)
+    assert wanted >= 1
+    bar.click()
+    expect(page.locator("select.since")).to_have_value("custom")
+    expect(page.locator(".bar .status")).to_have_text(f"{wanted} line" + ("" if wanted == 1 else "s"))
+    expect(page.locator(".logview .text")).to_have_count(wanted)
+    expect(page.locator(".logview .text").last).to_have_text("step 39 nan loss")
+
+
+def test_overview_says_which_memory_each_resource_peak_is(page: Any, server: Server) -> None:
+    """The overview lists each node's GPUs (peak GPU memory used) apart from its host (peak RAM used), in the panel."""
+    run = f"ressum-{uuid.uuid4().hex[:8]}"
+    emit(server, run, "runs", [{"event": "start", "project": "ressum", "name": run, "world_size": 2}])
+    now = time.time_ns()
+    samples = {
+        node: [
+            {"ts_ns": now - k * 10**9, "device": device, "values": values}
+            for k in range(3)
+            for device, values in (
+                ("gpu0", {"util_pct": 50.0 + k, "mem_used_bytes": (40 + k) * 2.0**30}),
+                ("gpu1", {"util_pct": 60.0 + k, "mem_used_bytes": (70 + k) * 2.0**30}),
+                ("host", {"cpu_pct": 20.0 + k, "mem_used_bytes": (100 + k) * 2.0**30, "proc_rss_bytes": 2.0**33}),
+            )
+        ]
+        for node in ("node-a", "node-b")
+    }
+    emit_ranks(server, run, "resources", samples)
+    wait_until(
+        lambda: len(((api(server, f"/api/runs/{run}") or {}).get("resource_summary") or {}).get("devices", [])) == 6,
+        "the resource summary",
+    )
+    page.goto(f"{server.url}/runs/{run}")
+    panel = page.locator(".panel.resource-summary")
+    gpus, hosts = panel.locator("table.gpus"), panel.locator("table.hosts")
+    expect(gpus.locator("tbody tr")).to_have_count(4, timeout=scaled(10) * 1000)
+    assert gpus.locator("thead th").all_inner_texts()[-1] == "peak memory used"
+    assert gpus.locator("tbody tr").nth(1).locator("td").all_inner_texts() == [
+        "node-a/gpu1",
+        "61 %",
+        "62 %",
+        "72.0 GiB",
+    ]
+    assert hosts.locator("thead th").all_inner_texts() == ["node", "CPU avg", "CPU max", "peak RAM used"]
+    assert hosts.locator("tbody tr").first.locator("td").all_inner_texts() == ["node-a", "21 %", "22 %", "102 GiB"]
+    expect(panel).to_contain_text("RAM used is the whole machine's")
+    assert panel.evaluate("p => p.scrollWidth <= p.clientWidth")

@@ -10,7 +10,7 @@ import { api, errorBox } from "./api.js";
 import { chartCard, chartOptions } from "./charts.js";
 import { compareView } from "./compare.js";
 import {
-  append, clear, fmtBytes, fmtDuration, fmtPct, fmtTime, fmtValue, h, link, statusBadge,
+  append, clear, fmtBytes, fmtDuration, fmtPct, fmtTime, fmtValue, h, link, plural, statusBadge,
 } from "./dom.js";
 import { evalsView } from "./evals.js";
 import { subscribe } from "./feed.js";
@@ -209,18 +209,31 @@ function alertList(alerts) {
     h("span", { class: "message" }, String(a.message || "")))));
 }
 
+// Per node: each GPU's utilisation and peak memory used (the device's, as nvidia-smi shows it), and
+// the host's CPU and peak RAM used (the whole machine's, not only the run's processes).
 function resourceSummary(run) {
   const rs = run.resource_summary || {};
   const devices = rs.devices || [];
   if (!devices.length) return h("p", { class: "muted" }, "no samples");
+  const hosts = devices.filter((d) => String(d.device) === "host");
+  const gpus = devices.filter((d) => String(d.device) !== "host");
+  const table = (cls, columns, rows) => h("table", { class: `kv ${cls}` },
+    h("thead", {}, h("tr", {}, columns.map(([label, num]) => h("th", { class: num ? "num" : null }, label)))),
+    h("tbody", {}, rows.map((cells) => h("tr", {}, cells.map((text, k) => h("td", { class: columns[k][1] ? "num" : null }, text))))));
+  const overall = gpus.length > 1 && rs.gpu_util_avg !== null && rs.gpu_util_avg !== undefined
+    ? h("p", { class: "muted" }, `${plural(gpus.length, "GPU")}: utilisation avg ${fmtPct(rs.gpu_util_avg)}, `
+      + `max ${fmtPct(rs.gpu_util_max)}; most memory used on one GPU ${fmtBytes(rs.gpu_mem_peak_bytes)}`)
+    : null;
+  // A GPU is named as on the resource charts' legends: node/device.
+  const where = (d) => (d.node ? `${d.node}/${d.device}` : String(d.device));
   return h("div", {},
-    rs.gpu_util_avg === null || rs.gpu_util_avg === undefined ? null
-      : h("p", { class: "muted" }, `GPU utilisation avg ${fmtPct(rs.gpu_util_avg)}, max ${fmtPct(rs.gpu_util_max)}; `
-        + `GPU memory peak ${fmtBytes(rs.gpu_mem_peak_bytes)}`),
-    h("table", { class: "kv" },
-      h("thead", {}, h("tr", {}, ["node", "device", "util avg", "util max", "memory peak"].map((c) => h("th", {}, c)))),
-      h("tbody", {}, devices.map((d) => h("tr", {}, h("td", {}, String(d.node || "")), h("td", {}, String(d.device)),
-        h("td", {}, fmtPct(d.util_avg)), h("td", {}, fmtPct(d.util_max)), h("td", {}, fmtBytes(d.mem_peak_bytes)))))),
+    gpus.length ? [h("h4", {}, "GPUs"), overall,
+      table("gpus", [["GPU"], ["util avg", 1], ["util max", 1], ["peak memory used", 1]],
+        gpus.map((d) => [where(d), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes)]))] : null,
+    hosts.length ? [h("h4", {}, "hosts"),
+      table("hosts", [["node"], ["CPU avg", 1], ["CPU max", 1], ["peak RAM used", 1]],
+        hosts.map((d) => [String(d.node || ""), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes)])),
+      h("p", { class: "muted note" }, "RAM used is the whole machine's; the run's own (process tree RSS) is on the resource charts.")] : null,
     link(`/runs/${encodeURIComponent(run.id)}/resources`, "resource charts →"));
 }
 
@@ -323,7 +336,7 @@ async function metricCharts(runId, holder) {
         // Only the newest point per series came; the charts re-read what was skipped from storage.
         coalesced += frame.coalesced;
         skipped.hidden = false;
-        skipped.textContent = `${coalesced} live points skipped while this tab was behind; re-read from storage.`;
+        skipped.textContent = `${plural(coalesced, "live point")} skipped while this tab was behind; re-read from storage.`;
         const newest = new Map();
         for (const item of frame.items) newest.set(item.name, Math.max(newest.get(item.name) ?? -Infinity, item.step));
         for (const [name, step] of newest) card(name).reload(step);

@@ -4,8 +4,8 @@
 
 import { api, errorBox } from "./api.js";
 import { drawChart } from "./chart.js";
-import { fmtAxis, fmtNum, h } from "./dom.js";
-import { fitAxisSize, xRange } from "./plot.js";
+import { fmtAxis, fmtNum, h, plural } from "./dom.js";
+import { TIME_VALUES, fitAxisSize, fitXPadding, timeSpace, xRange } from "./plot.js";
 
 // x: "step" or "time" (wall clock, mapped from steps through /metrics/steps).
 export const chartOptions = { smoothing: 0, log: false, x: "step" };
@@ -90,8 +90,8 @@ export function chartCard(runId, name, onLeave, openLogs) {
 
   function caption() {
     const last = points.length ? points[points.length - 1][1] : null;
-    info.textContent = ` last ${fmtNum(last)} · ${total} points` + (downsampled ? ` (showing ${points.length})` : "");
-    zoomNote.textContent = zoomed ? `zoomed to steps ${zoomed.lo}–${zoomed.hi}: ${zoomed.points.length} points` : "";
+    info.textContent = ` last ${fmtNum(last)} · ${plural(total, "point")}` + (downsampled ? ` (showing ${points.length})` : "");
+    zoomNote.textContent = zoomed ? `zoomed to steps ${zoomed.lo}–${zoomed.hi}: ${plural(zoomed.points.length, "point")}` : "";
     reset.hidden = zoomNote.hidden = !zoomed;
   }
 
@@ -134,7 +134,8 @@ export function chartCard(runId, name, onLeave, openLogs) {
       width: Math.max(200, holder.clientWidth || 380), height: 160, legend: { show: false },
       cursor: { drag: { x: true, y: false, setScale: false } },
       scales: { x: { time: byTime, range: xRange(byTime) }, y: { distr: chartOptions.log ? 3 : 1 } },
-      axes: [{ ...axis, ...(byTime ? {} : { values: (u, vals) => vals.map(fmtAxis) }) },
+      padding: [null, fitXPadding, null, fitXPadding],
+      axes: [{ ...axis, ...(byTime ? { values: TIME_VALUES, space: timeSpace } : { values: (u, vals) => vals.map(fmtAxis) }) },
         { ...axis, size: fitAxisSize, values: (u, vals) => vals.map(fmtAxis) }],
       series,
       hooks: {

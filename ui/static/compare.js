@@ -2,7 +2,7 @@
 // table of each run's last/min/max. Run names and metric names are put on the page as text.
 
 import { api, errorBox } from "./api.js";
-import { append, fmtNum, h, link, statusBadge } from "./dom.js";
+import { append, fmtNum, h, link, plural, statusBadge } from "./dom.js";
 import { multiChart } from "./plot.js";
 
 export async function compareView(params, { main, crumbs, navigate, onLeave }) {
@@ -19,7 +19,7 @@ export async function compareView(params, { main, crumbs, navigate, onLeave }) {
     h("label", { for: "cmp-log", class: "toggle" }, log, " log scale"));
   const holder = h("div", { class: "compare-chart" });
   const summary = h("div", { class: "table-wrap" });
-  append(main, [h("h1", {}, `compare ${ids.length} runs`), bar, holder, summary]);
+  append(main, [h("h1", {}, `compare ${plural(ids.length, "run")}`), bar, holder, summary]);
 
   let runs;
   try {

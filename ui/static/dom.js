@@ -109,6 +109,12 @@ export function fmtBytes(value, digits = 1) {
   return `${value < 0 ? "-" : ""}${shown} ${units[u]}`;
 }
 
+// A count and its noun in the right number: plural(1, "line") is "1 line", plural(2, "line") "2 lines";
+// `many` is the plural where adding "s" is wrong.
+export function plural(count, noun, many) {
+  return `${count} ${count === 1 ? noun : many || `${noun}s`}`;
+}
+
 export function fmtPct(value) {
   return typeof value === "number" && Number.isFinite(value) ? `${value.toFixed(value >= 10 ? 0 : 1)} %` : "—";
 }

@@ -4,7 +4,7 @@
 
 import { api, errorBox } from "./api.js";
 import { renderLine } from "./ansi.js";
-import { LEVELS, append, clear, fmtClock, h } from "./dom.js";
+import { LEVELS, append, clear, fmtClock, h, plural } from "./dom.js";
 import { subscribe } from "./feed.js";
 
 // Values are what the API's level= takes: one level or several, comma-separated.
@@ -189,7 +189,9 @@ export function logPanel(runId, holder, params) {
     return since.value === "custom" ? until.value.trim() || null : null;
   }
 
-  // Matching lines per time bucket over the chosen range (the whole run for the live tail).
+  // Matching lines per time bucket over the chosen range (the whole run for the live tail); the
+  // server narrows the range to the run's lines in it, so a "7 days" search of a short run still
+  // spreads its matches over the bars.
   async function loadHistogram() {
     const mine = generation;
     const s = sinceValue();
@@ -205,7 +207,7 @@ export function logPanel(runId, holder, params) {
     if (mine !== generation) return;
     const buckets = body.buckets || [];
     const top = Math.max(1, ...buckets.map((b) => b.count));
-    histNote.textContent = `${body.total} matching lines` + (buckets.length
+    histNote.textContent = `${plural(body.total, "matching line")}` + (buckets.length
       ? ` · ${fmtClock(buckets[0].ts)} – ${fmtClock(Date.parse(buckets[buckets.length - 1].ts) + body.width_s * 1000)}` : "");
     clear(histogram).append(...buckets.map((b) => {
       const bar = h("div", { class: "hbar", "data-count": String(b.count), title: `${fmtClock(b.ts)}: ${b.count}` },
@@ -215,7 +217,7 @@ export function logPanel(runId, holder, params) {
         since.value = "custom";
         custom.hidden = until.hidden = false;
         custom.value = b.ts;
-        until.value = new Date(Date.parse(b.ts) + body.width_s * 1000).toISOString();
+        until.value = bucketEnd(b.ts, body.width_s);
         form.requestSubmit();
       });
       return bar;
@@ -255,8 +257,8 @@ export function logPanel(runId, holder, params) {
         }
         view.append(items);
         if (!view.follow) unseen += items.length;
-        status.textContent = `${view.count} lines · live${unseen ? ` · ${unseen} new below` : ""}`
-          + (behind ? ` · fell behind ${behind} lines, re-read from storage` : "");
+        status.textContent = `${plural(view.count, "line")} · live${unseen ? ` · ${unseen} new below` : ""}`
+          + (behind ? ` · fell behind ${plural(behind, "line")}, re-read from storage` : "");
         view.message(view.count ? "" : "No matching lines yet; new ones appear here.");
       },
       onStatus(text) {
@@ -309,7 +311,7 @@ export function logPanel(runId, holder, params) {
     cursor = body.next_cursor || null;
     more.hidden = !cursor;
     const shown = view.count;
-    status.textContent = shown ? `${shown} lines${cursor ? ", more available" : ""}` : "";
+    status.textContent = shown ? `${plural(shown, "line")}${cursor ? ", more available" : ""}` : "";
     view.message(shown ? "" : "No matching lines.");
   }
 
@@ -360,7 +362,7 @@ export function logPanel(runId, holder, params) {
       download.disabled = true;
       try {
         do {
-          status.textContent = `downloading… ${lines.length} lines`;
+          status.textContent = `downloading… ${plural(lines.length, "line")}`;
           const body = await api(`/api/runs/${encodeURIComponent(runId)}/logs`, {
             ...filters(), since: s !== "0" ? s : null, until: untilValue(), limit: 10000, cursor: next,
           });
@@ -373,7 +375,7 @@ export function logPanel(runId, holder, params) {
         return;
       }
       download.disabled = false;
-      status.textContent = `${lines.length} lines downloaded`;
+      status.textContent = `${plural(lines.length, "line")} downloaded`;
     }
     const text = lines.map((l) => `${l.ts}\t${l.node || ""}\t${l.rank ?? ""}\t${l.level || ""}\t${l.line}`).join("\n");
     const link = h("a", { href: URL.createObjectURL(new Blob([text + "\n"], { type: "text/plain" })),
@@ -389,6 +391,18 @@ export function logPanel(runId, holder, params) {
   };
   run();
   return stopTail;
+}
+
+// The last microsecond of a histogram bucket starting at `ts` (RFC 3339 with microseconds), as an
+// inclusive search `until`: a Date keeps milliseconds only, and the run's last line, which the
+// server's range ends on, can sit in its bucket's last millisecond.
+function bucketEnd(ts, widthS) {
+  const match = /^(.*?)(?:\.(\d+))?Z$/.exec(ts);
+  if (!match) return new Date(Date.parse(ts) + widthS * 1000).toISOString();
+  const us = Date.parse(`${match[1]}Z`) * 1000 + Number((match[2] || "").padEnd(6, "0").slice(0, 6))
+    + Math.round(widthS * 1e6) - 1;
+  const ms = Math.floor(us / 1000);
+  return new Date(ms).toISOString().replace(/Z$/, `${String(us - ms * 1000).padStart(3, "0")}Z`);
 }
 
 // A record whose text holds several lines (a traceback logged in one call) becomes one row per line,

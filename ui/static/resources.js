@@ -2,7 +2,7 @@
 // History from GET /api/runs/{id}/resources (downsampled, peaks kept), then live samples from the feed.
 
 import { api, errorBox } from "./api.js";
-import { append, clear, fmtAxis, fmtBytes, h } from "./dom.js";
+import { append, clear, fmtAxis, fmtBytes, h, plural } from "./dom.js";
 import { subscribe } from "./feed.js";
 import { multiChart } from "./plot.js";
 
@@ -74,7 +74,7 @@ export function resourcesView(runId, holder, onLeave) {
         // The feed kept only the newest sample per series while this tab was behind: say so.
         skipped += frame.coalesced;
         note.dataset.skipped = String(skipped);
-        note.textContent = `${note.textContent.split(" · ")[0]} · live · ${skipped} samples skipped while this tab was behind`;
+        note.textContent = `${note.textContent.split(" · ")[0]} · live · ${plural(skipped, "sample")} skipped while this tab was behind`;
       }
       if (!loaded) { live = live.concat(frame.items); return; }
       for (const item of frame.items) add(item);
@@ -98,7 +98,7 @@ export function resourcesView(runId, holder, onLeave) {
     const last = Math.max(0, ...series.flatMap((s) => s.points.map((p) => Date.parse(p[0]))));
     for (const item of live.splice(0)) if (Date.parse(item.ts) > last) add(item);
     note.textContent = series.length ? `${series.length} sampled series · live` : "No resource samples yet; they appear here as the run samples them.";
-    if (skipped) note.textContent += ` · ${skipped} samples skipped while this tab was behind`;
+    if (skipped) note.textContent += ` · ${plural(skipped, "sample")} skipped while this tab was behind`;
     draw();
   }, (err) => {
     loaded = true;

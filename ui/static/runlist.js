@@ -3,10 +3,14 @@
 
 import { api, errorBox } from "./api.js";
 import {
-  STATUSES, append, clear, fmtClock, fmtDuration, fmtNum, fmtTime, fmtValue, h, link, statusBadge,
+  STATUSES, append, clear, fmtClock, fmtDuration, fmtNum, fmtTime, fmtValue, h, link, plural, statusBadge,
 } from "./dom.js";
 
-const LIST_REFRESH_MS = 15000;
+//: How often the list is re-read while a listed run is running (its status, duration and metrics
+//: change), and otherwise (a new run). The feed has no stream across runs to follow instead; a
+//: hidden tab reads nothing and re-reads at once when shown again.
+const RUNNING_REFRESH_MS = 3000;
+const IDLE_REFRESH_MS = 10000;
 const DEFAULT_METRICS = 4;
 const MAX_CONFIG_COLUMNS = 6;
 
@@ -89,9 +93,25 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
     navigate(`/compare?runs=${[...state.selected].map(encodeURIComponent).join(",")}`, false);
   });
 
+  // A refresh changes only what changed: the chooser when the metric names do, the header when the
+  // columns or the sort do, a row's cells when its values do; rows are moved, never re-made, so a
+  // ticked box, a focus or a hover stays put.
+  let chooserKey = null;
   function render() {
     const all = metricNames(state.runs);
     const shown = state.metrics ? state.metrics.filter((m) => all.includes(m)) : all.slice(0, DEFAULT_METRICS);
+    const key = JSON.stringify([all, shown]);
+    if (key !== chooserKey) {
+      chooserKey = key;
+      renderChooser(all, shown);
+    }
+    const shownNow = runTable(shown);
+    if (holder.firstChild !== shownNow || holder.childNodes.length !== 1) clear(holder).appendChild(shownNow);
+    compare.disabled = state.selected.size < 2;
+    compare.textContent = `compare selected (${state.selected.size})`;
+  }
+
+  function renderChooser(all, shown) {
     clear(chooser).appendChild(h("summary", {}, `metric columns (${shown.length}/${all.length})`));
     const box = h("div", { class: "chooser-list" }, all.length ? all.map((m) => {
       const cb = h("input", { type: "checkbox", value: m });
@@ -106,9 +126,6 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
       return h("label", { class: "toggle" }, cb, m);
     }) : h("span", { class: "muted" }, "no metrics logged"));
     chooser.appendChild(box);
-    clear(holder).appendChild(runTable(shown));
-    compare.disabled = state.selected.size < 2;
-    compare.textContent = `compare selected (${state.selected.size})`;
   }
 
   function header(label, key, cls) {
@@ -123,6 +140,14 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
     return th;
   }
 
+  const table = h("table", { class: "runs" });
+  const thead = h("thead");
+  const tbody = h("tbody");
+  append(table, [thead, tbody]);
+  const rows = new Map(); // run id -> {tr, pick, keys: what each cell after the checkbox shows}
+  let headKey = null;
+
+  // The table (kept between refreshes), or a note when no run matches.
   function runTable(metrics) {
     const runs = state.runs.slice();
     if (!runs.length) return h("p", { class: "muted" }, "No runs match. Start one with `runstream run -- CMD` or runstream.init() in your script.");
@@ -133,42 +158,75 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
       runs.splice(0, runs.length, ...have, ...missing);
     }
     const config = configColumns(runs);
-    const head = h("tr", {}, h("th", {}, ""), header("status", "status"), header("name", "name"),
-      header("project", "project"), header("tags", "tags"), header("started", "started_at"),
-      header("duration", "duration_s", "num"),
-      config.map((c) => header(c, `config:${c}`, "config")),
-      metrics.map((m) => header(m, `metric:${m}`, "num")));
-    // Which columns are config values and which are metric summaries (a key can name both, e.g. lr).
-    const groups = h("tr", { class: "groups" }, h("th", { colspan: 7 }),
-      config.length ? h("th", { colspan: config.length, class: "group" }, "config") : [],
-      metrics.length ? h("th", { colspan: metrics.length, class: "group" }, "metrics: last, min – max") : []);
-    const rows = runs.map((run) => {
-      const summary = run.summary || {};
+    const key = JSON.stringify([config, metrics, state.sort, state.desc]);
+    if (key !== headKey) {
+      headKey = key;
+      const head = h("tr", {}, h("th", {}, ""), header("status", "status"), header("name", "name"),
+        header("project", "project"), header("tags", "tags"), header("started", "started_at"),
+        header("duration", "duration_s", "num"),
+        config.map((c) => header(c, `config:${c}`, "config")),
+        metrics.map((m) => header(m, `metric:${m}`, "num")));
+      // Which columns are config values and which are metric summaries (a key can name both, e.g. lr).
+      const groups = h("tr", { class: "groups" }, h("th", { colspan: 7 }),
+        config.length ? h("th", { colspan: config.length, class: "group" }, "config") : [],
+        metrics.length ? h("th", { colspan: metrics.length, class: "group" }, "metrics: last, min – max") : []);
+      append(clear(thead), [groups, head]);
+    }
+    const listed = new Set();
+    runs.forEach((run, k) => {
+      listed.add(run.id);
+      const tr = syncRow(run, config, metrics);
+      if (tbody.children[k] !== tr) tbody.insertBefore(tr, tbody.children[k] || null);
+    });
+    for (const [id, row] of rows) {
+      if (!listed.has(id)) {
+        row.tr.remove();
+        rows.delete(id);
+      }
+    }
+    return table;
+  }
+
+  // A run's row, made once; of its cells only those whose values changed are made again.
+  function syncRow(run, config, metrics) {
+    let row = rows.get(run.id);
+    if (!row) {
       const pick = h("input", { type: "checkbox", class: "pick", value: run.id, title: "select to compare" });
-      pick.checked = state.selected.has(run.id);
       pick.addEventListener("change", () => {
         if (pick.checked) state.selected.add(run.id);
         else state.selected.delete(run.id);
         compare.disabled = state.selected.size < 2;
         compare.textContent = `compare selected (${state.selected.size})`;
       });
-      return h("tr", { "data-run": run.id },
-        h("td", {}, pick),
-        h("td", {}, statusBadge(run.status)),
-        h("td", { class: "name" }, link(`/runs/${encodeURIComponent(run.id)}`, run.name || run.id)),
-        h("td", {}, run.project || ""),
-        h("td", { class: "tags" }, (run.tags || []).map((t) => h("span", { class: "tag" }, String(t)))),
-        h("td", { class: "time" }, fmtTime(run.started_at)),
-        h("td", { class: "num" }, fmtDuration(run.duration_s)),
-        config.map((c) => h("td", { class: "config" }, fmtValue((run.config || {})[c]))),
-        metrics.map((m) => {
-          const s = summary[m];
-          if (!s) return h("td", { class: "num muted" }, "—");
-          return h("td", { class: "num" }, fmtNum(s.last),
-            h("span", { class: "range" }, `${fmtNum(s.min)} – ${fmtNum(s.max)}`));
-        }));
+      row = { tr: h("tr", { "data-run": run.id }, h("td", {}, pick)), pick, keys: [] };
+      rows.set(run.id, row);
+    }
+    row.pick.checked = state.selected.has(run.id);
+    const summary = run.summary || {};
+    const cells = [
+      [run.status, () => h("td", {}, statusBadge(run.status))],
+      [run.name || run.id, () => h("td", { class: "name" }, link(`/runs/${encodeURIComponent(run.id)}`, run.name || run.id))],
+      [run.project || "", () => h("td", {}, run.project || "")],
+      [JSON.stringify(run.tags || []), () => h("td", { class: "tags" }, (run.tags || []).map((t) => h("span", { class: "tag" }, String(t))))],
+      [fmtTime(run.started_at), () => h("td", { class: "time" }, fmtTime(run.started_at))],
+      [fmtDuration(run.duration_s), () => h("td", { class: "num" }, fmtDuration(run.duration_s))],
+      ...config.map((c) => [`${c}=${fmtValue((run.config || {})[c])}`, () => h("td", { class: "config" }, fmtValue((run.config || {})[c]))]),
+      ...metrics.map((m) => [`${m}=${JSON.stringify(summary[m] || null)}`, () => {
+        const s = summary[m];
+        if (!s) return h("td", { class: "num muted" }, "—");
+        return h("td", { class: "num" }, fmtNum(s.last), h("span", { class: "range" }, `${fmtNum(s.min)} – ${fmtNum(s.max)}`));
+      }]),
+    ];
+    cells.forEach(([key, make], k) => {
+      if (row.keys[k] === key) return;
+      row.keys[k] = key;
+      const old = row.tr.children[k + 1];
+      if (old) old.replaceWith(make());
+      else row.tr.appendChild(make());
     });
-    return h("table", { class: "runs" }, h("thead", {}, groups, head), h("tbody", {}, rows));
+    while (row.tr.children.length > cells.length + 1) row.tr.lastChild.remove();
+    row.keys.length = cells.length;
+    return row.tr;
   }
 
   async function load() {
@@ -180,14 +238,37 @@ export function listView(params, { main, crumbs, navigate, onLeave }) {
       const ids = new Set(state.runs.map((r) => r.id));
       for (const id of [...state.selected]) if (!ids.has(id)) state.selected.delete(id);
       render();
-      note.textContent = `${state.runs.length} runs · updated ${fmtClock(new Date())}`;
+      note.textContent = `${plural(state.runs.length, "run")} · updated ${fmtClock(new Date())}`;
     } catch (err) {
-      clear(holder).appendChild(errorBox(err));
+      // A failed refresh leaves the rows shown (and says so); a failed first read shows the error.
+      if (holder.firstChild === table) note.textContent = `not updated: ${err.message}`;
+      else clear(holder).appendChild(errorBox(err));
     }
   }
-  load();
-  const timer = setInterval(() => {
-    if (!document.hidden) load();
-  }, LIST_REFRESH_MS);
-  onLeave(() => clearInterval(timer));
+
+  // One read at a time; the next is due sooner while a listed run is running.
+  let timer = null, loading = null, left = false;
+  function refresh() {
+    clearTimeout(timer);
+    if (!loading) {
+      loading = load().finally(() => {
+        loading = null;
+        if (left) return;
+        const running = state.runs.some((r) => r.status === "running");
+        timer = setTimeout(tick, running ? RUNNING_REFRESH_MS : IDLE_REFRESH_MS);
+      });
+    }
+  }
+  // A hidden tab reads nothing; showing it again reads at once and starts the timer again.
+  function tick() {
+    if (!document.hidden) refresh();
+  }
+  const whenShown = () => { if (!document.hidden) refresh(); };
+  document.addEventListener("visibilitychange", whenShown);
+  refresh();
+  onLeave(() => {
+    left = true;
+    clearTimeout(timer);
+    document.removeEventListener("visibilitychange", whenShown);
+  });
 }
