@@ -67,8 +67,9 @@ def envelopes(n: int) -> list[bytes]:
             {"ts_ns": t0 + first + i, "line": lines[(first + i) % len(lines)], "stream": "stdout", "level": ""}
             for i in range(LINES_PER_ENVELOPE)
         ]
-        env = wire.Envelope(kind="logs", producer="bench", seq=seq, run="bench-run", node="node-1", rank=0,
-                            sent_ns=t0, records=records)
+        env = wire.Envelope(
+            kind="logs", producer="bench", seq=seq, run="bench-run", node="node-1", rank=0, sent_ns=t0, records=records
+        )
         out.append(wire.encode(env))
     return out
 
@@ -88,14 +89,28 @@ async def one(compression: str | None, values: list[bytes]) -> dict[str, Any]:
     port = free_port()
     url = f"tcp://127.0.0.1:{port}"
     broker = subprocess.Popen(
-        [str(tansu_binary()), "broker", "--listener-url", url, "--advertised-listener-url", url,
-         "--storage-engine", "memory://tansu/"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            str(tansu_binary()),
+            "broker",
+            "--listener-url",
+            url,
+            "--advertised-listener-url",
+            url,
+            "--storage-engine",
+            "memory://tansu/",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     bootstrap = f"127.0.0.1:{port}"
     try:
-        producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks=1, linger_ms=5,
-                                    max_request_size=16 * 1024 * 1024, compression_type=compression)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks=1,
+            linger_ms=5,
+            max_request_size=16 * 1024 * 1024,
+            compression_type=compression,
+        )
         for _ in range(100):
             try:
                 await producer.start()
@@ -111,9 +126,15 @@ async def one(compression: str | None, values: list[bytes]) -> dict[str, Any]:
         b1, c1 = proc_cpu_s(broker.pid), time.process_time()
         await producer.stop()
 
-        consumer = AIOKafkaConsumer("bench", bootstrap_servers=bootstrap, group_id=None,
-                                    auto_offset_reset="earliest", max_partition_fetch_bytes=16 * 1024 * 1024,
-                                    fetch_max_bytes=64 * 1024 * 1024, fetch_max_wait_ms=50)
+        consumer = AIOKafkaConsumer(
+            "bench",
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=16 * 1024 * 1024,
+            fetch_max_bytes=64 * 1024 * 1024,
+            fetch_max_wait_ms=50,
+        )
         await consumer.start()
         got = 0
         b2, c2 = proc_cpu_s(broker.pid), time.process_time()
@@ -152,21 +173,36 @@ def main() -> None:
             result = asyncio.run(one(compression, values))
             runs.setdefault(result["compression"], []).append(result)
     keys = ("produce_broker_us", "produce_client_us", "fetch_broker_us", "fetch_client_us", "value_bytes_per_line")
-    table = [{"compression": name, **{k: statistics.median(r[k] for r in rs) for k in keys}}
-             for name, rs in runs.items()]
-    print(f"{args.envelopes} envelopes of {LINES_PER_ENVELOPE} real log lines; "
-          f"CPU µs per line (median of {args.repeat})")
+    table = [
+        {"compression": name, **{k: statistics.median(r[k] for r in rs) for k in keys}} for name, rs in runs.items()
+    ]
+    print(
+        f"{args.envelopes} envelopes of {LINES_PER_ENVELOPE} real log lines; CPU µs per line (median of {args.repeat})"
+    )
     print(f"{'compression':12} {'produce: broker':>16} {'client':>8} {'fetch: broker':>14} {'client':>8} {'B/line':>8}")
     for row in table:
-        print(f"{row['compression']:12} {row['produce_broker_us']:16.2f} {row['produce_client_us']:8.2f} "
-              f"{row['fetch_broker_us']:14.2f} {row['fetch_client_us']:8.2f} {row['value_bytes_per_line']:8.1f}")
+        print(
+            f"{row['compression']:12} {row['produce_broker_us']:16.2f} {row['produce_client_us']:8.2f} "
+            f"{row['fetch_broker_us']:14.2f} {row['fetch_client_us']:8.2f} {row['value_bytes_per_line']:8.1f}"
+        )
     out = ROOT / "bench" / "results" / "broker.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "platform": platform.platform(),
-                    "loadavg_1m_at_start": os.getloadavg()[0]},
-        "envelopes": args.envelopes, "lines_per_envelope": LINES_PER_ENVELOPE, "results": table,
-    }, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "python": platform.python_version(),
+                    "cpus": os.cpu_count(),
+                    "platform": platform.platform(),
+                    "loadavg_1m_at_start": os.getloadavg()[0],
+                },
+                "envelopes": args.envelopes,
+                "lines_per_envelope": LINES_PER_ENVELOPE,
+                "results": table,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -41,7 +41,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 
-PRODUCER = r'''
+PRODUCER = r"""
 import os, sys, time, runstream
 mode, n, width, tag = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 run = runstream.init(project="bench", name=f"{mode}-{tag}", config={"n": n})
@@ -69,7 +69,7 @@ print("EMIT_NS", t0, time.time_ns(), file=sys.__stderr__, flush=True)
 run.finish()
 print("DONE_NS", time.time_ns(), file=sys.__stderr__, flush=True)
 print("CPU_S", time.process_time(), file=sys.__stderr__, flush=True)
-'''
+"""
 
 
 class Api:
@@ -78,17 +78,32 @@ class Api:
 
     def get(self, path: str, **params: Any) -> Any:
         query = urllib.parse.urlencode({k: v for k, v in params.items() if v is not None})
-        req = urllib.request.Request(f"{self.url}{path}?{query}",
-                                     headers={"Authorization": f"Bearer {self.token}"})
+        req = urllib.request.Request(f"{self.url}{path}?{query}", headers={"Authorization": f"Bearer {self.token}"})
         with urllib.request.urlopen(req, timeout=60) as resp:
             return json.loads(resp.read())
 
 
 def start_up(data_dir: Path, partitions: int | None = None) -> tuple[subprocess.Popen[str], Api, str]:
     extra = ["--partitions", str(partitions)] if partitions else []
-    proc = subprocess.Popen([sys.executable, "-m", "runstream", "up", "--data-dir", str(data_dir),
-                             "--port", "0", "--kafka-port", "0", *extra], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, cwd=ROOT)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "runstream",
+            "up",
+            "--data-dir",
+            str(data_dir),
+            "--port",
+            "0",
+            "--kafka-port",
+            "0",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
     url = token = kafka = ""
     assert proc.stdout is not None
     deadline = time.monotonic() + 180
@@ -132,8 +147,13 @@ def producer(kafka: str, mode: str, n: int, width: int, tag: str) -> subprocess.
     env = {**os.environ, "RUNSTREAM_KAFKA": kafka, "PYTHONPATH": str(ROOT)}
     if CORPUS is not None:
         env["RS_BENCH_CORPUS"] = str(CORPUS)
-    return subprocess.Popen([sys.executable, "-c", PRODUCER, mode, str(n), str(width), tag], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, "-c", PRODUCER, mode, str(n), str(width), tag],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def read_markers(proc: subprocess.Popen[str]) -> dict[str, list[str]]:
@@ -194,10 +214,14 @@ UP_PID = 0  # set by main(): the runstream up process whose children are the sta
 def sink_counts(api: Api) -> dict[str, int]:
     """The sink's counters (flushes, inserts, rows stored in ``logs``) from the health report."""
     sink = api.get("/api/health").get("sink", {})
-    return {"flushes": sink.get("flushes", 0), "inserts": sink.get("inserts", 0),
-            "log_rows": sink.get("rows", {}).get("logs", 0), "metric_rows": sink.get("rows", {}).get("metrics", 0),
-            "flush_s": sink.get("flush_s", 0.0),
-            **{f"insert_s.{table}": seconds for table, seconds in sink.get("insert_s", {}).items()}}
+    return {
+        "flushes": sink.get("flushes", 0),
+        "inserts": sink.get("inserts", 0),
+        "log_rows": sink.get("rows", {}).get("logs", 0),
+        "metric_rows": sink.get("rows", {}).get("metrics", 0),
+        "flush_s": sink.get("flush_s", 0.0),
+        **{f"insert_s.{table}": seconds for table, seconds in sink.get("insert_s", {}).items()},
+    }
 
 
 def sink_delta(before: dict[str, int], after: dict[str, int]) -> dict[str, Any]:
@@ -225,16 +249,23 @@ def throughput_lines(api: Api, kafka: str, n: int) -> dict[str, Any]:
     # query), then confirmed by one search: a search on every poll costs the process being
     # measured (~40 searches over the run's lines each time).
     wait_until(lambda: sink_counts(api)["log_rows"] - sink_before["log_rows"] >= n, 600)
-    end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, since=since, limit=1)["lines"]),
-                     600)
+    end = wait_until(lambda: bool(api.get(f"/api/runs/{run_id}/logs", q=last, since=since, limit=1)["lines"]), 600)
     cpu = cpu_per_record(cpu_before, stage_cpu(UP_PID), float(m["CPU_S"][0]), n)
     sink = sink_delta(sink_before, sink_counts(api))
     seconds = end - start_ns / 1e9
     stored = count_lines(api, run_id)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
-    return {"what": "log lines", "corpus": "synthetic" if CORPUS is None else "real-logs", "records": n,
-            "stored": stored, "seconds": seconds, "per_s": n / seconds,
-            "emit_s": emit_s, "cpu_us_per_record": cpu, "sink": sink}
+    return {
+        "what": "log lines",
+        "corpus": "synthetic" if CORPUS is None else "real-logs",
+        "records": n,
+        "stored": stored,
+        "seconds": seconds,
+        "per_s": n / seconds,
+        "emit_s": emit_s,
+        "cpu_us_per_record": cpu,
+        "sink": sink,
+    }
 
 
 def count_lines(api: Api, run_id: str) -> int:
@@ -268,8 +299,15 @@ def throughput_metrics(api: Api, kafka: str, steps: int, width: int) -> dict[str
     points = steps * width
     cpu = cpu_per_record(cpu_before, stage_cpu(UP_PID), float(m["CPU_S"][0]), points)
     emit_s = (int(m["EMIT_NS"][1]) - start_ns) / 1e9
-    return {"what": "metric points", "records": points, "stored": points, "seconds": seconds,
-            "per_s": points / seconds, "emit_s": emit_s, "cpu_us_per_record": cpu}
+    return {
+        "what": "metric points",
+        "records": points,
+        "stored": points,
+        "seconds": seconds,
+        "per_s": points / seconds,
+        "emit_s": emit_s,
+        "cpu_us_per_record": cpu,
+    }
 
 
 def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[str, Any]:
@@ -308,15 +346,23 @@ def freshness(api: Api, kafka: str, count: int, background_lines: int) -> dict[s
     proc.wait()
     if load is not None:
         load.wait()
+
     def summary(lat: list[float]) -> dict[str, Any]:
         lat = sorted(lat)
-        return {"samples": len(lat), "p50_ms": statistics.median(lat) if lat else None,
-                "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None}
+        return {
+            "samples": len(lat),
+            "p50_ms": statistics.median(lat) if lat else None,
+            "p99_ms": lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None,
+        }
 
     under = [ms for ms, at in seen.values() if load_done_ns is None or at < load_done_ns]
-    return {"what": "freshness (print -> API)", "background_lines": background_lines,
-            **summary([ms for ms, _ in seen.values()]), "under_load": summary(under),
-            "after_load": summary([ms for ms, at in seen.values() if load_done_ns is not None and at >= load_done_ns])}
+    return {
+        "what": "freshness (print -> API)",
+        "background_lines": background_lines,
+        **summary([ms for ms, _ in seen.values()]),
+        "under_load": summary(under),
+        "after_load": summary([ms for ms, at in seen.values() if load_done_ns is not None and at >= load_done_ns]),
+    }
 
 
 class Tracer:
@@ -354,12 +400,13 @@ class Tracer:
             except Exception as exc:  # a trace sample is best effort
                 print(f"trace: {exc}", file=sys.stderr)
                 continue
-            self.rows.append((time.monotonic() - t0, raw_end, raw_end - streams_lag, clean_end,
-                              clean_end - sink_lag))
+            self.rows.append((time.monotonic() - t0, raw_end, raw_end - streams_lag, clean_end, clean_end - sink_lag))
 
     def print(self) -> None:
-        print(f"{'t s':>6} {'raw written':>12} {'streams read':>13} {'clean written':>14} {'sink stored':>12}"
-              "   (log messages)")
+        print(
+            f"{'t s':>6} {'raw written':>12} {'streams read':>13} {'clean written':>14} {'sink stored':>12}"
+            "   (log messages)"
+        )
         for t, raw, read, clean, stored in self.rows:
             print(f"{t:6.1f} {raw:12,} {read:13,} {clean:14,} {stored:12,}")
 
@@ -372,11 +419,15 @@ def main() -> None:
     parser.add_argument("--fresh", type=int, default=200)
     parser.add_argument("--background-lines", type=int, default=100_000)
     parser.add_argument("--trace", action="store_true", help="print each stage's progress every 0.5 s")
-    parser.add_argument("--partitions", type=int, help="partitions per topic (runstream up --partitions; "
-                        "default: runstream up's own)")
-    parser.add_argument("--synthetic", action="store_true",
-                        help="print one made-up progress line (every line a metric-extraction candidate) "
-                             "instead of the real training logs' lines")
+    parser.add_argument(
+        "--partitions", type=int, help="partitions per topic (runstream up --partitions; default: runstream up's own)"
+    )
+    parser.add_argument(
+        "--synthetic",
+        action="store_true",
+        help="print one made-up progress line (every line a metric-extraction candidate) "
+        "instead of the real training logs' lines",
+    )
     args = parser.parse_args()
     global CORPUS, UP_PID
     with tempfile.TemporaryDirectory(prefix="rs-bench-") as tmp:
@@ -387,8 +438,10 @@ def main() -> None:
         if tracer:
             tracer.start()
         try:
-            results = [throughput_lines(api, kafka, args.lines),
-                       throughput_metrics(api, kafka, args.steps, args.metrics_per_step)]
+            results = [
+                throughput_lines(api, kafka, args.lines),
+                throughput_metrics(api, kafka, args.steps, args.metrics_per_step),
+            ]
             fresh = freshness(api, kafka, args.fresh, args.background_lines)
         finally:
             if tracer:
@@ -397,8 +450,10 @@ def main() -> None:
             proc.wait(300)
     if tracer:
         tracer.print()
-    print(f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}"
-          f" {'trainer emit s':>15}")
+    print(
+        f"{'pipeline (embedded, SDK -> queryable via API)':48} {'records':>10} {'seconds':>8} {'records/s':>11}"
+        f" {'trainer emit s':>15}"
+    )
     for r in results:
         print(f"{r['what']:48} {r['records']:>10,} {r['seconds']:8.2f} {r['per_s']:>11,.0f} {r['emit_s']:15.2f}")
     stages = list(results[0]["cpu_us_per_record"])
@@ -406,23 +461,39 @@ def main() -> None:
     for r in results:
         print(f"{r['what']:48} " + " ".join(f"{r['cpu_us_per_record'].get(s, 0):14.2f}" for s in stages))
     sink = results[0]["sink"]
-    print(f"{'sink during the log lines':48} {sink['flushes']:,} flushes, {sink['inserts']:,} inserts, "
-          f"{sink['log_rows_per_flush']:,} log rows per flush, {sink['flush_s']} s flushing")
+    print(
+        f"{'sink during the log lines':48} {sink['flushes']:,} flushes, {sink['inserts']:,} inserts, "
+        f"{sink['log_rows_per_flush']:,} log rows per flush, {sink['flush_s']} s flushing"
+    )
     inserting = ", ".join(f"{k.split('.', 1)[1]} {v} s" for k, v in sink.items() if k.startswith("insert_s.") and v)
     print(f"{'  of which inserting into':48} {inserting}")
-    print(f"{'freshness p50 / p99 (ms), all lines':48} "
-          f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)")
-    for part, label in (("under_load", "printed while background lines were stored"),
-                        ("after_load", "printed after")):
+    print(
+        f"{'freshness p50 / p99 (ms), all lines':48} "
+        f"{fresh['p50_ms']:.0f} / {fresh['p99_ms']:.0f}  ({fresh['samples']} lines)"
+    )
+    for part, label in (("under_load", "printed while background lines were stored"), ("after_load", "printed after")):
         if fresh[part]["samples"]:
-            print(f"{'  ' + label:48} {fresh[part]['p50_ms']:.0f} / {fresh[part]['p99_ms']:.0f}  "
-                  f"({fresh[part]['samples']} lines)")
+            print(
+                f"{'  ' + label:48} {fresh[part]['p50_ms']:.0f} / {fresh[part]['p99_ms']:.0f}  "
+                f"({fresh[part]['samples']} lines)"
+            )
     out = ROOT / "bench" / "results" / "e2e.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "platform": platform.platform()},
-                               "partitions": args.partitions or "runstream up's default",
-                               "throughput": results, "freshness": fresh}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "partitions": args.partitions or "runstream up's default",
+                "throughput": results,
+                "freshness": fresh,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -65,7 +65,10 @@ def _train(run: Any, seconds: float) -> tuple[int, int]:
     torch.manual_seed(0)
     dev = torch.device("cuda:0")
     model = torch.nn.Sequential(
-        torch.nn.Linear(1024, 4096), torch.nn.ReLU(), torch.nn.Linear(4096, 4096), torch.nn.ReLU(),
+        torch.nn.Linear(1024, 4096),
+        torch.nn.ReLU(),
+        torch.nn.Linear(4096, 4096),
+        torch.nn.ReLU(),
         torch.nn.Linear(4096, 10),
     ).to(dev)
     opt = torch.optim.SGD(model.parameters(), lr=1e-3)
@@ -115,8 +118,10 @@ def _check(records: list[dict[str, Any]], start: dict[str, Any], on_gpu_ns: int)
         keys = sorted({k for s in samples for k in s if k != "_ts_ns"})
         summary[device] = {
             "samples": len(samples),
-            **{k: {"min": min(s[k] for s in samples if k in s), "max": max(s[k] for s in samples if k in s)}
-               for k in keys},
+            **{
+                k: {"min": min(s[k] for s in samples if k in s), "max": max(s[k] for s in samples if k in s)}
+                for k in keys
+            },
         }
     gpu0 = devices.get("gpu0", [])
     if len(gpu0) < 3:
@@ -151,7 +156,6 @@ def _check(records: list[dict[str, Any]], start: dict[str, Any], on_gpu_ns: int)
 
 def _span(stat: dict[str, float] | None) -> str:
     return "-" if stat is None else f"{stat['min']:.4g}..{stat['max']:.4g}"
-
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -207,8 +211,15 @@ def main(argv: list[str] | None = None) -> int:
     if not acked:
         failures.append("run.finish() did not get every record acknowledged")
 
-    cols = ("util_pct", "mem_used_bytes", "power_w", "temp_c", "sm_clock_mhz", "proc_mem_used_bytes",
-            "torch_allocated_bytes")
+    cols = (
+        "util_pct",
+        "mem_used_bytes",
+        "power_w",
+        "temp_c",
+        "sm_clock_mhz",
+        "proc_mem_used_bytes",
+        "torch_allocated_bytes",
+    )
     header = f"{'device':<8}{'n':>4}" + "".join(f"{c:>24}" for c in cols)
     print(header)
     print("-" * len(header))

@@ -59,9 +59,24 @@ def measure(partitions: int, seconds: float, settle_s: float) -> dict[str, float
     """Idle CPU (% of one core) of each process of one ``runstream up --partitions N``."""
     with tempfile.TemporaryDirectory(prefix="rs-idle-") as tmp:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "runstream", "up", "--data-dir", tmp, "--port", "0", "--kafka-port", "0",
-             "--partitions", str(partitions)],
-            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+            [
+                sys.executable,
+                "-m",
+                "runstream",
+                "up",
+                "--data-dir",
+                tmp,
+                "--port",
+                "0",
+                "--kafka-port",
+                "0",
+                "--partitions",
+                str(partitions),
+            ],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+            cwd=ROOT,
         )
         try:
             assert proc.stdout is not None
@@ -105,9 +120,20 @@ def main() -> None:
         print(f"{'partitions per topic: ' + str(row['partitions']):34}{cells}{row['total_pct']:>10.1f}")
     out = ROOT / "bench" / "results" / "idle.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
-                                           "platform": platform.platform()},
-                               "seconds": args.seconds, "rows": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "machine": {
+                    "cpus": os.cpu_count(),
+                    "python": platform.python_version(),
+                    "platform": platform.platform(),
+                },
+                "seconds": args.seconds,
+                "rows": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

@@ -69,7 +69,9 @@ def main() -> None:
     build_s = time.perf_counter() - t0
     size = store.query_rows(
         "SELECT data_compressed_bytes FROM system.data_skipping_indices "
-        "WHERE database = 'bench' AND table = 'logs' AND name = {name:String}", {"name": INDEX})[0][0]
+        "WHERE database = 'bench' AND table = 'logs' AND name = {name:String}",
+        {"name": INDEX},
+    )[0][0]
     rows = []
     try:
         for name, filters in SEARCHES:
@@ -80,15 +82,28 @@ def main() -> None:
         queries._settings = base  # noqa: SLF001
         if not args.keep:
             store.command(f"ALTER TABLE bench.logs DROP INDEX IF EXISTS {INDEX}")
-    print(f"{lines:,} log lines; {INDEX_TYPE} over lower(text): built in {build_s:.1f} s, "
-          f"{size / 2**20:.1f} MiB compressed")
+    print(
+        f"{lines:,} log lines; {INDEX_TYPE} over lower(text): built in {build_s:.1f} s, "
+        f"{size / 2**20:.1f} MiB compressed"
+    )
     print(f"{'search (first page of 500), p50 ms':40} {'text index only':>16} {'+ n-gram':>10}")
     for row in rows:
         print(f"{row['search']:40} {row['without_ms']:16.1f} {row['with_ms']:10.1f}")
     out = ROOT / "bench" / "results" / "ngram.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"lines": lines, "index": INDEX_TYPE, "build_s": round(build_s, 1),
-                               "index_bytes": size, "loadavg_1m": os.getloadavg()[0], "results": rows}, indent=2))
+    out.write_text(
+        json.dumps(
+            {
+                "lines": lines,
+                "index": INDEX_TYPE,
+                "build_s": round(build_s, 1),
+                "index_bytes": size,
+                "loadavg_1m": os.getloadavg()[0],
+                "results": rows,
+            },
+            indent=2,
+        )
+    )
     print(f"wrote {out.relative_to(ROOT)}")
 
 

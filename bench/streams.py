@@ -89,11 +89,29 @@ def _batches(kind: str, batches: int, records: int) -> list[tuple[bytes, bytes]]
                 recs.append({"ts_ns": ts, "line": line, "stream": "stderr" if i % 7 == 0 else "stdout", "level": ""})
             else:
                 step = b * records + i
-                recs.append({"ts_ns": ts, "step": step, "values": {
-                    "loss": 2.0 / (1 + step / 1000) + rng.random() * 0.01, "lr": 3e-4, "grad_norm": rng.random(),
-                    "tokens_per_s": 1e5 + rng.random() * 1e3, "epoch": step / 10_000}})
-        env = wire.Envelope(kind=kind, producer=f"bench-producer-{b % RUNS}", seq=b // RUNS, run=run,
-                            node="bench-node", rank=b % RUNS, sent_ns=ts, records=recs)
+                recs.append(
+                    {
+                        "ts_ns": ts,
+                        "step": step,
+                        "values": {
+                            "loss": 2.0 / (1 + step / 1000) + rng.random() * 0.01,
+                            "lr": 3e-4,
+                            "grad_norm": rng.random(),
+                            "tokens_per_s": 1e5 + rng.random() * 1e3,
+                            "epoch": step / 10_000,
+                        },
+                    }
+                )
+        env = wire.Envelope(
+            kind=kind,
+            producer=f"bench-producer-{b % RUNS}",
+            seq=b // RUNS,
+            run=run,
+            node="bench-node",
+            rank=b % RUNS,
+            sent_ns=ts,
+            records=recs,
+        )
         out.append((run.encode(), wire.encode(env)))
     return out
 
@@ -113,9 +131,17 @@ async def _forwarded(bootstrap: str, topic: str) -> int:
     return sum(ends.values())
 
 
-def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Path,
-             profile: Path | None = None, broker_pid: int | None = None, detect: bool = True,
-             profile_rate_hz: int = 200) -> dict[str, Any]:
+def _measure(
+    bootstrap: str,
+    kind: str,
+    batches: int,
+    records: int,
+    workdir: Path,
+    profile: Path | None = None,
+    broker_pid: int | None = None,
+    detect: bool = True,
+    profile_rate_hz: int = 200,
+) -> dict[str, Any]:
     topics = Topics(f"bench{kind}{os.getpid()}.")
     asyncio.run(kafka.ensure_topics(bootstrap, topics.all(), PARTITIONS))
     items = _batches(kind, batches, records)
@@ -125,10 +151,28 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
     app_id = f"bench-{kind}-{os.getpid()}"
     log = open(workdir / f"worker-{kind}.log", "wb")  # noqa: SIM115 - closed below
     proc = subprocess.Popen(
-        [sys.executable, "-m", "streams", "--kafka", bootstrap, "--topic-prefix", topics.prefix,
-         "--data-dir", str(workdir / kind), "--partitions", str(PARTITIONS), "--ready-file", str(ready),
-         "--app-id", app_id, *([] if detect else ["--no-detect"])],
-        cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "--kafka",
+            bootstrap,
+            "--topic-prefix",
+            topics.prefix,
+            "--data-dir",
+            str(workdir / kind),
+            "--partitions",
+            str(PARTITIONS),
+            "--ready-file",
+            str(ready),
+            "--app-id",
+            app_id,
+            *([] if detect else ["--no-detect"]),
+        ],
+        cwd=ROOT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     try:
@@ -143,10 +187,23 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         spy = None
         if profile is not None:  # sampled stacks of the worker while it works (py-spy, optional)
             # --nonblocking: py-spy reads the stacks without pausing the worker, so profiling slows it little.
-            spy = subprocess.Popen(["py-spy", "record", "--pid", str(proc.pid), "--format", "raw",
-                                    "--rate", str(profile_rate_hz), "--nonblocking",
-                                    "--output", str(profile.with_suffix(f".{kind}.txt"))],
-                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            spy = subprocess.Popen(
+                [
+                    "py-spy",
+                    "record",
+                    "--pid",
+                    str(proc.pid),
+                    "--format",
+                    "raw",
+                    "--rate",
+                    str(profile_rate_hz),
+                    "--nonblocking",
+                    "--output",
+                    str(profile.with_suffix(f".{kind}.txt")),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+            )
         while True:
             done = asyncio.run(_forwarded(bootstrap, topics.clean(kind)))
             if done >= batches:
@@ -177,13 +234,22 @@ def _measure(bootstrap: str, kind: str, batches: int, records: int, workdir: Pat
         log.close()
     n = batches * records
     return {
-        "kind": kind, "workers": 1, "detect": detect, "batches": batches, "records_per_batch": records, "records": n,
-        "raw_mb": round(payload / 1e6, 2), "elapsed_s": round(elapsed, 3),
-        "records_per_s": round(n / elapsed), "messages_per_s": round(batches / elapsed, 1),
-        "worker_cpu_s": round(cpu, 2), "broker_cpu_s": round(bcpu, 2),
+        "kind": kind,
+        "workers": 1,
+        "detect": detect,
+        "batches": batches,
+        "records_per_batch": records,
+        "records": n,
+        "raw_mb": round(payload / 1e6, 2),
+        "elapsed_s": round(elapsed, 3),
+        "records_per_s": round(n / elapsed),
+        "messages_per_s": round(batches / elapsed, 1),
+        "worker_cpu_s": round(cpu, 2),
+        "broker_cpu_s": round(bcpu, 2),
         "records_per_cpu_s": round(n / cpu) if cpu > 0 else None,
         # Until the detectors (tables, alerts) have also processed everything: the worker's whole cost.
-        "elapsed_with_detect_s": round(elapsed_all, 3), "worker_cpu_with_detect_s": round(cpu_all, 2),
+        "elapsed_with_detect_s": round(elapsed_all, 3),
+        "worker_cpu_with_detect_s": round(cpu_all, 2),
         "records_per_s_with_detect": round(n / elapsed_all) if detect else None,
         "records_per_cpu_s_with_detect": round(n / cpu_all) if cpu_all > 0 else None,
         "worker_peak_rss_mb": peak_rss_mb,
@@ -232,8 +298,13 @@ def _stages(kind: str, batches: int, records: int, repeats: int = 3) -> dict[str
         for value in items:
             typed(value)
         t5 = time.process_time()
-        for name, spent in (("decode", t1 - t0), ("check", t2 - t1), ("enrich", t3 - t2), ("encode", t4 - t3),
-                            ("typed_decode", t5 - t4)):
+        for name, spent in (
+            ("decode", t1 - t0),
+            ("check", t2 - t1),
+            ("enrich", t3 - t2),
+            ("encode", t4 - t3),
+            ("typed_decode", t5 - t4),
+        ):
             best[name] = min(best.get(name, math.inf), spent)
     n = batches * records
     return {"kind": kind, "records": n, **{f"{name}_us": round(1e6 * spent / n, 3) for name, spent in best.items()}}
@@ -261,8 +332,11 @@ def main() -> None:
     parser.add_argument("--profile", type=Path, help="write py-spy collapsed stacks of the worker to PATH.KIND.txt")
     parser.add_argument("--profile-rate-hz", type=int, default=200, help="py-spy samples per second (--profile)")
     parser.add_argument("--no-detect", action="store_true", help="worker without the detection agents")
-    parser.add_argument("--stages", action="store_true",
-                        help="also time decode/check/enrich/encode per record in this process (no broker)")
+    parser.add_argument(
+        "--stages",
+        action="store_true",
+        help="also time decode/check/enrich/encode per record in this process (no broker)",
+    )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "streams.json")
     args = parser.parse_args()
 
@@ -270,27 +344,41 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-streams-") as tmp:
         workdir = Path(tmp)
         blog = open(workdir / "broker.log", "wb")  # noqa: SIM115 - closed below
-        broker = subprocess.Popen(broker_command(port), stdout=blog, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+        broker = subprocess.Popen(broker_command(port), stdout=blog, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
         bootstrap = f"127.0.0.1:{port}"
         try:
             asyncio.run(kafka.wait_for_broker(bootstrap, 30))
-            results = [_measure(bootstrap, k, args.batches, args.records, workdir, args.profile, broker.pid,
-                                not args.no_detect, args.profile_rate_hz)
-                       for k in args.kinds.split(",")]
+            results = [
+                _measure(
+                    bootstrap,
+                    k,
+                    args.batches,
+                    args.records,
+                    workdir,
+                    args.profile,
+                    broker.pid,
+                    not args.no_detect,
+                    args.profile_rate_hz,
+                )
+                for k in args.kinds.split(",")
+            ]
         finally:
             broker.terminate()
             broker.wait(10)
             blog.close()
 
-    print(f"{'kind':<8} {'records':>9} {'elapsed s':>9} {'records/s':>10} {'messages/s':>10} "
-          f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13} {'+detect rec/s':>13} "
-          f"{'peak MB':>8}  (1 worker)")
+    print(
+        f"{'kind':<8} {'records':>9} {'elapsed s':>9} {'records/s':>10} {'messages/s':>10} "
+        f"{'cpu s':>6} {'rec/cpu-s':>10} {'broker cpu s':>12} {'+detect cpu s':>13} {'+detect rec/s':>13} "
+        f"{'peak MB':>8}  (1 worker)"
+    )
     for r in results:
-        print(f"{r['kind']:<8} {r['records']:>9} {r['elapsed_s']:>9} {r['records_per_s']:>10} "
-              f"{r['messages_per_s']:>10} {r['worker_cpu_s']:>6} {r['records_per_cpu_s']!s:>10} "
-              f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13} {r['records_per_s_with_detect']!s:>13} "
-              f"{r['worker_peak_rss_mb']:>8}")
+        print(
+            f"{r['kind']:<8} {r['records']:>9} {r['elapsed_s']:>9} {r['records_per_s']:>10} "
+            f"{r['messages_per_s']:>10} {r['worker_cpu_s']:>6} {r['records_per_cpu_s']!s:>10} "
+            f"{r['broker_cpu_s']:>12} {r['worker_cpu_with_detect_s']:>13} {r['records_per_s_with_detect']!s:>13} "
+            f"{r['worker_peak_rss_mb']:>8}"
+        )
     logs = next((r for r in results if r["kind"] == "logs"), None)
     if logs is not None:
         verdict = {True: "met", False: "NOT met"}
@@ -302,14 +390,24 @@ def main() -> None:
         print(line)
     stages = [_stages(k, args.batches, args.records) for k in args.kinds.split(",")] if args.stages else []
     if stages:
-        print(f"{'kind':<8} {'decode us':>9} {'check us':>9} {'typed us':>9} {'enrich us':>9} {'encode us':>9}  "
-              "(CPU per record, in process; typed: decode + check in one)")
+        print(
+            f"{'kind':<8} {'decode us':>9} {'check us':>9} {'typed us':>9} {'enrich us':>9} {'encode us':>9}  "
+            "(CPU per record, in process; typed: decode + check in one)"
+        )
         for st in stages:
-            print(f"{st['kind']:<8} {st['decode_us']:>9} {st['check_us']:>9} {st['typed_decode_us']:>9} "
-                  f"{st['enrich_us']:>9} {st['encode_us']:>9}")
-    doc = {"machine": platform.machine(), "cpus": os.cpu_count(), "python": platform.python_version(),
-           "load_avg_1m": os.getloadavg()[0], "target_log_lines_per_s": TARGET_LOG_LINES_PER_S,
-           "results": results, **({"stages": stages} if stages else {})}
+            print(
+                f"{st['kind']:<8} {st['decode_us']:>9} {st['check_us']:>9} {st['typed_decode_us']:>9} "
+                f"{st['enrich_us']:>9} {st['encode_us']:>9}"
+            )
+    doc = {
+        "machine": platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "load_avg_1m": os.getloadavg()[0],
+        "target_log_lines_per_s": TARGET_LOG_LINES_PER_S,
+        "results": results,
+        **({"stages": stages} if stages else {}),
+    }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(doc, indent=2) + "\n")
 

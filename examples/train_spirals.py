@@ -47,14 +47,16 @@ def main() -> None:
     split = int(0.8 * len(x))
     train_x, train_y, val_x, val_y = x[:split], y[:split], x[split:], y[split:]
 
-    model = nn.Sequential(nn.Linear(2, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.hidden),
-                          nn.ReLU(), nn.Linear(args.hidden, 2))
+    model = nn.Sequential(
+        nn.Linear(2, args.hidden), nn.ReLU(), nn.Linear(args.hidden, args.hidden), nn.ReLU(), nn.Linear(args.hidden, 2)
+    )
     opt = torch.optim.Adam(model.parameters(), lr=args.lr)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=args.epochs)
     loss_fn = nn.CrossEntropyLoss()
 
-    with runstream.init(project="examples", name=f"spirals-h{args.hidden}", config=vars(args),
-                        tags=["example", "cpu"]) as run:
+    with runstream.init(
+        project="examples", name=f"spirals-h{args.hidden}", config=vars(args), tags=["example", "cpu"]
+    ) as run:
         print(f"run {run.id}: {len(train_x)} train / {len(val_x)} val points")
         step = 0
         for epoch in range(args.epochs):
@@ -67,8 +69,7 @@ def main() -> None:
                 loss.backward()
                 grad_norm = nn.utils.clip_grad_norm_(model.parameters(), 5.0)
                 opt.step()
-                run.log({"loss": loss.item(), "grad_norm": float(grad_norm),
-                         "lr": sched.get_last_lr()[0]}, step=step)
+                run.log({"loss": loss.item(), "grad_norm": float(grad_norm), "lr": sched.get_last_lr()[0]}, step=step)
                 step += 1
             sched.step()
             model.eval()
@@ -76,8 +77,7 @@ def main() -> None:
                 val_logits = model(val_x)
                 val_loss = loss_fn(val_logits, val_y).item()
                 val_acc = (val_logits.argmax(1) == val_y).float().mean().item()
-            run.log({"val_loss": val_loss, "val_acc": val_acc,
-                     "epoch_s": time.perf_counter() - started}, step=step)
+            run.log({"val_loss": val_loss, "val_acc": val_acc, "epoch_s": time.perf_counter() - started}, step=step)
             print(f"epoch {epoch + 1}/{args.epochs} step {step} val_loss {val_loss:.4f} val_acc {val_acc:.3f}")
             if epoch > 3 and val_acc < 0.6:
                 log.warning("validation accuracy still %.2f after %d epochs", val_acc, epoch + 1)

@@ -71,8 +71,16 @@ def broker_command(port: int, advertised_port: int | None = None) -> list[str]:
     """The argv of a memory-storage Tansu broker listening on 127.0.0.1:``port``."""
     listen = f"tcp://127.0.0.1:{port}"
     advertised = f"tcp://127.0.0.1:{advertised_port or port}"
-    return [str(tansu_binary()), "broker", "--listener-url", listen, "--advertised-listener-url", advertised,
-            "--storage-engine", "memory://tansu/"]
+    return [
+        str(tansu_binary()),
+        "broker",
+        "--listener-url",
+        listen,
+        "--advertised-listener-url",
+        advertised,
+        "--storage-engine",
+        "memory://tansu/",
+    ]
 
 
 def _die_with_parent() -> None:
@@ -140,13 +148,36 @@ class Embedded:
         server_ready = run_dir / "server.ready"
         for stale in (streams_ready, server_ready):
             stale.unlink(missing_ok=True)
-        common = ["--kafka", self.kafka, "--topic-prefix", self.settings.topic_prefix,
-                  "--data-dir", str(self.data_dir)]
-        self._spawn("server", [sys.executable, "-m", "ui.serve", *common, "--host", self.host,
-                               "--port", str(self.port), "--ready-file", str(server_ready)]
-                    + (["--clickhouse", self.settings.clickhouse] if self.settings.clickhouse else []))
-        self._spawn("streams", [sys.executable, "-m", "streams", *common,
-                                "--partitions", str(self.partitions), "--ready-file", str(streams_ready)])
+        common = ["--kafka", self.kafka, "--topic-prefix", self.settings.topic_prefix, "--data-dir", str(self.data_dir)]
+        self._spawn(
+            "server",
+            [
+                sys.executable,
+                "-m",
+                "ui.serve",
+                *common,
+                "--host",
+                self.host,
+                "--port",
+                str(self.port),
+                "--ready-file",
+                str(server_ready),
+            ]
+            + (["--clickhouse", self.settings.clickhouse] if self.settings.clickhouse else []),
+        )
+        self._spawn(
+            "streams",
+            [
+                sys.executable,
+                "-m",
+                "streams",
+                *common,
+                "--partitions",
+                str(self.partitions),
+                "--ready-file",
+                str(streams_ready),
+            ],
+        )
         self._wait_files([server_ready, streams_ready])
 
     def stop(self) -> bool:
@@ -192,8 +223,13 @@ class Embedded:
         env["RUNSTREAM_TOKEN"] = self.token
         env["PYTHONUNBUFFERED"] = "1"
         proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True, preexec_fn=_die_with_parent,  # noqa: PLW1509
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         self.children.append(Child(name, proc, log))
 
@@ -267,5 +303,3 @@ def _tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return ""
-
-

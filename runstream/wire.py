@@ -79,8 +79,6 @@ class Envelope:
         return out
 
 
-
-
 def _enc_hook(obj: Any) -> Any:
     # A float or int subclass (numpy.float64 is one) goes out as the plain number it is.
     if isinstance(obj, float):

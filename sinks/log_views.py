@@ -103,9 +103,7 @@ class LogViews:
         cond, params = log_filter(node=node, rank=rank)
         cond.insert(0, "run_id = {run:String}")
         params.update(run=run_id, c_ts=ts_us, c_producer=producer, c_seq=seq, c_idx=idx)
-        key = (
-            "(fromUnixTimestamp64Micro({c_ts:Int64}, 'UTC'), {c_producer:String}, {c_seq:UInt64}, {c_idx:UInt32})"
-        )
+        key = "(fromUnixTimestamp64Micro({c_ts:Int64}, 'UTC'), {c_producer:String}, {c_seq:UInt64}, {c_idx:UInt32})"
         where = " AND ".join(cond)
         logs = self._t[tables.LOGS]
 

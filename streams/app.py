@@ -217,8 +217,17 @@ def create_app(conf: StreamSettings) -> tuple[faust.App, StreamStats]:
     return app, stats
 
 
-def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limits, stats: StreamStats,
-               max_in_flight: int, handoff: Handoff | None, digests: Any | None) -> Any:
+def _validator(
+    kind: str,
+    clean: Any,
+    dlq: Any,
+    clean_metrics: Any,
+    limits: Limits,
+    stats: StreamStats,
+    max_in_flight: int,
+    handoff: Handoff | None,
+    digests: Any | None,
+) -> Any:
     async def validate(stream: Any) -> Any:
         slots = asyncio.Semaphore(max_in_flight)
         enricher = LogEnricher()
@@ -278,8 +287,9 @@ def _validator(kind: str, clean: Any, dlq: Any, clean_metrics: Any, limits: Limi
 
 
 def _digest(env: wire.Envelope) -> LogDigest:
-    return digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
-                              records=env.records)
+    return digest_logs(
+        run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank, records=env.records
+    )
 
 
 async def _ack_when_sent(stream: Any, event: Any, pending: list[Any], slots: asyncio.Semaphore) -> None:
@@ -287,8 +297,13 @@ async def _ack_when_sent(stream: Any, event: Any, pending: list[Any], slots: asy
     try:
         await asyncio.gather(*pending)
     except Exception as exc:  # noqa: BLE001 - logged; the offset stays uncommitted and is read again
-        log.error("Forwarding failed; offset left uncommitted. topic=%s partition=%s offset=%s error=%s",
-                  event.message.topic, event.message.partition, event.message.offset, type(exc).__name__)
+        log.error(
+            "Forwarding failed; offset left uncommitted. topic=%s partition=%s offset=%s error=%s",
+            event.message.topic,
+            event.message.partition,
+            event.message.offset,
+            type(exc).__name__,
+        )
     else:
         await stream.ack(event)
     finally:
@@ -322,7 +337,8 @@ def run_worker(conf: StreamSettings, *, loglevel: str = "warn", ready_file: Path
     asyncio.set_event_loop(loop)  # the worker below runs on this loop
     if conf.detect:
         loop.run_until_complete(
-            kafka.ensure_topics(conf.settings.kafka, changelog_topics(conf.app_id), conf.partitions))
+            kafka.ensure_topics(conf.settings.kafka, changelog_topics(conf.app_id), conf.partitions)
+        )
 
     if ready_file is not None:
         ready_path = ready_file
@@ -364,8 +380,16 @@ def _alerts_message(run: str, producer: str, seq: int, node: str, rank: int, ale
     """An ``alerts`` envelope; ``producer``/``seq`` are derived from the input, so a replay repeats them."""
     for i, alert in enumerate(alerts):
         alert["i"] = i
-    env = wire.Envelope(kind="alerts", producer=producer[: wire.MAX_ID_CHARS], seq=seq, run=run,
-                        node=node or "streams", rank=rank, sent_ns=time.time_ns(), records=alerts)
+    env = wire.Envelope(
+        kind="alerts",
+        producer=producer[: wire.MAX_ID_CHARS],
+        seq=seq,
+        run=run,
+        node=node or "streams",
+        rank=rank,
+        sent_ns=time.time_ns(),
+        records=alerts,
+    )
     return wire.encode(env)
 
 
@@ -424,8 +448,10 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
     async def send_alerts(kind: str, env: wire.Envelope | LogDigest, alerts: list[dict[str, Any]]) -> None:
         if alerts:
             stats.records["alerts"] += len(alerts)
-            await alerts_topic.send(key=env.run.encode(), value=_alerts_message(
-                env.run, f"streams~{kind}~{env.producer}", env.seq, env.node, env.rank, alerts))
+            await alerts_topic.send(
+                key=env.run.encode(),
+                value=_alerts_message(env.run, f"streams~{kind}~{env.producer}", env.seq, env.node, env.rank, alerts),
+            )
 
     def clean_envelopes(stream: Any) -> Any:
         """The decoded envelopes of a clean topic; one that does not decode is counted and skipped, so a poison
@@ -512,9 +538,16 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
                 if "util_pct" in avg:
                     gkey = f"{env.node}/{device}"
                     gpu = GpuState.from_map(gpus.get(gkey, {}))
-                    alerts += detect.on_gpu_sample(gpu, dconf, running=state.status == "running", node=env.node,
-                                                   rank=env.rank, device=device, ts_ns=rec["ts_ns"],
-                                                   util_pct=avg["util_pct"])
+                    alerts += detect.on_gpu_sample(
+                        gpu,
+                        dconf,
+                        running=state.status == "running",
+                        node=env.node,
+                        rank=env.rank,
+                        device=device,
+                        ts_ns=rec["ts_ns"],
+                        util_pct=avg["util_pct"],
+                    )
                     gpus[gkey] = gpu.to_map()
             if newest:
                 detect.on_seen(state, node=env.node, rank=env.rank, ts_ns=newest)
@@ -540,7 +573,7 @@ def _add_detectors(app: faust.App, conf: StreamSettings, stats: StreamStats, han
         (it never changes ``reported``), and its change must stay."""
         doc = wire.unpack(runs_t[key])
         state = RunState.from_map(doc.get("s", {}))
-        state.reported = (state.reported + [k for k in keys if k not in state.reported])[-detect.MAX_REPORTED:]
+        state.reported = (state.reported + [k for k in keys if k not in state.reported])[-detect.MAX_REPORTED :]
         value = wire.pack({"p": doc["p"], "s": state.to_map()})
         runs_t.send_changelog(doc["p"], key, value)
         runs_t.data[key] = value

@@ -22,8 +22,17 @@ from runstream import wire
 from runstream.errors import DecodeError
 from streams.detect import RunState, on_log, on_seen
 
-__all__ = ["DIGEST_VERSION", "MAX_MERGED_DIGESTS", "DigestMerger", "LogDigest", "apply_log_digest", "apply_logs",
-           "digest_logs", "merge_digests", "merge_limit"]
+__all__ = [
+    "DIGEST_VERSION",
+    "MAX_MERGED_DIGESTS",
+    "DigestMerger",
+    "LogDigest",
+    "apply_log_digest",
+    "apply_logs",
+    "digest_logs",
+    "merge_digests",
+    "merge_limit",
+]
 
 _get_ts = itemgetter("ts_ns")
 
@@ -55,9 +64,21 @@ class LogDigest:
 
     def encode(self) -> bytes:
         """This digest as the validators send it on the ``log-digests`` topic (a versioned MessagePack map)."""
-        return wire.pack({"v": DIGEST_VERSION, "run": self.run, "producer": self.producer, "seq": self.seq,
-                          "node": self.node, "rank": self.rank, "lines": self.lines, "warnings": self.warnings,
-                          "errors": self.errors, "newest_ns": self.newest_ns, "alerts": self.alerts})
+        return wire.pack(
+            {
+                "v": DIGEST_VERSION,
+                "run": self.run,
+                "producer": self.producer,
+                "seq": self.seq,
+                "node": self.node,
+                "rank": self.rank,
+                "lines": self.lines,
+                "warnings": self.warnings,
+                "errors": self.errors,
+                "newest_ns": self.newest_ns,
+                "alerts": self.alerts,
+            }
+        )
 
     @classmethod
     def decode(cls, data: bytes) -> LogDigest:
@@ -67,22 +88,34 @@ class LogDigest:
         if not isinstance(doc, dict) or doc.get("v") != DIGEST_VERSION:
             raise DecodeError(f"not a log digest of version {DIGEST_VERSION}")
         try:
-            digest = cls(run=doc["run"], producer=doc["producer"], seq=doc["seq"], node=doc["node"], rank=doc["rank"],
-                         lines=doc["lines"], warnings=doc["warnings"], errors=doc["errors"],
-                         newest_ns=doc["newest_ns"], alerts=doc["alerts"])
+            digest = cls(
+                run=doc["run"],
+                producer=doc["producer"],
+                seq=doc["seq"],
+                node=doc["node"],
+                rank=doc["rank"],
+                lines=doc["lines"],
+                warnings=doc["warnings"],
+                errors=doc["errors"],
+                newest_ns=doc["newest_ns"],
+                alerts=doc["alerts"],
+            )
         except KeyError as exc:
             raise DecodeError(f"log digest without {exc}") from None
         texts = (digest.run, digest.producer, digest.node)
         numbers = (digest.seq, digest.rank, digest.lines, digest.warnings, digest.errors)
-        if (not all(type(t) is str for t in texts) or not all(type(n) is int for n in numbers)
-                or not (digest.newest_ns is None or type(digest.newest_ns) is int)
-                or type(digest.alerts) is not list or not all(type(a) is dict for a in digest.alerts)):
+        if (
+            not all(type(t) is str for t in texts)
+            or not all(type(n) is int for n in numbers)
+            or not (digest.newest_ns is None or type(digest.newest_ns) is int)
+            or type(digest.alerts) is not list
+            or not all(type(a) is dict for a in digest.alerts)
+        ):
             raise DecodeError("log digest field of the wrong type")
         return digest
 
 
-def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,
-                records: list[dict[str, Any]]) -> LogDigest:
+def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int, records: list[dict[str, Any]]) -> LogDigest:
     """The :class:`LogDigest` of one clean, enriched ``logs`` batch (``run``: its run id)."""
     # C loops over the batch: most lines carry no tags and need nothing else, and most batches hold a few
     # levels only, so a level is counted only when the batch holds it.
@@ -96,9 +129,18 @@ def digest_logs(*, run: str, producer: str, seq: int, node: str, rank: int,
     # One traceback's lines raise one alert per tag: keep the first of each key.
     seen: set[str] = set()
     alerts = [a for a in out if not (a["key"] in seen or seen.add(a["key"]))]  # type: ignore[func-returns-value]
-    return LogDigest(run=run, producer=producer, seq=seq, node=node, rank=rank, lines=len(levels),
-                     warnings=warnings, errors=errors, newest_ns=max(map(_get_ts, records)) if records else None,
-                     alerts=alerts)
+    return LogDigest(
+        run=run,
+        producer=producer,
+        seq=seq,
+        node=node,
+        rank=rank,
+        lines=len(levels),
+        warnings=warnings,
+        errors=errors,
+        newest_ns=max(map(_get_ts, records)) if records else None,
+        alerts=alerts,
+    )
 
 
 #: The levels counted as errors.
@@ -115,9 +157,18 @@ def merge_digests(digests: list[LogDigest]) -> LogDigest:
     if len(digests) == 1:
         return last
     newest = [d.newest_ns for d in digests if d.newest_ns is not None]
-    return LogDigest(run=last.run, producer=last.producer, seq=last.seq, node=last.node, rank=last.rank,
-                     lines=sum(d.lines for d in digests), warnings=sum(d.warnings for d in digests),
-                     errors=sum(d.errors for d in digests), newest_ns=max(newest) if newest else None, alerts=[])
+    return LogDigest(
+        run=last.run,
+        producer=last.producer,
+        seq=last.seq,
+        node=last.node,
+        rank=last.rank,
+        lines=sum(d.lines for d in digests),
+        warnings=sum(d.warnings for d in digests),
+        errors=sum(d.errors for d in digests),
+        newest_ns=max(newest) if newest else None,
+        alerts=[],
+    )
 
 
 def apply_log_digest(run: RunState, digest: LogDigest) -> list[dict[str, Any]]:
@@ -134,11 +185,11 @@ def apply_log_digest(run: RunState, digest: LogDigest) -> list[dict[str, Any]]:
     return digest.alerts
 
 
-def apply_logs(run: RunState, *, producer: str, seq: int, node: str, rank: int,
-               records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def apply_logs(
+    run: RunState, *, producer: str, seq: int, node: str, rank: int, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Apply one clean, enriched ``logs`` batch: counts, last seen; return the log-tag alerts it raises."""
-    return apply_log_digest(run, digest_logs(run="", producer=producer, seq=seq, node=node, rank=rank,
-                                             records=records))
+    return apply_log_digest(run, digest_logs(run="", producer=producer, seq=seq, node=node, rank=rank, records=records))
 
 
 def merge_limit(max_in_flight: int) -> int:
@@ -182,10 +233,13 @@ class DigestMerger:
     async def flush(self) -> list[tuple[Any, list[Any]]]:
         """Send the held digests (merged; awaits each send's hand-over to the producer, not the broker's
         acknowledgement); return each held event with every future its ack waits for."""
-        sent = {group: await self.topic.send(key=key, value=merge_digests(found).encode())
-                for group, (key, found) in self._groups.items()}
-        out = [(event, [*pending, sent[group]] if group is not None else pending)
-               for event, pending, group in self._events]
+        sent = {
+            group: await self.topic.send(key=key, value=merge_digests(found).encode())
+            for group, (key, found) in self._groups.items()
+        }
+        out = [
+            (event, [*pending, sent[group]] if group is not None else pending) for event, pending, group in self._events
+        ]
         self._events.clear()
         self._groups.clear()
         return out

@@ -58,14 +58,19 @@ def log_decoder(limits: Limits) -> LogDecoder:
     when the message and all its records are plainly well-formed, else ``None``; never raises."""
     stream: Any = Literal.__getitem__(tuple(sorted(STREAMS)))  # type: ignore[attr-defined]
     level: Any = Literal.__getitem__(_LEVELS)  # type: ignore[attr-defined]
-    record: Any = msgspec.defstruct("LogRecord", [
-        ("ts_ns", Annotated[int, msgspec.Meta(ge=MIN_TS_NS)]),
-        # At most max_line_bytes // 4 characters: at most max_line_bytes UTF-8 bytes (see fastpath).
-        ("line", Annotated[str, msgspec.Meta(max_length=limits.max_line_bytes // 4)]),
-        ("stream", stream, "stdout"),
-        ("level", level, ""),
-        ("logger", Annotated[str, msgspec.Meta(max_length=limits.max_text_field_chars)], ""),
-    ], forbid_unknown_fields=True, gc=False)  # see _envelope
+    record: Any = msgspec.defstruct(
+        "LogRecord",
+        [
+            ("ts_ns", Annotated[int, msgspec.Meta(ge=MIN_TS_NS)]),
+            # At most max_line_bytes // 4 characters: at most max_line_bytes UTF-8 bytes (see fastpath).
+            ("line", Annotated[str, msgspec.Meta(max_length=limits.max_line_bytes // 4)]),
+            ("stream", stream, "stdout"),
+            ("level", level, ""),
+            ("logger", Annotated[str, msgspec.Meta(max_length=limits.max_text_field_chars)], ""),
+        ],
+        forbid_unknown_fields=True,
+        gc=False,
+    )  # see _envelope
     envelope = _envelope("LogEnvelope", "logs", record, limits)
     decoder = msgspec.msgpack.Decoder(envelope)
     to_builtins = msgspec.to_builtins
@@ -79,8 +84,17 @@ def log_decoder(limits: Limits) -> LogDecoder:
         if "\x00" in "".join(map(_get_line, records)):  # a NUL is replaced by the validator
             return None
         deque(map(setitem, records, repeat("i"), count()), maxlen=0)  # each record's index, in a C loop
-        return wire.Envelope(kind="logs", producer=doc.producer, seq=doc.seq, run=doc.run, node=doc.node,
-                             rank=doc.rank, sent_ns=doc.sent_ns, records=records, v_minor=doc.v_minor)
+        return wire.Envelope(
+            kind="logs",
+            producer=doc.producer,
+            seq=doc.seq,
+            run=doc.run,
+            node=doc.node,
+            rank=doc.rank,
+            sent_ns=doc.sent_ns,
+            records=records,
+            v_minor=doc.v_minor,
+        )
 
     return decode
 
@@ -89,21 +103,25 @@ def _envelope(name: str, kind: str, record: Any, limits: Limits) -> Any:
     """The struct type of a ``kind`` envelope whose records decode as ``record``, framed as :func:`wire.decode`
     requires (at least one record, at most ``max_records_per_batch``)."""
     ident: Any = Annotated[str, msgspec.Meta(min_length=1, max_length=wire.MAX_ID_CHARS)]
-    return msgspec.defstruct(name, [
-        ("v", Literal[wire.SCHEMA_MAJOR]),
-        ("kind", Literal.__getitem__(kind)),  # type: ignore[attr-defined]
-        ("producer", ident),
-        ("seq", Annotated[int, msgspec.Meta(ge=0)]),
-        ("run", ident),
-        ("node", ident),
-        ("rank", int),
-        ("sent_ns", int),
-        ("records", Annotated[list[record], msgspec.Meta(min_length=1, max_length=limits.max_records_per_batch)]),
-        ("v_minor", int, wire.SCHEMA_MINOR),
-        # Other envelope fields (``ingest_ns``, later additions) are skipped: a clean envelope does not carry them.
-        # Untracked by the cycle collector (gc=False, as the log records): a decoded message holds scalars and
-        # lists of them, never a cycle, and tracking a batch's thousand structs cost 4 % of the log decode.
-    ], gc=False)
+    return msgspec.defstruct(
+        name,
+        [
+            ("v", Literal[wire.SCHEMA_MAJOR]),
+            ("kind", Literal.__getitem__(kind)),  # type: ignore[attr-defined]
+            ("producer", ident),
+            ("seq", Annotated[int, msgspec.Meta(ge=0)]),
+            ("run", ident),
+            ("node", ident),
+            ("rank", int),
+            ("sent_ns", int),
+            ("records", Annotated[list[record], msgspec.Meta(min_length=1, max_length=limits.max_records_per_batch)]),
+            ("v_minor", int, wire.SCHEMA_MINOR),
+            # Other envelope fields (``ingest_ns``, later additions) are skipped: a clean envelope does not carry them.
+            # Untracked by the cycle collector (gc=False, as the log records): a decoded message holds scalars and
+            # lists of them, never a cycle, and tracking a batch's thousand structs cost 4 % of the log decode.
+        ],
+        gc=False,
+    )
 
 
 #: A record's optional ``step`` (module level: the TypedDict below names it in a string annotation).
@@ -126,8 +144,9 @@ def metric_decoder(limits: Limits) -> TypedDecoder:
             "ts_ns": Annotated[int, msgspec.Meta(ge=MIN_TS_NS)],
             # Names as plain ``str``: a constraint on a map's keys costs msgspec twice the whole decode (its key
             # cache is skipped); the batch's distinct names are checked below instead.
-            "values": Annotated[dict[str, float], msgspec.Meta(min_length=1,
-                                                               max_length=limits.max_metric_keys_per_record)],
+            "values": Annotated[
+                dict[str, float], msgspec.Meta(min_length=1, max_length=limits.max_metric_keys_per_record)
+            ],
         },
     )
 
@@ -158,7 +177,16 @@ def metric_decoder(limits: Limits) -> TypedDecoder:
         else:
             return None
         deque(map(setitem, records, repeat("i"), count()), maxlen=0)
-        return wire.Envelope(kind="metrics", producer=doc.producer, seq=doc.seq, run=doc.run, node=doc.node,
-                             rank=doc.rank, sent_ns=doc.sent_ns, records=records, v_minor=doc.v_minor)
+        return wire.Envelope(
+            kind="metrics",
+            producer=doc.producer,
+            seq=doc.seq,
+            run=doc.run,
+            node=doc.node,
+            rank=doc.rank,
+            sent_ns=doc.sent_ns,
+            records=records,
+            v_minor=doc.v_minor,
+        )
 
     return decode

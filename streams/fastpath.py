@@ -35,7 +35,13 @@ BatchChecker = Callable[[list[Any]], "list[dict[str, Any]] | None"]
 
 #: Level spellings accepted unchanged (the canonical names and "" / None).
 _CANONICAL_LEVELS: dict[Any, str] = {
-    None: "", "": "", "DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "ERROR": "ERROR", "CRITICAL": "CRITICAL",
+    None: "",
+    "": "",
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
 }
 
 

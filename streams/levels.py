@@ -27,8 +27,13 @@ import re
 HEAD_CHARS = 160
 
 _CANONICAL = {
-    "DEBUG": "DEBUG", "INFO": "INFO", "WARNING": "WARNING", "WARN": "WARNING",
-    "ERROR": "ERROR", "CRITICAL": "CRITICAL", "FATAL": "CRITICAL",
+    "DEBUG": "DEBUG",
+    "INFO": "INFO",
+    "WARNING": "WARNING",
+    "WARN": "WARNING",
+    "ERROR": "ERROR",
+    "CRITICAL": "CRITICAL",
+    "FATAL": "CRITICAL",
 }
 _GLOG = {"I": "INFO", "W": "WARNING", "E": "ERROR", "F": "CRITICAL"}
 
@@ -47,8 +52,9 @@ _WARNING = re.compile(r"\S+:\d+: [A-Z]\w*Warning:")
 
 def _any_word(head: str) -> bool:
     # Plain substring tests are several times cheaper than the regex search.
-    return "INFO" in head or "WARN" in head or "ERROR" in head or "DEBUG" in head or "CRITICAL" in head \
-        or "FATAL" in head
+    return (
+        "INFO" in head or "WARN" in head or "ERROR" in head or "DEBUG" in head or "CRITICAL" in head or "FATAL" in head
+    )
 
 
 def strip_decorations(line: str) -> tuple[str, int | None]:
@@ -60,7 +66,7 @@ def strip_decorations(line: str) -> tuple[str, int | None]:
         m = RANK_PREFIX.match(line)
         if m is not None:
             rank = int(m.group(1))
-            line = line[m.end():]
+            line = line[m.end() :]
     return line, rank
 
 

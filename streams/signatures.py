@@ -39,8 +39,10 @@ _NAN_VALUE = re.compile(r"[:=]\s*['\"]?[-+]?(?:nan|NaN|NAN|inf|Inf)\b")
 _NAN_IS = re.compile(r"is\s+[-+]?(?:nan|NaN|NAN|inf|Inf)\b")  # \b before "is" checked in _nan_is
 _NAN_CONTEXT = re.compile(r"loss|Loss|LOSS|grad|NaN or Inf")
 _NCCL_ERR = re.compile(r"NCCL error|nccl\w*Error|NCCL WARN|DistBackendError")
-_NCCL_TIMEOUT = re.compile(r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*(?:timed out|Timeout)"
-                           r"|NCCL.*(?:timed out|timeout)")
+_NCCL_TIMEOUT = re.compile(
+    r"Watchdog caught collective operation timeout|ProcessGroupNCCL.*(?:timed out|Timeout)"
+    r"|NCCL.*(?:timed out|timeout)"
+)
 _KILLED = re.compile(r"^Killed\s*$|SIGKILL|exitcode\s*:\s*-9\b|Out of memory: Killed process|oom-kill")
 
 
@@ -55,16 +57,20 @@ def tags_of(text: str) -> list[str]:
     if lower_hit or has_cuda:
         if "out of memory" in text or "OutOfMemoryError" in text or "CUBLAS_STATUS_ALLOC_FAILED" in text:
             tags.append("oom")
-        elif has_cuda and ("CUDA error" in text or "device-side assert" in text or "CUBLAS_STATUS_" in text
-                           or "cudaError" in text):
+        elif has_cuda and (
+            "CUDA error" in text or "device-side assert" in text or "CUBLAS_STATUS_" in text or "cudaError" in text
+        ):
             tags.append("cuda_error")
-    if ("NCCL" in text or "nccl" in text or "DistBackendError" in text or "Watchdog" in text):
+    if "NCCL" in text or "nccl" in text or "DistBackendError" in text or "Watchdog" in text:
         if _NCCL_TIMEOUT.search(text) is not None:
             tags.append("nccl_timeout")
         elif _NCCL_ERR.search(text) is not None:
             tags.append("nccl_error")
-    if ("nan" in text or "NaN" in text or "inf" in text or "Inf" in text) and _NAN_CONTEXT.search(text) is not None \
-            and _has_nan(text):
+    if (
+        ("nan" in text or "NaN" in text or "inf" in text or "Inf" in text)
+        and _NAN_CONTEXT.search(text) is not None
+        and _has_nan(text)
+    ):
         tags.append("nan")
     if "Segmentation fault" in text or "SIGSEGV" in text:
         tags.append("segfault")

@@ -140,9 +140,16 @@ def process(
         except Exception as exc:  # noqa: BLE001 - validators are total; this is a bug guard
             out.dead.append(
                 deadletter.make(
-                    topic=topic, partition=partition, offset=offset,
-                    reason=f"validator failed: {type(exc).__name__}: {exc}", sample=record,
-                    producer=env.producer, seq=env.seq, index=index, run=env.run, ts_ns=now,
+                    topic=topic,
+                    partition=partition,
+                    offset=offset,
+                    reason=f"validator failed: {type(exc).__name__}: {exc}",
+                    sample=record,
+                    producer=env.producer,
+                    seq=env.seq,
+                    index=index,
+                    run=env.run,
+                    ts_ns=now,
                 )
             )
             out.discarded["bug"] += 1
@@ -155,8 +162,14 @@ def process(
     return out
 
 
-def _finish(env: wire.Envelope, clean: list[dict[str, object]], now: int, limits: Limits,
-            enricher: LogEnricher | None, out: Outcome) -> None:
+def _finish(
+    env: wire.Envelope,
+    clean: list[dict[str, object]],
+    now: int,
+    limits: Limits,
+    enricher: LogEnricher | None,
+    out: Outcome,
+) -> None:
     """Flag, enrich (logs) and encode the non-empty ``clean`` records of ``env`` into ``out``."""
     _flag_future(clean, now + int(limits.max_future_skew_s * 1e9), now, out)
     if env.kind == "logs":
@@ -207,17 +220,25 @@ def _checkers(kind: str, limits: Limits) -> tuple[BatchChecker | None, FastCheck
     return found
 
 
-def _enrich(env: wire.Envelope, clean: list[dict[str, object]], enricher: LogEnricher, now: int,
-            out: Outcome) -> None:
+def _enrich(env: wire.Envelope, clean: list[dict[str, object]], enricher: LogEnricher, now: int, out: Outcome) -> None:
     try:
         metrics = enricher.enrich(env.producer, env.seq, env.rank, clean)  # type: ignore[arg-type]
     except Exception:  # noqa: BLE001 - enrichment is best effort; the lines are stored either way
         out.discarded["enrich_bug"] += 1
         return
     if metrics:
-        derived = wire.Envelope(kind="metrics", producer=env.producer + LOG_METRICS_SUFFIX, seq=env.seq, run=env.run,
-                                node=env.node, rank=env.rank, sent_ns=env.sent_ns, records=metrics,
-                                v_minor=env.v_minor, ingest_ns=now)
+        derived = wire.Envelope(
+            kind="metrics",
+            producer=env.producer + LOG_METRICS_SUFFIX,
+            seq=env.seq,
+            run=env.run,
+            node=env.node,
+            rank=env.rank,
+            sent_ns=env.sent_ns,
+            records=metrics,
+            v_minor=env.v_minor,
+            ingest_ns=now,
+        )
         out.metrics = wire.encode(derived)
         out.metrics_env = derived
         out.metric_records = len(metrics)

@@ -18,7 +18,9 @@ def test_import_contracts_hold() -> None:
 
 def test_importing_runstream_is_cheap() -> None:
     """`import runstream` loads neither the SDK's Kafka client nor any server library."""
-    code = ("import sys, runstream; heavy = [m for m in ('aiokafka', 'faust', 'chdb', 'clickhouse_connect', "
-            "'starlette', 'producers', 'numpy') if m in sys.modules]; print(heavy)")
+    code = (
+        "import sys, runstream; heavy = [m for m in ('aiokafka', 'faust', 'chdb', 'clickhouse_connect', "
+        "'starlette', 'producers', 'numpy') if m in sys.modules]; print(heavy)"
+    )
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

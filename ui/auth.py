@@ -159,9 +159,10 @@ class AccessMiddleware:
         path: str = scope["path"]
         if not host_allowed(conn.headers.get("host", ""), self.allowed):
             await self._refuse(
-                scope, receive, send,
-                error_response(421, "this server answers only to its own host name "
-                               "(Host header not allowed)"),
+                scope,
+                receive,
+                send,
+                error_response(421, "this server answers only to its own host name (Host header not allowed)"),
             )
             return
         if scope["type"] == "websocket" and not origin_allowed(
@@ -172,11 +173,7 @@ class AccessMiddleware:
         if _is_public(path):
             await self.app(scope, receive, send)
             return
-        if (
-            scope["type"] == "http"
-            and not _is_api(path)
-            and TOKEN_PARAM in conn.query_params
-        ):
+        if scope["type"] == "http" and not _is_api(path) and TOKEN_PARAM in conn.query_params:
             await self._login(conn)(scope, receive, send)
             return
         given = presented_token(conn)

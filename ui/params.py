@@ -69,9 +69,7 @@ class Params:
         by_lower = {c.lower(): c for c in choices}
         found = by_lower.get(value.lower())
         if found is None:
-            raise QueryError(
-                f"{name} must be one of {', '.join(choices)}, got {_shown(value)}"
-            )
+            raise QueryError(f"{name} must be one of {', '.join(choices)}, got {_shown(value)}")
         return found
 
     def choices(self, name: str, choices: Collection[str]) -> list[str] | None:

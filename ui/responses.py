@@ -23,9 +23,7 @@ def dumps(content: Any) -> bytes:
     """``content`` as UTF-8 JSON bytes; raises ``TypeError``/``ValueError`` if it cannot be."""
     if orjson is not None:
         return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
-    return json.dumps(
-        content, ensure_ascii=False, allow_nan=False, separators=(",", ":")
-    ).encode("utf-8")
+    return json.dumps(content, ensure_ascii=False, allow_nan=False, separators=(",", ":")).encode("utf-8")
 
 
 class JSON(JSONResponse):

@@ -14,8 +14,21 @@ from typing import Any
 from runstream.errors import InvalidRecord
 from runstream.events.limits import Limits, need_map, need_number, need_text, need_ts
 
-KINDS = frozenset({"nan_loss", "loss_spike", "gpu_idle", "oom", "nccl_error", "nccl_timeout", "segfault", "killed",
-                   "silent_rank", "straggler", "stalled"})
+KINDS = frozenset(
+    {
+        "nan_loss",
+        "loss_spike",
+        "gpu_idle",
+        "oom",
+        "nccl_error",
+        "nccl_timeout",
+        "segfault",
+        "killed",
+        "silent_rank",
+        "straggler",
+        "stalled",
+    }
+)
 SEVERITIES = frozenset({"warning", "error"})
 
 
@@ -34,8 +47,13 @@ def validate(record: Any, limits: Limits) -> dict[str, Any]:
     if not key:
         raise InvalidRecord("field 'key' must be a non-empty string")
     out: dict[str, Any] = {
-        "ts_ns": need_ts(rec), "kind": kind, "message": need_text(rec, "message", limits, default=""),
-        "node": need_text(rec, "node", limits, default=""), "rank": rank, "key": key, "severity": severity,
+        "ts_ns": need_ts(rec),
+        "kind": kind,
+        "message": need_text(rec, "message", limits, default=""),
+        "node": need_text(rec, "node", limits, default=""),
+        "rank": rank,
+        "key": key,
+        "severity": severity,
     }
     if "metric" in rec:
         out["metric"] = need_text(rec, "metric", limits)

@@ -22,8 +22,9 @@ def test_environment_overrides_defaults() -> None:
 
 def test_flags_override_environment() -> None:
     """A flag wins over the environment; a None flag does not count."""
-    s = settings.load({"kafka": "h:1", "topic_prefix": None},
-                      environ={"RUNSTREAM_KAFKA": "e:2", "RUNSTREAM_TOPIC_PREFIX": "env."})
+    s = settings.load(
+        {"kafka": "h:1", "topic_prefix": None}, environ={"RUNSTREAM_KAFKA": "e:2", "RUNSTREAM_TOPIC_PREFIX": "env."}
+    )
     assert s.kafka == "h:1" and s.topic_prefix == "env."
 
 

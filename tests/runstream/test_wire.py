@@ -13,8 +13,16 @@ from runstream.errors import DecodeError, UnsupportedVersion
 
 
 def _env(**over: object) -> wire.Envelope:
-    base = dict(kind="metrics", producer="p1", seq=3, run="r1", node="n1", rank=0, sent_ns=1,
-                records=[{"ts_ns": 1, "step": 1, "values": {"loss": float("nan"), "x": float("inf")}}])
+    base = dict(
+        kind="metrics",
+        producer="p1",
+        seq=3,
+        run="r1",
+        node="n1",
+        rank=0,
+        sent_ns=1,
+        records=[{"ts_ns": 1, "step": 1, "values": {"loss": float("nan"), "x": float("inf")}}],
+    )
     base.update(over)
     return wire.Envelope(**base)  # type: ignore[arg-type]
 

@@ -27,8 +27,10 @@ def _lines(real_logs_dir: Path, name: str) -> list[str]:
 
 
 def _records(lines: list[str], start: int = 0) -> list[dict[str, object]]:
-    return [{"ts_ns": TS + i, "line": ln, "stream": "stdout", "level": "", "logger": "", "i": start + i}
-            for i, ln in enumerate(lines)]
+    return [
+        {"ts_ns": TS + i, "line": ln, "stream": "stdout", "level": "", "logger": "", "i": start + i}
+        for i, ln in enumerate(lines)
+    ]
 
 
 def test_levels_of_common_formats(real_logs_dir: Path) -> None:
@@ -55,8 +57,7 @@ def test_plain_output_has_no_guessed_level(real_logs_dir: Path) -> None:
 
 def test_rank_prefix_is_parsed_and_stripped() -> None:
     """A torchrun ``[rankN]:`` prefix yields the rank and the text after it."""
-    assert strip_decorations("[rank3]: Traceback (most recent call last):") == (
-        "Traceback (most recent call last):", 3)
+    assert strip_decorations("[rank3]: Traceback (most recent call last):") == ("Traceback (most recent call last):", 3)
 
 
 def test_oom_traceback_is_tagged(real_logs_dir: Path) -> None:
@@ -68,9 +69,9 @@ def test_oom_traceback_is_tagged(real_logs_dir: Path) -> None:
 def test_signature_tags_for_nccl_segfault_killed_nan() -> None:
     """Each documented signature is recognised on a typical line."""
     assert tags_of("[E ProcessGroupNCCL.cpp:475] Watchdog caught collective operation timeout: WorkNCCL(...)") == [
-        "nccl_timeout"]
-    assert tags_of("torch.distributed.DistBackendError: NCCL error in: ../ProcessGroupNCCL.cpp:1269") == [
-        "nccl_error"]
+        "nccl_timeout"
+    ]
+    assert tags_of("torch.distributed.DistBackendError: NCCL error in: ../ProcessGroupNCCL.cpp:1269") == ["nccl_error"]
     assert tags_of("Fatal Python error: Segmentation fault") == ["segfault"]
     assert tags_of("Killed") == ["killed"]
     assert tags_of("step 10: loss is nan") == ["nan"]
@@ -96,7 +97,7 @@ def test_traceback_group_spans_batch_boundaries(real_logs_dir: Path) -> None:
     lines = _lines(real_logs_dir, "nanogpt_torch_compile_cuda_oom_wandb_output.log")
     start = next(i for i, ln in enumerate(lines) if ln.startswith("Traceback"))
     enricher = LogEnricher()
-    first, second = _records(lines[: start + 5]), _records(lines[start + 5:], start=0)
+    first, second = _records(lines[: start + 5]), _records(lines[start + 5 :], start=0)
     enricher.enrich("p", 0, 0, first)  # type: ignore[arg-type]
     enricher.enrich("p", 1, 0, second)  # type: ignore[arg-type]
     end = next(i for i, r in enumerate(second) if str(r["line"]).startswith("torch.cuda.OutOfMemoryError"))
@@ -114,8 +115,11 @@ def test_grouper_memory_is_bounded() -> None:
 
 def test_metrics_from_hf_trainer_and_nanogpt_lines(real_logs_dir: Path) -> None:
     """HF Trainer dicts and nanoGPT ``iter N: loss X`` lines yield metric values with their step."""
-    hf = next(ln for ln in _lines(real_logs_dir, "llamafactory_llama3.3_70b_sft_torchrun_8rank_crash.out")
-              if "{'loss': 1.5071" in ln)
+    hf = next(
+        ln
+        for ln in _lines(real_logs_dir, "llamafactory_llama3.3_70b_sft_torchrun_8rank_crash.out")
+        if "{'loss': 1.5071" in ln
+    )
     got = extract(hf.split("\r")[-1])
     assert got is not None and got[1]["loss"] == 1.5071 and got[1]["epoch"] == 0.04
     assert extract("iter 10: loss 10.0507 BPC, time 263.86ms, mfu 9.31%") == (10, {"loss": 10.0507})
@@ -135,8 +139,16 @@ def test_nan_in_extracted_value_is_kept() -> None:
 
 def test_process_emits_log_metrics_envelope_with_derived_identity() -> None:
     """Extracted metrics go out as a metrics envelope from producer~log with the log's seq and indexes."""
-    env = wire.Envelope(kind="logs", producer="prod", seq=5, run="r1", node="n", rank=0, sent_ns=TS,
-                        records=[{"ts_ns": TS, "line": "hello"}, {"ts_ns": TS, "line": "iter 3: loss 2.5"}])
+    env = wire.Envelope(
+        kind="logs",
+        producer="prod",
+        seq=5,
+        run="r1",
+        node="n",
+        rank=0,
+        sent_ns=TS,
+        records=[{"ts_ns": TS, "line": "hello"}, {"ts_ns": TS, "line": "iter 3: loss 2.5"}],
+    )
     out = process(wire.encode(env), topic="t", partition=0, offset=0, limits=Limits(), ingest_ns=TS)
     assert out.metrics is not None
     derived = wire.decode(out.metrics)
@@ -145,12 +157,41 @@ def test_process_emits_log_metrics_envelope_with_derived_identity() -> None:
 
 
 _NAN_REFERENCE = re.compile(
-    r"(?:[:=]\s*['\"]?|\bis\s+)[-+]?(?:nan|NaN|NAN|inf|Inf)\b|NaN or Inf|\bnan loss\b|\bNaN loss\b")
+    r"(?:[:=]\s*['\"]?|\bis\s+)[-+]?(?:nan|NaN|NAN|inf|Inf)\b|NaN or Inf|\bnan loss\b|\bNaN loss\b"
+)
 
 
 @settings(max_examples=400, deadline=None)
-@given(st.lists(st.sampled_from(["is", " ", "\t", ":", "=", "'", "-", "+", "nan", "NaN", "NAN", "inf", "Inf", " loss",
-                                 "loss", "NaN or Inf", "x", "_", "é", "1", "."]), max_size=10))
+@given(
+    st.lists(
+        st.sampled_from(
+            [
+                "is",
+                " ",
+                "\t",
+                ":",
+                "=",
+                "'",
+                "-",
+                "+",
+                "nan",
+                "NaN",
+                "NAN",
+                "inf",
+                "Inf",
+                " loss",
+                "loss",
+                "NaN or Inf",
+                "x",
+                "_",
+                "é",
+                "1",
+                ".",
+            ]
+        ),
+        max_size=10,
+    )
+)
 def test_nan_signature_equals_its_single_expression(parts: list[str]) -> None:
     """The split NaN/Inf search answers what the one documented expression answers."""
     text = "".join(parts)

@@ -16,11 +16,22 @@ from streams.fastpath import fast_batch, fast_checker
 LIMITS = Limits(max_line_bytes=64, max_metric_name_chars=8, max_text_field_chars=16)
 TS = 1_795_428_000 * 1_000_000_000
 
-_scalar = (st.none() | st.booleans() | st.integers(-5, 2**63) | st.floats() | st.text(max_size=24)
-           | st.binary(max_size=8) | st.sampled_from([TS, TS + 1, 0, -1, "INFO", "warn", "stdout", "logging"]))
+_scalar = (
+    st.none()
+    | st.booleans()
+    | st.integers(-5, 2**63)
+    | st.floats()
+    | st.text(max_size=24)
+    | st.binary(max_size=8)
+    | st.sampled_from([TS, TS + 1, 0, -1, "INFO", "warn", "stdout", "logging"])
+)
 _values = st.dictionaries(st.text(max_size=10) | st.integers(0, 3), _scalar, max_size=4) | _scalar
-_logs = st.fixed_dictionaries({}, optional={"ts_ns": _scalar, "line": _scalar, "stream": _scalar,
-                                            "level": _scalar, "logger": _scalar}) | _scalar
+_logs = (
+    st.fixed_dictionaries(
+        {}, optional={"ts_ns": _scalar, "line": _scalar, "stream": _scalar, "level": _scalar, "logger": _scalar}
+    )
+    | _scalar
+)
 _metrics = st.fixed_dictionaries({}, optional={"ts_ns": _scalar, "step": _scalar, "values": _values}) | _scalar
 
 
@@ -82,12 +93,19 @@ def test_fast_path_defers_bad_records_to_the_validator() -> None:
 
 _plain_log = st.fixed_dictionaries(
     {"ts_ns": st.sampled_from([TS, TS + 7]), "line": st.sampled_from(["a", "step 1 loss=2", "x" * 20])},
-    optional={"stream": st.sampled_from(["stdout", "stderr"]), "level": st.sampled_from(["", None, "INFO"]),
-              "logger": st.sampled_from(["", "torch"])})
+    optional={
+        "stream": st.sampled_from(["stdout", "stderr"]),
+        "level": st.sampled_from(["", None, "INFO"]),
+        "logger": st.sampled_from(["", "torch"]),
+    },
+)
 _plain_metric = st.fixed_dictionaries(
-    {"ts_ns": st.sampled_from([TS, TS + 7]), "values": st.dictionaries(st.sampled_from(["loss", "lr"]),
-                                                                        st.floats(), min_size=1)},
-    optional={"step": st.sampled_from([None, -1, 0, 5])})
+    {
+        "ts_ns": st.sampled_from([TS, TS + 7]),
+        "values": st.dictionaries(st.sampled_from(["loss", "lr"]), st.floats(), min_size=1),
+    },
+    optional={"step": st.sampled_from([None, -1, 0, 5])},
+)
 
 
 def _agree_batch(kind: str, records: list[Any]) -> None:
@@ -124,10 +142,13 @@ def test_batch_fast_path_takes_plain_batches() -> None:
     logs, metrics = fast_batch("logs", LIMITS), fast_batch("metrics", LIMITS)
     assert logs is not None and metrics is not None
     got = logs([{"ts_ns": TS, "line": "a", "stream": "stdout", "level": ""}, {"ts_ns": TS, "line": "b"}])
-    assert got == [{"ts_ns": TS, "line": "a", "stream": "stdout", "level": "", "logger": "", "i": 0},
-                   {"ts_ns": TS, "line": "b", "stream": "stdout", "level": "", "logger": "", "i": 1}]
+    assert got == [
+        {"ts_ns": TS, "line": "a", "stream": "stdout", "level": "", "logger": "", "i": 0},
+        {"ts_ns": TS, "line": "b", "stream": "stdout", "level": "", "logger": "", "i": 1},
+    ]
     assert metrics([{"ts_ns": TS, "values": {"loss": 1.0}}]) == [
-        {"ts_ns": TS, "values": {"loss": 1.0}, "step": -1, "i": 0}]
+        {"ts_ns": TS, "values": {"loss": 1.0}, "step": -1, "i": 0}
+    ]
     assert metrics([{"ts_ns": TS, "values": {"loss": 1}}]) is None  # an int value: the validator converts it
 
 
@@ -140,6 +161,8 @@ def test_batch_fast_path_adds_defaults_in_the_per_record_order() -> None:
     assert got is not None and [list(rec) for rec in got] == [["line", "ts_ns", "level", "stream", "logger", "i"]] * 2
     assert [rec["i"] for rec in got] == [0, 1] and got[1]["stream"] == "stdout" and got[1]["logger"] == ""
     steps = metrics([{"values": {"loss": 1.0}, "ts_ns": TS}, {"values": {"loss": 2.0}, "ts_ns": TS}])
-    assert steps == [{"values": {"loss": 1.0}, "ts_ns": TS, "step": -1, "i": 0},
-                     {"values": {"loss": 2.0}, "ts_ns": TS, "step": -1, "i": 1}]
+    assert steps == [
+        {"values": {"loss": 1.0}, "ts_ns": TS, "step": -1, "i": 0},
+        {"values": {"loss": 2.0}, "ts_ns": TS, "step": -1, "i": 1},
+    ]
     assert [list(rec) for rec in steps] == [["values", "ts_ns", "step", "i"]] * 2

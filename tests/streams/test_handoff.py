@@ -11,8 +11,17 @@ TS = 1_795_428_000 * 1_000_000_000
 
 
 def _env(seq: int) -> tuple[bytes, wire.Envelope]:
-    env = wire.Envelope(kind="logs", producer="p", seq=seq, run="r", node="n", rank=0, sent_ns=TS,
-                        records=[{"ts_ns": TS, "line": f"line {seq}", "i": 0}], ingest_ns=TS)
+    env = wire.Envelope(
+        kind="logs",
+        producer="p",
+        seq=seq,
+        run="r",
+        node="n",
+        rank=0,
+        sent_ns=TS,
+        records=[{"ts_ns": TS, "line": f"line {seq}", "i": 0}],
+        ingest_ns=TS,
+    )
     return wire.encode(env), env
 
 

@@ -29,10 +29,17 @@ def _real_batches(real_logs_dir: Path, size: int = 1000) -> list[bytes]:
             lines += [line for line in path.read_text(errors="replace").split("\n") if line]
     out = []
     for seq, off in enumerate(range(0, len(lines), size)):
-        recs = [{"ts_ns": TS + off + k, "line": line, "stream": "stdout", "level": ""}
-                for k, line in enumerate(lines[off:off + size])]
-        out.append(wire.encode(wire.Envelope(kind="logs", producer="p", seq=seq, run="r", node="n", rank=seq % 3,
-                                             sent_ns=TS, records=recs)))
+        recs = [
+            {"ts_ns": TS + off + k, "line": line, "stream": "stdout", "level": ""}
+            for k, line in enumerate(lines[off : off + size])
+        ]
+        out.append(
+            wire.encode(
+                wire.Envelope(
+                    kind="logs", producer="p", seq=seq, run="r", node="n", rank=seq % 3, sent_ns=TS, records=recs
+                )
+            )
+        )
     return out
 
 
@@ -56,15 +63,25 @@ def test_validator_digest_equals_the_decoded_clean_message_on_real_logs(real_log
     handed, decoded, by_record = RunState(), RunState(), RunState()
     alerts = 0
     for offset, raw in enumerate(_real_batches(real_logs_dir)):
-        out = process(raw, topic="raw.logs", partition=0, offset=offset, limits=Limits(), ingest_ns=time.time_ns(),
-                      enricher=enricher, kind="logs")
+        out = process(
+            raw,
+            topic="raw.logs",
+            partition=0,
+            offset=offset,
+            limits=Limits(),
+            ingest_ns=time.time_ns(),
+            enricher=enricher,
+            kind="logs",
+        )
         assert out.clean is not None and out.clean_env is not None
         env = out.clean_env
-        mine = digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
-                           records=env.records)
+        mine = digest_logs(
+            run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank, records=env.records
+        )
         back = wire.decode(out.clean)
-        theirs = digest_logs(run=back.run, producer=back.producer, seq=back.seq, node=back.node, rank=back.rank,
-                             records=back.records)
+        theirs = digest_logs(
+            run=back.run, producer=back.producer, seq=back.seq, node=back.node, rank=back.rank, records=back.records
+        )
         assert mine == theirs
         assert LogDigest.decode(mine.encode()) == mine  # as the log detectors read it from the digest topic
         expected = _by_record(by_record, back)
@@ -81,12 +98,23 @@ def test_merged_digests_apply_as_the_digests_one_by_one_on_real_logs(real_logs_d
     enricher = LogEnricher()
     digests = []
     for offset, raw in enumerate(_real_batches(real_logs_dir, size=250)):
-        out = process(raw, topic="raw.logs", partition=0, offset=offset, limits=Limits(), ingest_ns=time.time_ns(),
-                      enricher=enricher, kind="logs")
+        out = process(
+            raw,
+            topic="raw.logs",
+            partition=0,
+            offset=offset,
+            limits=Limits(),
+            ingest_ns=time.time_ns(),
+            enricher=enricher,
+            kind="logs",
+        )
         assert out.clean_env is not None
         env = out.clean_env
-        digests.append(digest_logs(run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank,
-                                   records=env.records))
+        digests.append(
+            digest_logs(
+                run=env.run, producer=env.producer, seq=env.seq, node=env.node, rank=env.rank, records=env.records
+            )
+        )
     plain = [d for d in digests if not d.alerts]
     one_by_one, merged = RunState(), RunState()
     for d in plain:
@@ -127,14 +155,19 @@ def test_empty_batch_digest_counts_nothing_and_sees_no_one() -> None:
     assert run.counts == {"lines": 0} and run.last_seen_ns == {} and run.nodes == []
 
 
-@pytest.mark.parametrize("levels", [["CRITICAL", "INFO"], ["", "INFO"], ["WARNING", "ERROR", "CRITICAL", "ERROR"],
-                                    ["WARNING", "WARNING"], []])
+@pytest.mark.parametrize(
+    "levels",
+    [["CRITICAL", "INFO"], ["", "INFO"], ["WARNING", "ERROR", "CRITICAL", "ERROR"], ["WARNING", "WARNING"], []],
+)
 def test_digest_counts_each_level_whether_or_not_the_batch_holds_it(levels: list[str]) -> None:
     """Warnings count WARNING lines and errors ERROR and CRITICAL ones, zero for a level the batch lacks."""
     records = [{"ts_ns": TS + k, "level": level} for k, level in enumerate(levels)]
     digest = digest_logs(run="r", producer="p", seq=0, node="n", rank=0, records=records)
     assert (digest.lines, digest.warnings, digest.errors) == (
-        len(levels), levels.count("WARNING"), levels.count("ERROR") + levels.count("CRITICAL"))
+        len(levels),
+        levels.count("WARNING"),
+        levels.count("ERROR") + levels.count("CRITICAL"),
+    )
 
 
 def test_digest_decode_refuses_what_encode_did_not_make() -> None:
@@ -142,9 +175,16 @@ def test_digest_decode_refuses_what_encode_did_not_make() -> None:
     raise DecodeError, which the log detector counts and skips."""
     good = digest_logs(run="r", producer="p", seq=3, node="n", rank=1, records=[{"ts_ns": TS, "level": "ERROR"}])
     doc = wire.unpack(good.encode())
-    bad = [b"", b"\xc1", wire.pack([1, 2]), wire.pack({**doc, "v": 2}), wire.pack({k: v for k, v in doc.items()
-                                                                                 if k != "lines"}),
-           wire.pack({**doc, "seq": "3"}), wire.pack({**doc, "alerts": [1]}), wire.pack({**doc, "newest_ns": 1.5})]
+    bad = [
+        b"",
+        b"\xc1",
+        wire.pack([1, 2]),
+        wire.pack({**doc, "v": 2}),
+        wire.pack({k: v for k, v in doc.items() if k != "lines"}),
+        wire.pack({**doc, "seq": "3"}),
+        wire.pack({**doc, "alerts": [1]}),
+        wire.pack({**doc, "newest_ns": 1.5}),
+    ]
     for data in bad:
         with pytest.raises(DecodeError):
             LogDigest.decode(data)

@@ -18,8 +18,9 @@ TS = 1_795_428_000 * 1_000_000_000
 
 
 def _raw(kind: str, records: Sequence[object], **over: object) -> bytes:
-    doc = wire.Envelope(kind=kind, producer="p", seq=0, run="run1", node="n", rank=0, sent_ns=TS,
-                        records=list(records)).to_map()
+    doc = wire.Envelope(
+        kind=kind, producer="p", seq=0, run="run1", node="n", rank=0, sent_ns=TS, records=list(records)
+    ).to_map()
     doc.update(over)
     return wire.pack(doc)
 
@@ -40,8 +41,9 @@ def test_good_batch_passes_whole_with_original_indexes() -> None:
 
 def test_bad_record_goes_to_dlq_and_rest_of_batch_survives() -> None:
     """One bad record is dead-lettered with reason and position; its neighbours are kept."""
-    env, dead = _run(_raw("logs", [{"ts_ns": TS, "line": "ok"}, {"ts_ns": "x", "line": "bad"},
-                                   {"ts_ns": TS, "line": "ok2"}]))
+    env, dead = _run(
+        _raw("logs", [{"ts_ns": TS, "line": "ok"}, {"ts_ns": "x", "line": "bad"}, {"ts_ns": TS, "line": "ok2"}])
+    )
     assert env is not None and [r["line"] for r in env.records] == ["ok", "ok2"]
     assert [r["i"] for r in env.records] == [0, 2]
     assert len(dead) == 1 and dead[0]["index"] == 1 and "ts_ns" in dead[0]["reason"]
@@ -98,8 +100,12 @@ def test_too_many_records_refuses_the_batch() -> None:
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.floats()
-    | st.text(max_size=20) | st.binary(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers(-(2**63), 2**64 - 1)
+    | st.floats()
+    | st.text(max_size=20)
+    | st.binary(max_size=20),
     lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=8), children, max_size=4),
     max_leaves=20,
 )
@@ -124,8 +130,11 @@ def test_any_bytes_never_raise(value: bytes) -> None:
 def test_far_future_records_are_kept_and_flagged() -> None:
     """A record stamped over max_future_skew_s after ingest is kept with future_ns; one within it is not flagged."""
     skew_ns = int(LIMITS.max_future_skew_s * 1e9)
-    records = [{"ts_ns": TS + skew_ns, "line": "at the limit"}, {"ts_ns": TS + skew_ns + 1, "line": "ahead"},
-               {"ts_ns": TS - 86_400 * 10**9, "line": "a day late"}]
+    records = [
+        {"ts_ns": TS + skew_ns, "line": "at the limit"},
+        {"ts_ns": TS + skew_ns + 1, "line": "ahead"},
+        {"ts_ns": TS - 86_400 * 10**9, "line": "a day late"},
+    ]
     out = process(_raw("logs", records), topic="runstream.logs", partition=0, offset=0, limits=LIMITS, ingest_ns=TS)
     assert out.clean is not None and out.dead == []
     env = wire.decode(out.clean)
@@ -136,6 +145,12 @@ def test_far_future_records_are_kept_and_flagged() -> None:
 def test_far_future_flag_applies_to_every_kind() -> None:
     """Metrics far ahead of ingest time are flagged the same way."""
     ahead = TS + 3_600 * 10**9
-    out = process(_raw("metrics", [{"ts_ns": ahead, "step": 1, "values": {"loss": 1.0}}]), topic="t", partition=0,
-                  offset=0, limits=LIMITS, ingest_ns=TS)
+    out = process(
+        _raw("metrics", [{"ts_ns": ahead, "step": 1, "values": {"loss": 1.0}}]),
+        topic="t",
+        partition=0,
+        offset=0,
+        limits=LIMITS,
+        ingest_ns=TS,
+    )
     assert out.clean is not None and wire.decode(out.clean).records[0]["future_ns"] == 3_600 * 10**9

@@ -30,7 +30,14 @@ print(logging.root.level, *(int(logging.getLogger(name).isEnabledFor(logging.DEB
 def test_worker_root_logger_keeps_its_level(tmp_path: Path, loglevel: str, root: int) -> None:
     """After the worker's logging set-up the root logger is at the worker's level, and debug calls of aiokafka,
     faust and mode are disabled (no record is built for each message sent or fetched)."""
-    done = subprocess.run([sys.executable, "-c", _PROBE, str(tmp_path), loglevel], cwd=ROOT, capture_output=True,
-                          text=True, timeout=scaled(60), env={**os.environ, "PYTHONPATH": str(ROOT)}, check=False)
+    done = subprocess.run(
+        [sys.executable, "-c", _PROBE, str(tmp_path), loglevel],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=False,
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     assert done.stdout.split() == [str(root), "0", "0", "0"]

@@ -70,9 +70,11 @@ class System:
 def start_system(data_dir: Path, timeout_s: float = 120) -> System:
     """Start ``runstream up`` on free ports and return once it printed its URL."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "runstream", "up", "--data-dir", str(data_dir), "--port", "0",
-         "--kafka-port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=ROOT,
+        [sys.executable, "-m", "runstream", "up", "--data-dir", str(data_dir), "--port", "0", "--kafka-port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
         env={**os.environ, "PYTHONPATH": str(ROOT)},
     )
     system = System(proc=proc, data_dir=data_dir)
@@ -111,7 +113,10 @@ def run_trainer(system: System, tmp_path: Path, *args: str, timeout_s: float = 1
     truth_path = tmp_path / "truth.json"
     proc = subprocess.run(
         [sys.executable, str(ROOT / "tests" / "system" / "trainer.py"), "--truth", str(truth_path), *args],
-        env=system.env(), capture_output=True, text=True, timeout=scaled(timeout_s),
+        env=system.env(),
+        capture_output=True,
+        text=True,
+        timeout=scaled(timeout_s),
     )
     truth = json.loads(truth_path.read_text())
     return proc.returncode, truth, proc.stdout + proc.stderr

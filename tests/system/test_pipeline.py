@@ -39,8 +39,7 @@ def _series(system: System, run_id: str, name: str) -> list[list[Any]]:
 def finished_run(system: System, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     """A 400-step torch run that finished normally, and its ground truth."""
     tag = uuid.uuid4().hex[:8]
-    code, truth, output = run_trainer(system, tmp_path_factory.mktemp("trainer"), "--steps", "400",
-                                      "--tag", tag)
+    code, truth, output = run_trainer(system, tmp_path_factory.mktemp("trainer"), "--steps", "400", "--tag", tag)
     assert code == 0, output
     run_id = truth["run_id"]
     wait_for(lambda: _status(system, run_id) == "finished", 60, "run status finished")
@@ -50,18 +49,21 @@ def finished_run(system: System, tmp_path_factory: pytest.TempPathFactory) -> di
     return truth
 
 
-def test_every_metric_point_arrives_exactly_once_with_exact_values(system: System,
-                                                                   finished_run: dict[str, Any]) -> None:
+def test_every_metric_point_arrives_exactly_once_with_exact_values(
+    system: System, finished_run: dict[str, Any]
+) -> None:
     """Each metric's stored series equals what the trainer logged, point for point."""
     run_id = finished_run["run_id"]
     for name, points in finished_run["metrics"].items():
-        stored = wait_for(lambda n=name, p=points: (s := _series(system, run_id, n)) and len(s) >= len(p) and s,
-                          30, f"metric {name}")
+        stored = wait_for(
+            lambda n=name, p=points: (s := _series(system, run_id, n)) and len(s) >= len(p) and s, 30, f"metric {name}"
+        )
         assert stored == points, name
 
 
 def test_every_line_arrives_exactly_once_in_order_with_level_and_stream(
-        system: System, finished_run: dict[str, Any]) -> None:
+    system: System, finished_run: dict[str, Any]
+) -> None:
     """The run's log equals the lines printed and logged, in order, with level and stream."""
     stored = all_lines(system, finished_run["run_id"])
     got = [(ln["line"], ln["level"], ln["stream"]) for ln in stored]
@@ -78,8 +80,7 @@ def test_line_times_are_when_they_were_emitted(system: System, finished_run: dic
         assert low <= line["ts"] <= high, (line, truth)
 
 
-def test_keyword_search_returns_exactly_the_matching_lines(system: System,
-                                                           finished_run: dict[str, Any]) -> None:
+def test_keyword_search_returns_exactly_the_matching_lines(system: System, finished_run: dict[str, Any]) -> None:
     """q= finds every line containing the phrase (case-insensitive), and nothing else."""
     for query in ("plateau suspected", "CHECKPOINT SAVED", "step 1", finished_run["tag"]):
         got = [ln["line"] for ln in all_lines(system, finished_run["run_id"], q=query)]
@@ -87,16 +88,14 @@ def test_keyword_search_returns_exactly_the_matching_lines(system: System,
         assert got == want and want, query
 
 
-def test_level_filter_returns_exactly_the_lines_of_that_level(system: System,
-                                                              finished_run: dict[str, Any]) -> None:
+def test_level_filter_returns_exactly_the_lines_of_that_level(system: System, finished_run: dict[str, Any]) -> None:
     """level=WARNING,ERROR returns those logging records only."""
     got = [ln["line"] for ln in all_lines(system, finished_run["run_id"], level="WARNING,ERROR")]
     want = [ln["line"] for ln in finished_run["lines"] if ln["level"] in ("WARNING", "ERROR")]
     assert got == want and want
 
 
-def test_time_range_returns_exactly_the_lines_inside_it(system: System,
-                                                        finished_run: dict[str, Any]) -> None:
+def test_time_range_returns_exactly_the_lines_inside_it(system: System, finished_run: dict[str, Any]) -> None:
     """since/until select the lines stored between them, bounds included."""
     stored = all_lines(system, finished_run["run_id"])
     lo, hi = stored[len(stored) // 4]["ts"], stored[len(stored) // 2]["ts"]
@@ -105,8 +104,7 @@ def test_time_range_returns_exactly_the_lines_inside_it(system: System,
     assert len(got) >= 2
 
 
-def test_run_list_shows_the_finished_run_with_summary(system: System,
-                                                      finished_run: dict[str, Any]) -> None:
+def test_run_list_shows_the_finished_run_with_summary(system: System, finished_run: dict[str, Any]) -> None:
     """The run table has status, config, duration and last/min/max per metric."""
     runs = system.api("/api/runs", {"project": "system-tests"})["runs"]
     run = next(r for r in runs if r["id"] == finished_run["run_id"])
@@ -123,8 +121,9 @@ def test_failing_script_is_failed_with_its_traceback_logged(system: System, tmp_
     assert code != 0, output
     run_id = truth["run_id"]
     wait_for(lambda: _status(system, run_id) == "failed", 60, "run status failed")
-    lines = wait_for(lambda: (ls := all_lines(system, run_id, q=f"boom at step 120 {tag}")) and ls,
-                     30, "the exception line")
+    lines = wait_for(
+        lambda: (ls := all_lines(system, run_id, q=f"boom at step 120 {tag}")) and ls, 30, "the exception line"
+    )
     assert any(f"RuntimeError: boom at step 120 {tag}" in ln["line"] for ln in lines)
     tb = all_lines(system, run_id, q="Traceback (most recent call last)")
     assert tb and tb[0]["stream"] == "stderr"
@@ -141,8 +140,18 @@ async def _produce(bootstrap: str, topic: str, values: list[bytes], key: bytes) 
 
 
 def _batch(run_id: str, seq: int, records: list[Any]) -> bytes:
-    return wire.encode(wire.Envelope(kind="logs", producer=f"raw-{run_id}", seq=seq, run=run_id,
-                                     node="manual", rank=0, sent_ns=time.time_ns(), records=records))
+    return wire.encode(
+        wire.Envelope(
+            kind="logs",
+            producer=f"raw-{run_id}",
+            seq=seq,
+            run=run_id,
+            node="manual",
+            rank=0,
+            sent_ns=time.time_ns(),
+            records=records,
+        )
+    )
 
 
 def test_garbage_and_malformed_batches_go_to_dlq_and_good_ones_are_stored(system: System) -> None:
@@ -151,9 +160,15 @@ def test_garbage_and_malformed_batches_go_to_dlq_and_good_ones_are_stored(system
     now = time.time_ns()
     good1 = _batch(run_id, 0, [{"ts_ns": now, "line": "good line one"}])
     garbage = b"\x93\x01garbage-" + run_id.encode()
-    mixed = _batch(run_id, 1, [{"ts_ns": now + 1, "line": "good line two"},
-                               {"ts_ns": "yesterday", "line": "bad ts " + run_id},
-                               {"ts_ns": now + 2, "line": "good line three"}])
+    mixed = _batch(
+        run_id,
+        1,
+        [
+            {"ts_ns": now + 1, "line": "good line two"},
+            {"ts_ns": "yesterday", "line": "bad ts " + run_id},
+            {"ts_ns": now + 2, "line": "good line three"},
+        ],
+    )
     good2 = _batch(run_id, 2, [{"ts_ns": now + 3, "line": "good line four"}])
     asyncio.run(_produce(system.kafka, "runstream.logs", [good1, garbage, mixed, good2], run_id.encode()))
     lines = wait_for(lambda: (ls := all_lines(system, run_id)) and len(ls) >= 4 and ls, 60, "good lines")
@@ -206,10 +221,20 @@ def test_nan_metric_values_come_back_as_valid_json(system: System) -> None:
     """A NaN logged by a trainer is stored and answered as the string "NaN"."""
     run_id = f"nan-{uuid.uuid4().hex[:8]}"
     now = time.time_ns()
-    env = wire.Envelope(kind="metrics", producer=f"p-{run_id}", seq=0, run=run_id, node="n", rank=0,
-                        sent_ns=now, records=[{"ts_ns": now, "step": 0, "values": {"loss": 1.0}},
-                                              {"ts_ns": now, "step": 1, "values": {"loss": math.nan}},
-                                              {"ts_ns": now, "step": 2, "values": {"loss": math.inf}}])
+    env = wire.Envelope(
+        kind="metrics",
+        producer=f"p-{run_id}",
+        seq=0,
+        run=run_id,
+        node="n",
+        rank=0,
+        sent_ns=now,
+        records=[
+            {"ts_ns": now, "step": 0, "values": {"loss": 1.0}},
+            {"ts_ns": now, "step": 1, "values": {"loss": math.nan}},
+            {"ts_ns": now, "step": 2, "values": {"loss": math.inf}},
+        ],
+    )
     asyncio.run(_produce(system.kafka, "runstream.metrics", [wire.encode(env)], run_id.encode()))
     points = wait_for(lambda: (p := _series(system, run_id, "loss")) and len(p) == 3 and p, 60, "points")
     assert points == [[0, 1.0], [1, "NaN"], [2, "Infinity"]]

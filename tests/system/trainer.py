@@ -44,16 +44,19 @@ def main() -> None:
         else:
             getattr(log, level.lower())(text)
             stream, lvl = "logging", level
-        lines.append({"line": text, "stream": stream, "level": lvl, "after": before,
-                      "before": time.time_ns()})
+        lines.append({"line": text, "stream": stream, "level": lvl, "after": before, "before": time.time_ns()})
 
     torch.manual_seed(0)
     x = torch.randn(512, 8)
     y = x @ torch.randn(8, 1) + 0.1 * torch.randn(512, 1)
     model = nn.Linear(8, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.05)
-    run = runstream.init(project="system-tests", name=f"trainer-{args.tag}",
-                         config={"lr": 0.05, "steps": args.steps, "tag": args.tag}, tags=["test"])
+    run = runstream.init(
+        project="system-tests",
+        name=f"trainer-{args.tag}",
+        config={"lr": 0.05, "steps": args.steps, "tag": args.tag},
+        tags=["test"],
+    )
     truth["run_id"] = run.id
     try:
         for step in range(args.steps):
@@ -62,8 +65,7 @@ def main() -> None:
             opt.zero_grad()
             loss.backward()
             opt.step()
-            values = {"loss": loss.item(), "weight_norm": model.weight.norm().item(),
-                      "lr": opt.param_groups[0]["lr"]}
+            values = {"loss": loss.item(), "weight_norm": model.weight.norm().item(), "lr": opt.param_groups[0]["lr"]}
             run.log(values, step=step)
             for name, value in values.items():
                 metrics.setdefault(name, []).append([step, value])

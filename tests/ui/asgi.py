@@ -28,8 +28,10 @@ class Answer:
 
     def json(self) -> Any:
         """The body as JSON, refusing NaN/Infinity (which are not JSON)."""
+
         def refuse(name: str) -> Any:
             raise ValueError(f"{name} is not valid JSON")
+
         return json.loads(self.body, parse_constant=refuse)
 
     @property
@@ -49,9 +51,7 @@ async def get(
     """Send one request to ``app`` and collect its answer."""
     items = list(params.items()) if isinstance(params, dict) else list(params or [])
     query = urlencode([(k, v) for k, v in items if v is not None])
-    raw = [(b"host", host.encode())] + [
-        (k.lower().encode(), v.encode()) for k, v in (headers or {}).items()
-    ]
+    raw = [(b"host", host.encode())] + [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     scope = {
         "type": "http",
         "asgi": {"version": "3.0"},

@@ -16,8 +16,7 @@ from tests.ui.conftest import TOKEN, XSS_LINE, XSS_NAME, Seeded, make_app
 
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 RFC3339 = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
-RUN_KEYS = {"id", "project", "name", "status", "started_at", "ended_at", "duration_s",
-            "config", "tags", "summary"}
+RUN_KEYS = {"id", "project", "name", "status", "started_at", "ended_at", "duration_s", "config", "tags", "summary"}
 LINE_KEYS = {"ts", "node", "rank", "stream", "level", "line"}
 
 
@@ -46,8 +45,7 @@ async def test_run_list_shape(app: Starlette, seeded: Seeded) -> None:
     assert run["config"] == {"lr": 0.0003, "batch": 64} and run["tags"] == ["baseline"]
     assert RFC3339.match(run["started_at"]) and RFC3339.match(run["ended_at"])
     assert run["duration_s"] > 0
-    assert run["summary"]["loss"] == {"last": seeded.losses[-1], "min": min(seeded.losses),
-                                      "max": max(seeded.losses)}
+    assert run["summary"]["loss"] == {"last": seeded.losses[-1], "min": min(seeded.losses), "max": max(seeded.losses)}
 
 
 async def test_run_list_filters_by_project(app: Starlette, seeded: Seeded) -> None:
@@ -118,8 +116,7 @@ async def test_metric_nan_is_valid_json(app: Starlette, seeded: Seeded) -> None:
 @pytest.mark.parametrize("points", ["2", "10001", "many", "-5"])
 async def test_bad_points_is_400(app: Starlette, seeded: Seeded, points: str) -> None:
     """points outside 3..10000 or not an integer is a 400 that says so."""
-    message = await error(app, f"/api/runs/{seeded.run_id}/metrics",
-                          {"name": "loss", "points": points})
+    message = await error(app, f"/api/runs/{seeded.run_id}/metrics", {"name": "loss", "points": points})
     assert message.startswith("points must be an integer from 3 to 10000")
 
 
@@ -273,6 +270,7 @@ async def test_markup_in_log_line_is_returned_verbatim(app: Starlette, seeded: S
 
 async def test_health_is_503_when_a_part_fails(queries_app_parts: tuple) -> None:
     """Health answers 503 with the details when ingest does not work."""
+
     async def health() -> dict[str, Any]:
         return {"ingest": {"ok": False, "error": "broker unreachable"}, "queries": {"ok": True}}
 
@@ -285,6 +283,7 @@ async def test_health_is_503_when_a_part_fails(queries_app_parts: tuple) -> None
 
 async def test_health_reads_boolean_parts(queries_app_parts: tuple) -> None:
     """A report of plain booleans per part works too: any false part is a 503."""
+
     async def health() -> dict[str, Any]:
         return {"queries": True, "ingest": False, "sink": {"received": 3}}
 
@@ -295,6 +294,7 @@ async def test_health_reads_boolean_parts(queries_app_parts: tuple) -> None:
 
 async def test_health_is_503_when_the_check_raises(queries_app_parts: tuple) -> None:
     """A health check that raises is a 503 naming the failure, not a 500."""
+
     async def health() -> dict[str, Any]:
         raise OSError("disk gone")
 
@@ -305,6 +305,7 @@ async def test_health_is_503_when_the_check_raises(queries_app_parts: tuple) -> 
 
 async def test_health_is_503_when_the_check_hangs(queries_app_parts: tuple) -> None:
     """A health check slower than its timeout is a 503."""
+
     async def health() -> dict[str, Any]:
         await asyncio.sleep(10)
         return {"ok": True}
@@ -333,9 +334,15 @@ async def test_security_headers_on_every_answer(app: Starlette, seeded: Seeded) 
     ]
     for answer in answers:
         csp = answer.headers["content-security-policy"]
-        for directive in ("default-src 'self'", "script-src 'self'", "style-src 'self'",
-                          "img-src 'self' data:", "connect-src 'self'",
-                          "frame-ancestors 'none'", "base-uri 'none'"):
+        for directive in (
+            "default-src 'self'",
+            "script-src 'self'",
+            "style-src 'self'",
+            "img-src 'self' data:",
+            "connect-src 'self'",
+            "frame-ancestors 'none'",
+            "base-uri 'none'",
+        ):
             assert directive in csp
         assert answer.headers["x-content-type-options"] == "nosniff"
         assert answer.headers["referrer-policy"] == "no-referrer"

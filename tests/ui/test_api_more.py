@@ -20,20 +20,64 @@ def more(store: Store, seeded: Seeded) -> Seeded:
     t0 = time.time_ns() // 1000 - 3600 * 1_000_000
     rows = []
     for i in range(200):
-        for device, name, value in (("gpu0", "util_pct", 90.0 if i == 123 else 40.0),
-                                    ("gpu0", "mem_used_bytes", 1e9 + i), ("host", "cpu_pct", 10.0)):
-            rows.append({"run_id": seeded.run_id, "ts": _dt(t0 + i * 1_000_000), "node": "node-0", "rank": 0,
-                         "device": device, "name": name, "value": value, "producer": "p", "seq": i, "idx": 0,
-                         "sub": 0, "ingest_ts": _dt(t0)})
+        for device, name, value in (
+            ("gpu0", "util_pct", 90.0 if i == 123 else 40.0),
+            ("gpu0", "mem_used_bytes", 1e9 + i),
+            ("host", "cpu_pct", 10.0),
+        ):
+            rows.append(
+                {
+                    "run_id": seeded.run_id,
+                    "ts": _dt(t0 + i * 1_000_000),
+                    "node": "node-0",
+                    "rank": 0,
+                    "device": device,
+                    "name": name,
+                    "value": value,
+                    "producer": "p",
+                    "seq": i,
+                    "idx": 0,
+                    "sub": 0,
+                    "ingest_ts": _dt(t0),
+                }
+            )
     _insert(store, tables.RESOURCES, rows)
-    alert = {"run_id": seeded.run_id, "key": "nan-1", "ts": _dt(t0), "kind": "nan_loss", "severity": "error",
-             "message": "loss is NaN", "node": "node-0", "rank": 0, "metric": "loss", "value": None,
-             "producer": "streams-a", "seq": 0, "idx": 0, "ingest_ts": _dt(t0)}
+    alert = {
+        "run_id": seeded.run_id,
+        "key": "nan-1",
+        "ts": _dt(t0),
+        "kind": "nan_loss",
+        "severity": "error",
+        "message": "loss is NaN",
+        "node": "node-0",
+        "rank": 0,
+        "metric": "loss",
+        "value": None,
+        "producer": "streams-a",
+        "seq": 0,
+        "idx": 0,
+        "ingest_ts": _dt(t0),
+    }
     _insert(store, tables.ALERTS, [alert, dict(alert, producer="streams-b")])
-    _insert(store, tables.EVALS, [{"run_id": seeded.run_id, "ts": _dt(t0), "node": "node-0", "rank": 0,
-                                   "name": "val", "type": "confusion_matrix",
-                                   "data": '{"labels":["a","b"],"matrix":[[1,0],[0,1]]}', "producer": "p",
-                                   "seq": 0, "idx": 0, "ingest_ts": _dt(t0)}])
+    _insert(
+        store,
+        tables.EVALS,
+        [
+            {
+                "run_id": seeded.run_id,
+                "ts": _dt(t0),
+                "node": "node-0",
+                "rank": 0,
+                "name": "val",
+                "type": "confusion_matrix",
+                "data": '{"labels":["a","b"],"matrix":[[1,0],[0,1]]}',
+                "producer": "p",
+                "seq": 0,
+                "idx": 0,
+                "ingest_ts": _dt(t0),
+            }
+        ],
+    )
     return seeded
 
 
@@ -43,7 +87,10 @@ async def test_resources_keep_the_peak(app: Starlette, more: Seeded) -> None:
     util = next(s for s in body["series"] if s["device"] == "gpu0" and s["name"] == "util_pct")
     assert len(util["points"]) <= 20 and max(v for _, v in util["points"]) == 90.0
     assert {(s["device"], s["name"]) for s in body["series"]} == {
-        ("gpu0", "util_pct"), ("gpu0", "mem_used_bytes"), ("host", "cpu_pct")}
+        ("gpu0", "util_pct"),
+        ("gpu0", "mem_used_bytes"),
+        ("host", "cpu_pct"),
+    }
 
 
 async def test_alerts_one_per_key(app: Starlette, more: Seeded) -> None:
@@ -110,16 +157,20 @@ async def test_run_list_name_filter(app: Starlette, seeded: Seeded) -> None:
     assert [r["id"] for r in runs] == [seeded.run_id]
 
 
-@pytest.mark.parametrize(("path", "params", "needle"), [
-    ("/api/runs", {"sort": "secret"}, "sort must be one of"),
-    ("/api/metrics", {"name": "loss"}, "runs"),
-    ("/api/runs/RUN/logs/context", {}, "at is required"),
-    ("/api/runs/RUN/logs/context", {"at": "garbage"}, "cursor"),
-    ("/api/runs/RUN/logs/histogram", {"buckets": "0"}, "buckets"),
-    ("/api/runs/RUN/logs/histogram", {"regex": "(x"}, "regex"),
-])
-async def test_bad_parameters_are_400(app: Starlette, seeded: Seeded, path: str, params: dict[str, Any],
-                                      needle: str) -> None:
+@pytest.mark.parametrize(
+    ("path", "params", "needle"),
+    [
+        ("/api/runs", {"sort": "secret"}, "sort must be one of"),
+        ("/api/metrics", {"name": "loss"}, "runs"),
+        ("/api/runs/RUN/logs/context", {}, "at is required"),
+        ("/api/runs/RUN/logs/context", {"at": "garbage"}, "cursor"),
+        ("/api/runs/RUN/logs/histogram", {"buckets": "0"}, "buckets"),
+        ("/api/runs/RUN/logs/histogram", {"regex": "(x"}, "regex"),
+    ],
+)
+async def test_bad_parameters_are_400(
+    app: Starlette, seeded: Seeded, path: str, params: dict[str, Any], needle: str
+) -> None:
     """A bad parameter on the new endpoints is a 400 that says what was wrong."""
     assert needle in await error(app, path.replace("RUN", seeded.run_id), params)
 

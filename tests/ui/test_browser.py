@@ -33,8 +33,9 @@ def base_url(queries_app_parts: tuple) -> Iterator[str]:
     """The app served by uvicorn on a free loopback port, for the module's tests."""
     port = _free_port()
     app: Starlette = make_app(*queries_app_parts, allowed_hosts=(f"127.0.0.1:{port}",))
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
-                                           lifespan="off", ws="none"))
+    server = uvicorn.Server(
+        uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", lifespan="off", ws="none")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

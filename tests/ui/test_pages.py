@@ -53,8 +53,7 @@ class _Shell(HTMLParser):
 @pytest.mark.parametrize("path", ["/", "/runs/abc", "/runs/abc/logs"])
 async def test_deep_links_serve_the_app_shell(app: Starlette, path: str) -> None:
     """/, /runs/{id} and /runs/{id}/logs all answer the same HTML shell."""
-    answer = await get(app, path, {"q": "loss", "since": "1h"} if path.endswith("logs") else None,
-                       headers=COOKIE)
+    answer = await get(app, path, {"q": "loss", "since": "1h"} if path.endswith("logs") else None, headers=COOKIE)
     assert answer.status == 200
     assert answer.headers["content-type"].startswith("text/html")
     assert answer.body == (STATIC_DIR / "index.html").read_bytes()
@@ -87,16 +86,14 @@ def test_scripts_never_parse_data_as_html(script: Path) -> None:
 def test_scripts_import_only_their_siblings(script: Path) -> None:
     """The page's modules import each other only: no third-party or remote code."""
     imports = re.findall(r"^import .* from \"([^\"]+)\";$", script.read_text(), re.M)
-    assert all(re.fullmatch(r"\./[a-z]+\.js", name) and (STATIC_DIR / name).exists()
-               for name in imports)
+    assert all(re.fullmatch(r"\./[a-z]+\.js", name) and (STATIC_DIR / name).exists() for name in imports)
 
 
 @pytest.mark.skipif(shutil.which("node") is None, reason="node is not installed")
 @pytest.mark.parametrize("script", SCRIPTS, ids=lambda p: p.name)
 def test_scripts_are_valid_javascript(script: Path) -> None:
     """node accepts each script's syntax."""
-    proc = subprocess.run(["node", "--check", str(script)],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(["node", "--check", str(script)], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stderr
 
 
