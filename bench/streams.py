@@ -20,10 +20,12 @@ detectors have caught up (``worker_cpu_with_detect_s``: the group has
 committed everything they read), its whole cost per record, and the records
 per second until then (``+detect rec/s``; faust commits every 0.5 s, so up to
 half a second of that is waiting: a long run makes it a small share).  ``--stages`` also
-times the steps of the validator (decode, batch check, enrichment, encode) in
-this process on the same batches, as CPU time per record: numbers that hold
-on a busy machine.  ``--profile PATH`` samples the worker with py-spy.  ``peak MB``: the worker's
-peak resident memory (``VmHWM``) once its detectors have caught up.
+times the steps of the validator (decode, batch check, enrichment, encode) and,
+for metrics, the detectors' work on each batch (``detect``: stats, steps and the
+loss detectors, and packing the state) in this process on the same batches, as
+CPU time per record: numbers that hold on a busy machine.  ``--profile PATH``
+samples the worker with py-spy.  ``peak MB``: the worker's peak resident memory
+(``VmHWM``) once its detectors have caught up.
 
 Target: >= 200k log lines/s per worker on this machine (judged on the clean
 topic and with the detectors caught up).
@@ -260,9 +262,12 @@ def _stages(kind: str, batches: int, records: int, repeats: int = 3) -> dict[str
     """CPU microseconds per record of each step of :func:`streams.validate.process`, run in this process on
     the benchmark's batches (no broker, no faust): the best of ``repeats`` passes, each with a fresh enricher
     (its memo of line shapes starts empty).  Process CPU time, so other processes on the machine count little.
-    Changes this process's collector settings to the worker's."""
+    For metrics also the detectors' work on each batch (``detect``: :func:`streams.detect.apply_metrics` from a
+    fresh state per run, and packing the state as the worker saves it).  Changes this process's collector
+    settings to the worker's."""
     from runstream.events import Limits
     from streams.app import GC_THRESHOLDS
+    from streams.detect import DetectorSettings, MetricsState, RunState, apply_metrics
     from streams.enrich import LogEnricher
     from streams.fastdecode import log_decoder, metric_decoder
     from streams.fastpath import fast_batch
@@ -274,6 +279,7 @@ def _stages(kind: str, batches: int, records: int, repeats: int = 3) -> dict[str
     gc.collect()
     gc.freeze()
     gc.set_threshold(*GC_THRESHOLDS)
+    detect_conf = DetectorSettings()
     best: dict[str, float] = {}
     for _ in range(repeats):
         enricher = LogEnricher()
@@ -298,12 +304,20 @@ def _stages(kind: str, batches: int, records: int, repeats: int = 3) -> dict[str
         for value in items:
             typed(value)
         t5 = time.process_time()
+        states: dict[str, tuple[RunState, MetricsState]] = {}
+        for env in envs:
+            if kind == "metrics":
+                run, series = states.setdefault(env.run, (RunState(), MetricsState()))
+                apply_metrics(run, series, detect_conf, node=env.node, rank=env.rank, records=env.records)
+                wire.pack(series.to_map())  # as the worker saves it to its table
+        t6 = time.process_time()
         for name, spent in (
             ("decode", t1 - t0),
             ("check", t2 - t1),
             ("enrich", t3 - t2),
             ("encode", t4 - t3),
             ("typed_decode", t5 - t4),
+            ("detect", t6 - t5),
         ):
             best[name] = min(best.get(name, math.inf), spent)
     n = batches * records
@@ -335,7 +349,7 @@ def main() -> None:
     parser.add_argument(
         "--stages",
         action="store_true",
-        help="also time decode/check/enrich/encode per record in this process (no broker)",
+        help="also time decode/check/enrich/encode (and the metrics detectors) per record in this process",
     )
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "streams.json")
     args = parser.parse_args()
@@ -391,13 +405,13 @@ def main() -> None:
     stages = [_stages(k, args.batches, args.records) for k in args.kinds.split(",")] if args.stages else []
     if stages:
         print(
-            f"{'kind':<8} {'decode us':>9} {'check us':>9} {'typed us':>9} {'enrich us':>9} {'encode us':>9}  "
-            "(CPU per record, in process; typed: decode + check in one)"
+            f"{'kind':<8} {'decode us':>9} {'check us':>9} {'typed us':>9} {'enrich us':>9} {'encode us':>9} "
+            f"{'detect us':>9}  (CPU per record, in process; typed: decode + check in one)"
         )
         for st in stages:
             print(
                 f"{st['kind']:<8} {st['decode_us']:>9} {st['check_us']:>9} {st['typed_decode_us']:>9} "
-                f"{st['enrich_us']:>9} {st['encode_us']:>9}"
+                f"{st['enrich_us']:>9} {st['encode_us']:>9} {st['detect_us']:>9}"
             )
     doc = {
         "machine": platform.machine(),

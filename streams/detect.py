@@ -9,14 +9,21 @@ a replay, or two workers seeing one record, never yields two alerts:
 - ``nan_loss``: a metric whose name contains ``loss`` (not a loss scale or a
   scaled loss of mixed precision, see :func:`streams.losses.is_loss`) is NaN or ±Inf.  Key
   ``nan_loss/{node}/{rank}/{metric}``: one alert per rank and metric per run.
-- ``loss_spike``: robust z-score of a loss value against the previous
-  :attr:`DetectorSettings.spike_window` values of the same series:
-  ``z = 0.6745 * (x - median) / MAD``; an alert when ``z >`` ``spike_z`` and the
-  window holds at least ``spike_min_points`` values (the median and MAD ignore
-  the spike itself and any earlier outliers).  Key ``loss_spike/{node}/{rank}/{metric}/{step}``.
-  The window is also kept sorted, so the median is O(1) and "is the MAD
-  small enough for an alert" is two bisections (O(log n)); the exact MAD is
-  only computed for the rare value that may be a spike.
+- ``loss_spike``: a loss value well above the previous
+  :attr:`DetectorSettings.spike_window` values of its series (once there are
+  ``spike_min_points``), judged against their level, spread and tail: *high*
+  when at least ``spike_ratio`` times their median, more than ``spike_run_z``
+  robust deviations above it (``z = 0.6745 * (x - median) / MAD``) and above the
+  highest of them and of the values before them still in memory (one to two
+  windows' worth).  An alert when a high value is extreme (``z > spike_z`` and
+  its rise above the median ``spike_tail`` times the tail's), else when
+  ``spike_run`` values in a row, or ``spike_run + 1`` of the last
+  ``2 * spike_run - 1``, are high; one alert per rise (the next needs
+  ``2 * spike_run - 1`` values in a row that are not high).  Ordinary
+  minibatch noise, whose single steps near convergence reach tens of times
+  the median, raises none.  Key ``loss_spike/{node}/{rank}/{metric}/{step}``
+  (the step of the value that raised it).  See :mod:`streams.losses` for why
+  and for how it stays cheap per value.
 - ``oom``, ``nccl_error``, ``nccl_timeout``, ``segfault``, ``killed``: a log line
   tagged so (:mod:`streams.signatures`).  Key ``{kind}/{group or producer/seq/i}``:
   one alert per traceback, or per line outside one.
@@ -45,14 +52,37 @@ from typing import Any
 from streams.alerts import alert_record
 from streams.losses import SeriesState, is_loss, on_loss_column, on_metric
 
-__all__ = ["NS", "DetectorSettings", "GpuState", "MetricsState", "RunState", "SeriesState", "apply_metrics",
-           "apply_runs", "check_run", "is_loss", "on_gpu_sample", "on_log", "on_log_levels", "on_loss_column",
-           "on_metric", "on_metric_values", "on_seen", "on_step", "on_step_column"]
+__all__ = [
+    "NS",
+    "DetectorSettings",
+    "GpuState",
+    "MetricsState",
+    "RunState",
+    "SeriesState",
+    "apply_metrics",
+    "apply_runs",
+    "check_run",
+    "is_loss",
+    "on_gpu_sample",
+    "on_log",
+    "on_log_levels",
+    "on_loss_column",
+    "on_metric",
+    "on_metric_values",
+    "on_seen",
+    "on_step",
+    "on_step_column",
+]
 
 NS = 1_000_000_000
 
-LOG_ALERT_TAGS = {"oom": "error", "nccl_error": "error", "nccl_timeout": "error", "segfault": "error",
-                  "killed": "error"}
+LOG_ALERT_TAGS = {
+    "oom": "error",
+    "nccl_error": "error",
+    "nccl_timeout": "error",
+    "segfault": "error",
+    "killed": "error",
+}
 
 
 @dataclass(frozen=True)
@@ -61,7 +91,16 @@ class DetectorSettings:
 
     spike_window: int = 50
     spike_min_points: int = 20
+    #: loss_spike (see the module's docstring): a high value is at least this many times the window's median,
+    spike_ratio: float = 3.0
+    #: and more than this many robust deviations above it (and above the recent tail);
+    spike_run_z: float = 4.0
+    #: this many high values in a row (or one more among the last ``2 * spike_run - 1``) are a spike;
+    spike_run: int = 3
+    #: and one high value is, at once, when its robust z exceeds this
     spike_z: float = 8.0
+    #: and its rise above the median is at least this many times the recent tail's.
+    spike_tail: float = 10.0
     idle_util_pct: float = 5.0
     idle_after_s: float = 60.0
     silent_after_s: float = 120.0
@@ -71,8 +110,10 @@ class DetectorSettings:
 
     def __post_init__(self) -> None:
         """Refuse windows the detectors cannot work with (raises ``ValueError``)."""
-        if self.spike_window < 1 or self.spike_min_points < 1:
-            raise ValueError("spike_window and spike_min_points must be at least 1")
+        if self.spike_window < 1 or self.spike_min_points < 1 or self.spike_run < 1:
+            raise ValueError("spike_window, spike_min_points and spike_run must be at least 1")
+        if not self.spike_ratio >= 1:
+            raise ValueError("spike_ratio must be at least 1")
         if self.straggler_window < 0:
             raise ValueError("straggler_window must be at least 0")
 
@@ -91,8 +132,11 @@ def on_log(record: dict[str, Any], *, producer: str, seq: int, node: str, rank: 
     for tag in tags:
         severity = LOG_ALERT_TAGS.get(tag)
         if severity is not None:
-            out.append(alert_record(record["ts_ns"], tag, str(record.get("line", ""))[:512], node, line_rank,
-                              f"{tag}/{ident}", severity))
+            out.append(
+                alert_record(
+                    record["ts_ns"], tag, str(record.get("line", ""))[:512], node, line_rank, f"{tag}/{ident}", severity
+                )
+            )
     return out
 
 
@@ -115,8 +159,17 @@ class GpuState:
         return cls(idle_since_ns=int(doc.get("s", 0)), reported=bool(doc.get("r", False)))
 
 
-def on_gpu_sample(state: GpuState, conf: DetectorSettings, *, running: bool, node: str, rank: int, device: str,
-                  ts_ns: int, util_pct: float) -> list[dict[str, Any]]:
+def on_gpu_sample(
+    state: GpuState,
+    conf: DetectorSettings,
+    *,
+    running: bool,
+    node: str,
+    rank: int,
+    device: str,
+    ts_ns: int,
+    util_pct: float,
+) -> list[dict[str, Any]]:
     """Alerts for one GPU utilisation sample; updates ``state``."""
     if not running or not util_pct < conf.idle_util_pct:
         state.idle_since_ns, state.reported = 0, False
@@ -127,9 +180,18 @@ def on_gpu_sample(state: GpuState, conf: DetectorSettings, *, running: bool, nod
         return []
     state.reported = True
     idle_s = (ts_ns - state.idle_since_ns) / NS
-    return [alert_record(ts_ns, "gpu_idle", f"{device} below {conf.idle_util_pct:g}% utilisation for {idle_s:.0f} s",
-                   node, rank, f"gpu_idle/{node}/{device}/{state.idle_since_ns}", metric=f"{device}/util_pct",
-                   value=util_pct)]
+    return [
+        alert_record(
+            ts_ns,
+            "gpu_idle",
+            f"{device} below {conf.idle_util_pct:g}% utilisation for {idle_s:.0f} s",
+            node,
+            rank,
+            f"gpu_idle/{node}/{device}/{state.idle_since_ns}",
+            metric=f"{device}/util_pct",
+            value=util_pct,
+        )
+    ]
 
 
 # -- run-wide (evaluated on a timer) --------------------------------------------------------------
@@ -161,22 +223,39 @@ class RunState:
 
     def to_map(self) -> dict[str, Any]:
         """Plain data for a table value (msgpack), the inverse of :meth:`from_map`."""
-        return {"status": self.status, "hb": self.last_heartbeat_ns, "seen": self.last_seen_ns, "steps": self.steps,
-                "reported": self.reported, "counts": self.counts, "nodes": self.nodes, "ranks": self.ranks,
-                "life": self.lifecycle}
+        return {
+            "status": self.status,
+            "hb": self.last_heartbeat_ns,
+            "seen": self.last_seen_ns,
+            "steps": self.steps,
+            "reported": self.reported,
+            "counts": self.counts,
+            "nodes": self.nodes,
+            "ranks": self.ranks,
+            "life": self.lifecycle,
+        }
 
     @classmethod
     def from_map(cls, doc: dict[str, Any]) -> RunState:
-        return cls(status=str(doc.get("status", "running")), last_heartbeat_ns=int(doc.get("hb", 0)),
-                   last_seen_ns=dict(doc.get("seen", {})), steps={k: list(v) for k, v in doc.get("steps", {}).items()},
-                   reported=list(doc.get("reported", ())), counts=dict(doc.get("counts", {})),
-                   nodes=list(doc.get("nodes", ())), ranks=list(doc.get("ranks", ())),
-                   lifecycle=dict(doc.get("life", {})))
+        return cls(
+            status=str(doc.get("status", "running")),
+            last_heartbeat_ns=int(doc.get("hb", 0)),
+            last_seen_ns=dict(doc.get("seen", {})),
+            steps={k: list(v) for k, v in doc.get("steps", {}).items()},
+            reported=list(doc.get("reported", ())),
+            counts=dict(doc.get("counts", {})),
+            nodes=list(doc.get("nodes", ())),
+            ranks=list(doc.get("ranks", ())),
+            lifecycle=dict(doc.get("life", {})),
+        )
 
     def status_at(self, now_ns: int, conf: DetectorSettings) -> str:
         """The run's status at ``now_ns``: ``crashed`` once running without a heartbeat for ``crashed_after_s``."""
-        if self.status == "running" and self.last_heartbeat_ns and \
-                now_ns - self.last_heartbeat_ns > conf.crashed_after_s * NS:
+        if (
+            self.status == "running"
+            and self.last_heartbeat_ns
+            and now_ns - self.last_heartbeat_ns > conf.crashed_after_s * NS
+        ):
             return "crashed"
         return self.status
 
@@ -281,8 +360,7 @@ def _stats_columns(stats: dict[str, list[float]], columns: dict[str, list[float]
         finite = col if isfinite(sum(col)) else [x for x in col if isfinite(x)]
         cur = stats.get(name)
         if cur is None:
-            stats[name] = [col[-1], min(finite) if finite else math.nan, max(finite) if finite else math.nan,
-                           len(col)]
+            stats[name] = [col[-1], min(finite) if finite else math.nan, max(finite) if finite else math.nan, len(col)]
             continue
         cur[0] = col[-1]
         cur[3] += len(col)
@@ -308,8 +386,9 @@ def on_step(state: RunState, conf: DetectorSettings, *, node: str, rank: int, st
         prev[0], prev[1] = step, ts_ns
 
 
-def on_step_column(state: RunState, conf: DetectorSettings, *, node: str, rank: int, steps: list[int],
-                   stamps: list[int]) -> None:
+def on_step_column(
+    state: RunState, conf: DetectorSettings, *, node: str, rank: int, steps: list[int], stamps: list[int]
+) -> None:
     """:func:`on_step` for each ``(step, ts_ns)`` of ``steps`` and ``stamps`` whose step is >= 0, in one loop."""
     who = f"{node}/{rank}"
     prev = state.steps.get(who)
@@ -318,7 +397,7 @@ def on_step_column(state: RunState, conf: DetectorSettings, *, node: str, rank: 
         if first is None:
             return
         prev = state.steps[who] = [steps[first], stamps[first], []]
-        steps, stamps = steps[first + 1:], stamps[first + 1:]
+        steps, stamps = steps[first + 1 :], stamps[first + 1 :]
     last_step, last_ts, times = prev
     if not steps or max(steps) <= last_step:  # no step taken (the logs' metrics carry none: -1)
         return
@@ -329,7 +408,7 @@ def on_step_column(state: RunState, conf: DetectorSettings, *, node: str, rank: 
         n = len(steps)
         m = max(0, min(n, keep))
         if m < n:
-            xs, ts = steps[n - m - 1:], stamps[n - m - 1:]
+            xs, ts = steps[n - m - 1 :], stamps[n - m - 1 :]
         else:
             xs, ts = [last_step, *steps], [last_ts, *stamps]
         times += map(floordiv, map(sub, islice(ts, 1, None), ts), map(sub, islice(xs, 1, None), xs))
@@ -354,16 +433,26 @@ def check_run(state: RunState, conf: DetectorSettings, now_ns: int) -> list[dict
     if state.last_heartbeat_ns and now_ns - state.last_heartbeat_ns > conf.crashed_after_s * NS:
         key = f"stalled/{state.last_heartbeat_ns}"
         silent_s = (now_ns - state.last_heartbeat_ns) / NS
-        out.append(alert_record(now_ns, "stalled", f"no heartbeat for {silent_s:.0f} s: the run is crashed", "", -1,
-                          key, "error"))
+        out.append(
+            alert_record(
+                now_ns, "stalled", f"no heartbeat for {silent_s:.0f} s: the run is crashed", "", -1, key, "error"
+            )
+        )
     if state.last_seen_ns:
         newest = max(state.last_seen_ns.values())
         for who, seen in state.last_seen_ns.items():
             if newest - seen > conf.silent_after_s * NS:
                 node, _, rank = who.rpartition("/")
-                out.append(alert_record(now_ns, "silent_rank", f"rank {rank} on {node} silent for "
-                                  f"{(newest - seen) / NS:.0f} s while other ranks continue", node, int(rank),
-                                  f"silent_rank/{who}/{seen}"))
+                out.append(
+                    alert_record(
+                        now_ns,
+                        "silent_rank",
+                        f"rank {rank} on {node} silent for {(newest - seen) / NS:.0f} s while other ranks continue",
+                        node,
+                        int(rank),
+                        f"silent_rank/{who}/{seen}",
+                    )
+                )
     medians = {who: statistics.median(s[2]) for who, s in state.steps.items() if len(s[2]) >= 3}
     if len(medians) >= 2:
         overall = statistics.median(medians.values())
@@ -371,8 +460,16 @@ def check_run(state: RunState, conf: DetectorSettings, now_ns: int) -> list[dict
             if overall > 0 and med > conf.straggler_ratio * overall:
                 node, _, rank = who.rpartition("/")
                 step = state.steps[who][0]
-                out.append(alert_record(now_ns, "straggler", f"rank {rank} on {node} takes {med / overall:.1f}x the "
-                                  f"median step time", node, int(rank), f"straggler/{who}/{step}"))
+                out.append(
+                    alert_record(
+                        now_ns,
+                        "straggler",
+                        f"rank {rank} on {node} takes {med / overall:.1f}x the median step time",
+                        node,
+                        int(rank),
+                        f"straggler/{who}/{step}",
+                    )
+                )
     fresh = [a for a in out if a["key"] not in state.reported]
     state.reported = (state.reported + [a["key"] for a in fresh])[-MAX_REPORTED:]
     return fresh
@@ -399,12 +496,15 @@ class MetricsState:
 
     @classmethod
     def from_map(cls, doc: dict[str, Any]) -> MetricsState:
-        return cls(stats={k: list(v) for k, v in doc.get("stats", {}).items()},
-                   loss={k: SeriesState.from_map(v) for k, v in doc.get("loss", {}).items()})
+        return cls(
+            stats={k: list(v) for k, v in doc.get("stats", {}).items()},
+            loss={k: SeriesState.from_map(v) for k, v in doc.get("loss", {}).items()},
+        )
 
 
-def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, *, node: str, rank: int,
-                  records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def apply_metrics(
+    run: RunState, metrics: MetricsState, conf: DetectorSettings, *, node: str, rank: int, records: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Apply one clean ``metrics`` batch: stats, steps, last seen; return the loss alerts it raises.
 
     Works a column (one metric's values over the batch) at a time; the state and the alerts, in order, are
@@ -449,9 +549,16 @@ def apply_metrics(run: RunState, metrics: MetricsState, conf: DetectorSettings, 
             if col is None:
                 col = [values[k][name] for k in where]
         # A value's step and stamp are read only for an alert (rare): from its record, when asked for.
-        for k, alert in on_loss_column(series, conf, node=node, rank=rank, metric=name, values=col,
-                                       steps=_Field(records, "step", -1, where),
-                                       stamps=_Field(records, "ts_ns", 0, where)):
+        for k, alert in on_loss_column(
+            series,
+            conf,
+            node=node,
+            rank=rank,
+            metric=name,
+            values=col,
+            steps=_Field(records, "step", -1, where),
+            stamps=_Field(records, "ts_ns", 0, where),
+        ):
             pos = k if where is None else where[k]
             found.append((pos, list(values[pos]).index(name), alert))
     newest = max(map(_get_ts, records))

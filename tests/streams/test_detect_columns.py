@@ -141,22 +141,30 @@ def test_loss_column_equals_value_by_value_through_full_windows(
     history: list[float], batch: list[float], conf: DetectorSettings
 ) -> None:
     """A column of finite loss values, over a window filling up or already full (even or odd size), raises the
-    alerts at the positions and leaves the window and its sorted copy (signs of zeros too) that on_metric gives
-    value by value."""
+    alerts at the positions and leaves the state (window, flags, memory) and the window's sorted copy (signs of
+    zeros too) that on_metric gives value by value."""
     got, want = SeriesState(), SeriesState()
     for value in history:
         detect.on_metric(got, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
         detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=0, ts_ns=T0, value=value)
     points = [(3 * k, k, T0 + k, value) for k, value in enumerate(batch)]
-    found = detect.on_loss_column(got, conf, node="n", rank=0, metric="loss", values=list(batch),
-                                  steps=list(range(len(batch))), stamps=[T0 + k for k in range(len(batch))])
+    found = detect.on_loss_column(
+        got,
+        conf,
+        node="n",
+        rank=0,
+        metric="loss",
+        values=list(batch),
+        steps=list(range(len(batch))),
+        stamps=[T0 + k for k in range(len(batch))],
+    )
     alerts = [(3 * k, alert) for k, alert in found]
     expected = [
         (pos, alert)
         for pos, step, ts_ns, value in points
         for alert in detect.on_metric(want, conf, node="n", rank=0, metric="loss", step=step, ts_ns=ts_ns, value=value)
     ]
-    assert wire.pack([alerts, got.window, _ordered(got)]) == wire.pack([expected, want.window, want.ordered])
+    assert wire.pack([alerts, got.to_map(), _ordered(got)]) == wire.pack([expected, want.to_map(), want.ordered])
 
 
 _rising = st.lists(st.integers(0, 10_000), min_size=1, max_size=60, unique=True).map(sorted)

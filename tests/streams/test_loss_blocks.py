@@ -15,14 +15,16 @@ from streams.detect import NS, DetectorSettings, SeriesState, on_loss_column, on
 T0 = 1_795_428_000 * NS
 CONF = DetectorSettings()
 
-# A loss series: a level with noise (narrow or heavy-tailed), sometimes a spike, a plateau of equal values, a
-# signed zero or a value near the float range's end.
+# A loss series: a level with noise (narrow or heavy-tailed), sometimes a spike or a value about three times the
+# level (where the level test and the block bound turn), a plateau of equal values, a signed zero or a value near
+# the float range's end.
 _noise = st.floats(-0.05, 0.05) | st.floats(-3.0, 3.0)
 _point = st.one_of(
     _noise.map(lambda x: 2.0 + x),
     _noise.map(lambda x: 2.0 + x),
     _noise.map(lambda x: 2.0 + x),
-    st.floats(2.0, 2.6),  # about the spike threshold of the narrow noise
+    st.floats(2.0, 2.6),  # about the robust-z threshold of the narrow noise
+    st.floats(5.5, 6.5),  # about spike_ratio times the level
     st.sampled_from([2.0, 2.0, 40.0, 1e6, 0.0, -0.0]),
     st.floats(-1e308, 1e308),
 )
@@ -50,7 +52,7 @@ def _both(
         got, conf, node="n", rank=0, metric="loss", values=batch, steps=steps, stamps=[T0 + k for k in steps]
     )
     expected = _by_value(want, conf, batch)
-    return wire.pack([alerts, got.window, _ordered(got)]), wire.pack([expected, want.window, want.ordered])
+    return wire.pack([alerts, got.to_map(), _ordered(got)]), wire.pack([expected, want.to_map(), want.ordered])
 
 
 def _ordered(state: SeriesState) -> list[float]:
@@ -61,7 +63,8 @@ def _ordered(state: SeriesState) -> list[float]:
 @settings(max_examples=300, deadline=None)
 @given(_series, _long)
 def test_blocks_equal_value_by_value_on_noisy_series(history: list[float], batch: list[float]) -> None:
-    """Alerts (and their positions), the window and its sorted copy equal the value-by-value rule's."""
+    """Alerts (and their positions), the state (window, flags, memory) and the window's sorted copy equal the
+    value-by-value rule's."""
     got, want = _both(history, batch, CONF)
     assert got == want
 
@@ -76,13 +79,22 @@ def test_any_block_size_equals_value_by_value(monkeypatch: pytest.MonkeyPatch, b
 
 
 def test_planted_spikes_are_found_in_a_long_column() -> None:
-    """The spikes planted in a steady noisy column are alerted at their positions."""
-    batch = [2.0 + 0.01 * math.sin(k * 0.7) + (5.0 if k % 97 == 60 else 0.0) for k in range(600)]
+    """The spikes planted in a steady noisy column, further apart than the tail's memory reaches (150 values), are
+    alerted at their positions."""
+    batch = [2.0 + 0.01 * math.sin(k * 0.7) + (5.0 if k % 157 == 60 else 0.0) for k in range(800)]
     state = SeriesState()
     alerts = on_loss_column(
-        state, CONF, node="n", rank=0, metric="loss", values=batch, steps=list(range(600)), stamps=[T0] * 600
+        state, CONF, node="n", rank=0, metric="loss", values=batch, steps=list(range(800)), stamps=[T0] * 800
     )
-    assert [k for k, _ in alerts] == [k for k in range(600) if k % 97 == 60 and k >= CONF.spike_min_points]
+    assert [k for k, _ in alerts] == [k for k in range(800) if k % 157 == 60]
+
+
+def test_window_shorter_than_a_block_equals_value_by_value() -> None:
+    """A window shorter than a block (whose first values enter and leave the window within it) leaves the tail's
+    memory the value-by-value rule leaves."""
+    conf = DetectorSettings(spike_window=4, spike_min_points=2)
+    got, want = _both([], [2.0] * 9 + [2.0 + 0.01 * k for k in range(40)], conf)
+    assert got == want
 
 
 def test_restored_window_with_nan_takes_the_value_by_value_loop() -> None:
@@ -109,12 +121,15 @@ def test_values_near_the_float_range_end_equal_value_by_value() -> None:
             DetectorSettings(spike_window=7, spike_min_points=3),
             DetectorSettings(spike_window=12, spike_min_points=12, spike_z=3.0),
             DetectorSettings(spike_window=4, spike_min_points=2, spike_z=-1.0),
+            DetectorSettings(spike_window=9, spike_min_points=4, spike_ratio=1.0, spike_run_z=-1.0, spike_run=1),
+            DetectorSettings(spike_window=30, spike_min_points=10, spike_ratio=1.5, spike_run=2, spike_tail=2.0),
         ]
     ),
 )
 def test_blocks_equal_value_by_value_for_other_settings(
     history: list[float], batch: list[float], conf: DetectorSettings
 ) -> None:
-    """Other windows (odd, even, small) and thresholds (also a non-positive spike_z) keep the equality."""
+    """Other windows (odd, even, small) and thresholds (also non-positive z thresholds, a ratio of 1, runs of one
+    value) keep the equality."""
     got, want = _both(history, batch, conf)
     assert got == want
