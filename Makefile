@@ -27,6 +27,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check runstream producers streams sinks ui tests bench examples
+	$(VENV)/bin/ruff format --check runstream producers streams sinks ui tests bench examples docs
 	$(VENV)/bin/lint-imports
 
 bench: $(STAMP)
