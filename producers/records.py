@@ -23,7 +23,8 @@ MetricItem = tuple[int, "int | None", dict[str, Any]]
 
 _TEXT_MAX = DEFAULT_LIMITS.max_text_field_chars
 _LIST_MAX = DEFAULT_LIMITS.max_text_field_chars * 4
-_NAME_MAX = DEFAULT_LIMITS.max_metric_name_chars
+#: Longest metric name ``run.log`` takes (the validators' limit).
+NAME_MAX = DEFAULT_LIMITS.max_metric_name_chars
 _INT64 = (-(1 << 63), (1 << 64) - 1)
 
 
@@ -85,7 +86,7 @@ def coerce_values(values: Any, prefix: str = "") -> tuple[dict[str, float | int]
             out.update(sub)
             bad.extend(sub_bad)
             continue
-        if len(name) > _NAME_MAX or not name.isprintable():
+        if len(name) > NAME_MAX or not name.isprintable():
             bad.append(name[:64])
             continue
         try:
