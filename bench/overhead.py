@@ -35,7 +35,7 @@ The steps run in a child process whose stdout/stderr go to /dev/null (the
 per-step prints would drown the table), with one BLAS thread.
 
     python bench/overhead.py [--pairs 24] [--steps 16] [--step-ms 100] [--reps N] [--work matmul]
-                             [--flush-interval-s 0.05] [--sample-interval-s 1.0]
+                             [--flush-interval-s 0.05] [--cycle-gap-s 0.2] [--sample-interval-s 1.0]
                              [--json bench/results/overhead.json]
 
 Target: slowdown < 0.1 %.
@@ -169,7 +169,11 @@ def _block(
     log = logging.getLogger("bench.step")
     run = None
     if mode == "with":
-        options = Options(flush_interval_s=args.flush_interval_s, sample_interval_s=args.sample_interval_s)
+        options = Options(
+            flush_interval_s=args.flush_interval_s,
+            cycle_gap_s=args.cycle_gap_s,
+            sample_interval_s=args.sample_interval_s,
+        )
         run = runstream.init(project="bench", name="overhead", settings=settings, options=options)
     _steps(work, reps, 1, run, step, log)  # untimed: the run's start (connect, first sample)
     gc.collect()
@@ -370,6 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work", choices=("matmul", "sort"), default="matmul")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--flush-interval-s", type=float, default=Options().flush_interval_s)
+    parser.add_argument("--cycle-gap-s", type=float, default=Options().cycle_gap_s)
     parser.add_argument("--sample-interval-s", type=float, default=Options().sample_interval_s)
     parser.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "overhead.json")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -403,6 +408,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd += [
                 "--flush-interval-s",
                 str(args.flush_interval_s),
+                "--cycle-gap-s",
+                str(args.cycle_gap_s),
                 "--sample-interval-s",
                 str(args.sample_interval_s),
             ]
@@ -432,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
         "step_ms_target": args.step_ms,
         "reps": raw["reps"],
         "flush_interval_s": args.flush_interval_s,
+        "cycle_gap_s": args.cycle_gap_s,
         "sample_interval_s": args.sample_interval_s,
         **res,
         "target_pct": TARGET_PCT,

@@ -31,8 +31,13 @@ class Options:
     #: Most records held in memory, all kinds together (split by ``shares``).
     max_buffer_records: int = 1_000_000
     shares: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_SHARES))
-    #: How often the background sender drains the buffer.
+    #: How often the background sender looks for records to send: a record logged after a quiet
+    #: spell leaves within this long.
     flush_interval_s: float = 0.05
+    #: Least time between the starts of two sending cycles while records keep coming (a cycle costs
+    #: the training process about half a millisecond of CPU however little it carries).  A full batch
+    #: (``batch_max_records``), ``flush``, ``finish`` and the heartbeat do not wait for it.
+    cycle_gap_s: float = 0.2
     #: Most records in one envelope; also the backlog that wakes the sender early.
     batch_max_records: int = 1000
     #: An envelope bigger than this is split (Kafka's default message limit is ~1 MB).

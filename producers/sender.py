@@ -1,9 +1,10 @@
 """The background sender: buffer -> envelopes -> Kafka, on its own thread and event loop.
 
-Every ``flush_interval_s`` (sooner when a kind's backlog reaches
-``batch_max_records``, or on :meth:`Sender.flush`) the sender takes what the
-buffer holds, builds envelopes (:mod:`producers.batch`) and sends each to the
-kind's raw topic keyed by run id, then awaits the broker's acknowledgements.
+Every ``flush_interval_s``, but at most once per ``cycle_gap_s`` while records
+keep coming (at once when a kind's backlog reaches ``batch_max_records``, or on
+:meth:`Sender.flush`), the sender takes what the buffer holds, builds envelopes
+(:mod:`producers.batch`) and sends each to the kind's raw topic keyed by run
+id, then awaits the broker's acknowledgements.
 A cycle's envelopes go out together, in one produce request (one record batch
 per kind) awaited in the cycle (:func:`runstream.kafka.produce`): a cycle costs
 one request and a handful of event-loop wake-ups, whatever it carries.
@@ -148,6 +149,8 @@ class Sender:
         self._in_cycle = False
         #: Cycles run (a wake-up with nothing buffered, to send or to replay runs none).
         self.cycles = 0
+        #: Loop time at which the last cycle began (see ``Options.cycle_gap_s``).
+        self._cycle_began = -float("inf")
         self._started = threading.Event()
         self._quiet = _QuietSenderThread()
 
@@ -258,13 +261,26 @@ class Sender:
             idle = not self._stopping and self._idle()
         except Exception:  # noqa: BLE001 - let the main loop run a cycle rather than stop ticking
             idle = False
-        if not idle:
-            self._work_seen = True  # the main loop need not look again
-            fut.set_result(None)
-            return
         loop = self._loop
+        if not idle:
+            # Records wait: go now, or once cycle_gap_s has passed since the last cycle began (records
+            # that keep coming go in fewer, fuller cycles; one after a quiet spell goes at once).
+            wait = self._cycle_began + self.options.cycle_gap_s - loop.time() if loop is not None else 0.0
+            if wait > 0 and not self._stopping:
+                self._tick_handle = loop.call_later(wait, self._on_due)  # type: ignore[union-attr]
+                return
+            self._on_due()
+            return
         if loop is not None:
             self._tick_handle = loop.call_later(self.options.flush_interval_s, self._on_tick)
+
+    def _on_due(self) -> None:
+        """A tick found work and the gap since the last cycle is over: resolve the main loop's wait."""
+        self._tick_handle = None
+        fut = self._wake_fut
+        if fut is not None and not fut.done():
+            self._work_seen = True  # the main loop need not look again
+            fut.set_result(None)
 
     def _default_factory(self) -> Any:
         return kafka.make_producer(
@@ -318,6 +334,7 @@ class Sender:
                 work_seen, self._work_seen = self._work_seen, False
                 if self._stopping or work_seen or not self._idle():
                     self.cycles += 1
+                    self._cycle_began = loop.time()
                     # The cycle runs in this task, not a task of its own (two loop wake-ups less per
                     # cycle); a stop cancels this task only while it is suspended inside the cycle.
                     self._in_cycle = True
