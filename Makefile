@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 
 .PHONY: up test lint bench install clean
 
-$(STAMP): pyproject.toml package.json
+$(STAMP): pyproject.toml setup.py producers/_hotpath.c package.json
 	python3 -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	# torch is pinned and installed first so pip never resolves a multi-GB CUDA build.
