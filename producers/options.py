@@ -35,8 +35,8 @@ class Options:
     #: spell leaves within this long.
     flush_interval_s: float = 0.05
     #: Least time between the starts of two sending cycles while records keep coming (a cycle costs
-    #: the training process about half a millisecond of CPU however little it carries).  A full batch
-    #: (``batch_max_records``), ``flush``, ``finish`` and the heartbeat do not wait for it.
+    #: the training process about a millisecond of CPU however little it carries).  A full batch
+    #: (``batch_max_records``), ``flush`` and ``finish`` do not wait for it; 0: no gap.
     cycle_gap_s: float = 0.2
     #: Most records in one envelope; also the backlog that wakes the sender early.
     batch_max_records: int = 1000

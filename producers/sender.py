@@ -266,8 +266,8 @@ class Sender:
             # Records wait: go now, or once cycle_gap_s has passed since the last cycle began (records
             # that keep coming go in fewer, fuller cycles; one after a quiet spell goes at once).
             wait = self._cycle_began + self.options.cycle_gap_s - loop.time() if loop is not None else 0.0
-            if wait > 0 and not self._stopping:
-                self._tick_handle = loop.call_later(wait, self._on_due)  # type: ignore[union-attr]
+            if loop is not None and wait > 0 and not self._stopping:
+                self._tick_handle = loop.call_later(wait, self._on_due)
                 return
             self._on_due()
             return
