@@ -40,6 +40,10 @@ good_name(MetricsLog *self, PyObject *key)
 {
     if (!PyUnicode_CheckExact(key))
         return 0;
+#if PY_VERSION_HEX < 0x030C0000
+    if (PyUnicode_READY(key) < 0) /* a legacy string made by an old C API (gone in 3.12) */
+        return -1;
+#endif
     Py_ssize_t n = PyUnicode_GET_LENGTH(key);
     if (n >= 1 && n <= self->max_name && PyUnicode_IS_ASCII(key)) {
         const unsigned char *s = PyUnicode_1BYTE_DATA(key);
