@@ -133,7 +133,7 @@ def test_dragging_zooms_to_every_point_of_the_range(page: Any, server: Server, s
 
 
 def test_time_axis_reads_out_wall_clock_time(page: Any, server: Server, stored_run: tuple[str, int]) -> None:
-    """With x: time, hovering a point reads out its step and its wall-clock time."""
+    """With x: time, hovering a point reads out its step and its wall-clock date and time (24-hour, as on the axes)."""
     run, t0 = stored_run
     card, box = loss_chart(page, server, run)
     page.locator("select.x-axis").select_option("time")
@@ -149,7 +149,15 @@ def test_time_axis_reads_out_wall_clock_time(page: Any, server: Server, stored_r
     found = pattern.search(readout.inner_text())
     assert found is not None
     step, shown = int(found.group(1)), found.group(2)
-    expected = page.evaluate("(ms) => new Date(ms).toLocaleTimeString()", (t0 + step * S) // 1_000_000)
+    # The page's one date-time format (24-hour, year first), in the browser's time zone.
+    expected = page.evaluate(
+        """(ms) => {
+            const d = new Date(ms), p = (n) => String(n).padStart(2, "0");
+            return `${d.getFullYear()}-${p(d.getMonth() + 1)}-${p(d.getDate())} `
+                + `${p(d.getHours())}:${p(d.getMinutes())}:${p(d.getSeconds())}`;
+        }""",
+        (t0 + step * S) // 1_000_000,
+    )
     assert shown == expected
 
 

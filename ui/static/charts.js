@@ -4,7 +4,7 @@
 
 import { api, errorBox } from "./api.js";
 import { drawChart } from "./chart.js";
-import { fmtAxis, fmtNum, h, plural } from "./dom.js";
+import { fmtAxis, fmtNum, fmtTime, h, plural } from "./dom.js";
 import { TIME_VALUES, fitAxisSize, fitXPadding, timeSpace, xRange } from "./plot.js";
 
 // x: "step" or "time" (wall clock, mapped from steps through /metrics/steps).
@@ -143,7 +143,7 @@ export function chartCard(runId, name, onLeave, openLogs) {
           const i = u.cursor.idx;
           const { shown: at, xs: x, byTime: timed } = drawn;
           readout.textContent = i === null || i === undefined || !at[i] ? " "
-            : `step ${at[i][0]}${timed ? ` (${new Date(x[i] * 1000).toLocaleTimeString()})` : ""}: ${fmtNum(at[i][1])}`
+            : `step ${at[i][0]}${timed ? ` (${fmtTime(x[i] * 1000)})` : ""}: ${fmtNum(at[i][1])}`
               + " · click: logs at that time, drag: zoom";
         }],
         setSelect: [(u) => {

@@ -2,7 +2,7 @@
 // Series are given as [[x, y], ...] each; they are joined on x (a value missing in one series is
 // a gap, spanned). Data is only ever drawn or put on the page as text.
 
-import { fmtAxis, h } from "./dom.js";
+import { fmtAxis, fmtTime, h } from "./dom.js";
 
 export const PALETTE = ["#5fa8ff", "#f0a35e", "#4cc38a", "#c678dd", "#f0616d", "#56b6c2", "#e6b450", "#9aa5ff",
   "#ff8fb1", "#a3d977"];
@@ -174,7 +174,7 @@ export function multiChart(title, opts) {
           if (i === null || i === undefined) { readout.textContent = " "; return; }
           const now = u.data; // not `data`: setData replaces it while this plot lives on
           const x = now[0][i];
-          const at = opts.time ? new Date(x * 1000).toLocaleTimeString() : fmtAxis(x);
+          const at = opts.time ? fmtTime(x * 1000) : fmtAxis(x);
           const parts = labels.map((label, k) => (now[k + 1][i] == null ? null : `${label} ${fmt(now[k + 1][i])}`))
             .filter(Boolean);
           readout.textContent = `${opts.xLabel || "x"} ${at}: ${parts.join(" · ")}`;
