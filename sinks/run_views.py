@@ -96,16 +96,21 @@ class RunViews:
         }
 
     def resource_summary(self, run_id: str) -> dict[str, Any]:
-        """Per node and device: avg and max utilisation (GPU ``util_pct``, host ``cpu_pct``), peak memory.
+        """Per node and device: avg and max utilisation (GPU ``util_pct``, host ``cpu_pct``), peak memory used
+        (the device's, or the whole machine's RAM) and the run's own peak (the sampled process tree's:
+        ``proc_rss_bytes`` on a host, ``proc_mem_used_bytes`` on a GPU; with several ranks on a node, the
+        largest rank's).
 
-        ``{"devices": [{"node", "device", "util_avg", "util_max", "mem_peak_bytes"}],
+        ``{"devices": [{"node", "device", "util_avg", "util_max", "mem_peak_bytes", "proc_peak_bytes"}],
         "gpu_util_avg", "gpu_util_max", "gpu_mem_peak_bytes"}`` (``None`` where not sampled).
         """
         rows = self._rows(
             "SELECT node, device, avgIf(value, name IN ('util_pct', 'cpu_pct') AND isFinite(value)), "
             "maxIf(value, name IN ('util_pct', 'cpu_pct') AND isFinite(value)), "
             "maxIf(value, name = 'mem_used_bytes' AND isFinite(value)), "
-            "countIf(name IN ('util_pct', 'cpu_pct')), countIf(name = 'mem_used_bytes') "
+            "maxIf(value, name IN ('proc_rss_bytes', 'proc_mem_used_bytes') AND isFinite(value)), "
+            "countIf(name IN ('util_pct', 'cpu_pct')), countIf(name = 'mem_used_bytes'), "
+            "countIf(name IN ('proc_rss_bytes', 'proc_mem_used_bytes') AND isFinite(value)) "
             f"FROM {self._t[tables.RESOURCES]} WHERE run_id = {{run:String}} "
             "GROUP BY node, device ORDER BY node, device",
             {"run": run_id},
@@ -117,8 +122,9 @@ class RunViews:
                 "util_avg": _num(avg) if n_util else None,
                 "util_max": _num(high) if n_util else None,
                 "mem_peak_bytes": _num(mem) if n_mem else None,
+                "proc_peak_bytes": _num(proc) if n_proc else None,
             }
-            for node, device, avg, high, mem, n_util, n_mem in rows
+            for node, device, avg, high, mem, proc, n_util, n_mem, n_proc in rows
         ]
         gpus = [d for d in devices if str(d["device"]).startswith("gpu")]
         util = [d for d in gpus if d["util_avg"] is not None]

@@ -304,7 +304,8 @@ def test_clicking_a_histogram_bar_searches_its_time_slice(page: Any, server: Ser
 
 
 def test_overview_says_which_memory_each_resource_peak_is(page: Any, server: Server) -> None:
-    """The overview lists each node's GPUs (peak GPU memory used) apart from its host (peak RAM used), in the panel."""
+    """The overview lists each node's GPUs (peak GPU memory used) apart from its host (peak RAM used), each with
+    the run's own peak (its processes' GPU memory, their RSS), in the panel."""
     run = f"ressum-{uuid.uuid4().hex[:8]}"
     emit(server, run, "runs", [{"event": "start", "project": "ressum", "name": run, "world_size": 2}])
     now = time.time_ns()
@@ -314,7 +315,14 @@ def test_overview_says_which_memory_each_resource_peak_is(page: Any, server: Ser
             for k in range(3)
             for device, values in (
                 ("gpu0", {"util_pct": 50.0 + k, "mem_used_bytes": (40 + k) * 2.0**30}),
-                ("gpu1", {"util_pct": 60.0 + k, "mem_used_bytes": (70 + k) * 2.0**30}),
+                (
+                    "gpu1",
+                    {
+                        "util_pct": 60.0 + k,
+                        "mem_used_bytes": (70 + k) * 2.0**30,
+                        "proc_mem_used_bytes": (30 + k) * 2.0**30,
+                    },
+                ),
                 ("host", {"cpu_pct": 20.0 + k, "mem_used_bytes": (100 + k) * 2.0**30, "proc_rss_bytes": 2.0**33}),
             )
         ]
@@ -329,14 +337,28 @@ def test_overview_says_which_memory_each_resource_peak_is(page: Any, server: Ser
     panel = page.locator(".panel.resource-summary")
     gpus, hosts = panel.locator("table.gpus"), panel.locator("table.hosts")
     expect(gpus.locator("tbody tr")).to_have_count(4, timeout=scaled(10) * 1000)
-    assert gpus.locator("thead th").all_inner_texts()[-1] == "peak memory used"
+    assert gpus.locator("thead th").all_inner_texts()[-2:] == ["peak memory used", "run's peak"]
     assert gpus.locator("tbody tr").nth(1).locator("td").all_inner_texts() == [
         "node-a/gpu1",
         "61 %",
         "62 %",
         "72.0 GiB",
+        "32.0 GiB",
     ]
-    assert hosts.locator("thead th").all_inner_texts() == ["node", "CPU avg", "CPU max", "peak RAM used"]
-    assert hosts.locator("tbody tr").first.locator("td").all_inner_texts() == ["node-a", "21 %", "22 %", "102 GiB"]
+    assert gpus.locator("tbody tr").first.locator("td").last.inner_text() == "—"  # gpu0: no process memory sampled
+    assert hosts.locator("thead th").all_inner_texts() == [
+        "node",
+        "CPU avg",
+        "CPU max",
+        "peak RAM used",
+        "run's peak RSS",
+    ]
+    assert hosts.locator("tbody tr").first.locator("td").all_inner_texts() == [
+        "node-a",
+        "21 %",
+        "22 %",
+        "102 GiB",
+        "8.0 GiB",
+    ]
     expect(panel).to_contain_text("RAM used is the whole machine's")
     assert panel.evaluate("p => p.scrollWidth <= p.clientWidth")

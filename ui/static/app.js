@@ -210,7 +210,8 @@ function alertList(alerts) {
 }
 
 // Per node: each GPU's utilisation and peak memory used (the device's, as nvidia-smi shows it), and
-// the host's CPU and peak RAM used (the whole machine's, not only the run's processes).
+// the host's CPU and peak RAM used (the whole machine's); beside each, the run's own peak (its process
+// tree's GPU memory, its RSS).
 function resourceSummary(run) {
   const rs = run.resource_summary || {};
   const devices = rs.devices || [];
@@ -228,12 +229,15 @@ function resourceSummary(run) {
   const where = (d) => (d.node ? `${d.node}/${d.device}` : String(d.device));
   return h("div", {},
     gpus.length ? [h("h4", {}, "GPUs"), overall,
-      table("gpus", [["GPU"], ["util avg", 1], ["util max", 1], ["peak memory used", 1]],
-        gpus.map((d) => [where(d), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes)]))] : null,
+      table("gpus", [["GPU"], ["util avg", 1], ["util max", 1], ["peak memory used", 1], ["run's peak", 1]],
+        gpus.map((d) => [where(d), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes),
+          fmtBytes(d.proc_peak_bytes)]))] : null,
     hosts.length ? [h("h4", {}, "hosts"),
-      table("hosts", [["node"], ["CPU avg", 1], ["CPU max", 1], ["peak RAM used", 1]],
-        hosts.map((d) => [String(d.node || ""), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes)])),
-      h("p", { class: "muted note" }, "RAM used is the whole machine's; the run's own (process tree RSS) is on the resource charts.")] : null,
+      table("hosts", [["node"], ["CPU avg", 1], ["CPU max", 1], ["peak RAM used", 1], ["run's peak RSS", 1]],
+        hosts.map((d) => [String(d.node || ""), fmtPct(d.util_avg), fmtPct(d.util_max), fmtBytes(d.mem_peak_bytes),
+          fmtBytes(d.proc_peak_bytes)])),
+      h("p", { class: "muted note" }, "RAM used is the whole machine's; the run's peak is its process tree's"
+        + " (with several ranks on a node, the largest rank's).")] : null,
     link(`/runs/${encodeURIComponent(run.id)}/resources`, "resource charts →"));
 }
 
