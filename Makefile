@@ -40,6 +40,7 @@ bench: $(STAMP)
 	$(PY) bench/sink.py
 	$(PY) bench/e2e.py
 	$(PY) bench/streams.py
+	$(PY) bench/loss_spike.py
 	$(PY) bench/overhead.py
 	$(PY) bench/redact.py
 	$(PY) bench/ui_fresh.py
