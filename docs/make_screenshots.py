@@ -26,9 +26,9 @@ from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parents[1]
 
-#: Epochs per example run: long enough (a few seconds even on an idle machine) for the sampler,
-#: one sample a second, to draw resource charts with more than a point or two.
-EPOCHS = 16
+#: Epochs per example run: long enough (about 3 s on a fast day of the dev machine) for the sampler, one
+#: sample a second, to draw resource charts with four points or more and the overview to have a CPU rate.
+EPOCHS = 100
 
 #: A small 3-class evaluation logged through the SDK (scores from a fixed seed).
 EVAL = r"""
