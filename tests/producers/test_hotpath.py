@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import socket
+import time
 from collections import deque
 from collections.abc import Iterator
 from fractions import Fraction
@@ -36,11 +37,24 @@ def pair(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Run, Run]]:
     settings = settings_mod.load(
         {"kafka": f"127.0.0.1:{_closed_port()}", "data_dir": str(tmp_path_factory.mktemp("hot"))}, environ={}
     )
-    opts = Options(spool=False, sample=False, finish_timeout_s=0.05, retry_initial_s=60.0, max_buffer_records=1000)
+    # No timed drain (flush_interval_s): the sender would take records out of the queues the tests read.
+    opts = Options(
+        spool=False,
+        sample=False,
+        finish_timeout_s=0.05,
+        retry_initial_s=60.0,
+        max_buffer_records=1000,
+        flush_interval_s=3600.0,
+    )
     runs = []
     for _ in range(2):
         # init finishes the process's previous run: keep both alive by making them directly.
         runs.append(Run(project="unit", settings=settings, options=opts, capture=False))
+    # The sender's one cycle at start (it takes the start record); after it, none for an hour.
+    deadline = time.monotonic() + 10
+    while any(run._sender.cycles < 1 for run in runs) and time.monotonic() < deadline:  # noqa: SLF001
+        time.sleep(0.01)
+    assert all(run._sender.cycles == 1 for run in runs)  # noqa: SLF001
     yield runs[0], runs[1]
     for run in runs:
         run.finish()
@@ -115,6 +129,7 @@ def test_compiled_path_queues_and_counts_what_the_python_path_does(
     for values, step in calls:
         assert hot.log(values, step) is None
         assert Run.log(cold, values, step) is None
+    assert hot._sender.cycles == cold._sender.cycles == 1  # noqa: SLF001 - nothing drained the queues read here
     want = _queued(cold)
     got = _queued(hot)
     assert len(got) == len(want)
