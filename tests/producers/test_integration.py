@@ -237,30 +237,38 @@ def test_idle_sender_runs_no_cycles_and_wakes_for_new_records(
 
 
 def test_records_that_keep_coming_wait_for_the_cycle_gap(sdk_broker: str, sdk_topics: Topics, tmp_path: Path) -> None:
-    """A record after a quiet spell leaves at the next tick; one that comes right after a cycle waits until
-    cycle_gap_s has passed since that cycle began; flush() does not wait for the gap."""
+    """A record that comes right after a cycle is sent by the next tick once cycle_gap_s has passed since that
+    cycle began, without flush(); flush() does not wait for the gap."""
     settings = settings_mod.load(
         {"kafka": sdk_broker, "topic_prefix": sdk_topics.prefix, "data_dir": str(tmp_path)},
         environ={},
     )
-    options = Options(flush_interval_s=0.01, cycle_gap_s=3600.0, spool=False)
+    gap = 2.0
+    options = Options(flush_interval_s=0.01, cycle_gap_s=gap, spool=False)
     buffer = Buffer(options.bounds())
     sender = Sender(
         buffer, Batcher(producer="p", run="r", node="n", rank=0), settings=settings, options=options, key=b"r"
     )
+
+    def acked(count: int) -> bool:
+        deadline = time.monotonic() + scaled(10)
+        while buffer.stats()["acked"]["runs"] < count and time.monotonic() < deadline:
+            time.sleep(0.01)  # no flush(): the ticks alone must send it
+        return buffer.stats()["acked"]["runs"] == count
+
     sender.start()
     try:
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
-        deadline = time.monotonic() + scaled(5)
-        while buffer.stats()["acked"]["runs"] < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)  # no flush(): the first cycle has no gap to wait for
-        assert buffer.stats()["acked"]["runs"] == 1
-        cycles = sender.cycles
+        assert acked(1)
+        began = sender._cycle_began  # noqa: SLF001 - loop time at which the cycle that sent it began
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
-        time.sleep(0.3)  # ~30 ticks, each finding the record and the gap not over
-        assert buffer.stats()["acked"]["runs"] == 1 and sender.cycles == cycles
+        assert acked(2)
+        # (asyncio may run a timer up to its clock resolution early)
+        assert sender._cycle_began - began >= gap - 0.01  # noqa: SLF001
+        began = sender._cycle_began  # noqa: SLF001
+        buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
         assert sender.flush(scaled(20)) is True
-        assert buffer.stats()["acked"]["runs"] == 2
+        assert sender._cycle_began - began < gap  # noqa: SLF001 - the flush's cycle did not wait
     finally:
         assert sender.close(scaled(10)) is True
 
