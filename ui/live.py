@@ -66,7 +66,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -124,6 +124,35 @@ class LiveConfig:
     stored_max_s: float = 30.0
     #: How often the sink's committed offsets are asked for while a hand-off waits on them (never otherwise).
     stored_poll_ms: int = 100
+
+
+async def _wait_for_progress(
+    behind: Callable[[], int],
+    changed: Callable[[], asyncio.Event],
+    timeout_s: float,
+    give_up_at: float,
+    going: Callable[[], bool] = lambda: True,
+) -> bool:
+    """Wait until ``behind()`` (messages still missing) is 0: True.  False once it has not fallen for
+    ``timeout_s`` (each fall starts that bound again), at loop time ``give_up_at``, or when ``going()`` turns
+    false.  ``changed()`` is the event set when ``behind()`` may have changed; it is taken before each look,
+    so a change between the look and the wait is not missed."""
+    loop = asyncio.get_running_loop()
+    least = behind()
+    stalled_at = loop.time() + timeout_s
+    while True:
+        event = changed()
+        short = behind()
+        if short == 0:
+            return True
+        if short < least:  # progress: the no-progress bound starts again
+            least = short
+            stalled_at = loop.time() + timeout_s
+        left = min(stalled_at, give_up_at) - loop.time()
+        if left <= 0 or not going():
+            return False
+        with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
+            await asyncio.wait_for(event.wait(), left)
 
 
 class LiveSource:
@@ -254,21 +283,9 @@ class LiveSource:
         def behind() -> int:
             return sum(max(0, end - self._positions.get(tp, 0)) for tp, end in wanted.items())
 
-        least = behind()
-        stalled_at = loop.time() + timeout_s
-        while True:
-            advanced = self._advanced
-            left_messages = behind()
-            if left_messages == 0:
-                return True
-            if left_messages < least:  # progress: the no-progress bound starts again
-                least = left_messages
-                stalled_at = loop.time() + timeout_s
-            left = min(stalled_at, give_up_at) - loop.time()
-            if left <= 0 or not self._running:
-                return False
-            with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                await asyncio.wait_for(advanced.wait(), left)
+        return await _wait_for_progress(
+            behind, lambda: self._advanced, timeout_s, give_up_at, going=lambda: self._running
+        )
 
     def _end_offsets(self) -> asyncio.Task[dict[Any, int]]:
         """The broker's end offsets of every partition read, asked *after* this call.
@@ -382,25 +399,13 @@ class LiveSource:
         loop = asyncio.get_running_loop()
         timeout_s = self.config.stored_timeout_s
         give_up_at = loop.time() + max(timeout_s, self.config.stored_max_s)
-        stalled_at = loop.time() + timeout_s
-        least = self._short(needed)
         self._stored_waiters.append(needed)
         if self._committed_poller is None or self._committed_poller.done():
             self._committed_poller = asyncio.ensure_future(self._poll_committed())
         try:
-            while True:
-                moved = self._committed_moved
-                short = self._short(needed)
-                if short == 0:
-                    return True
-                if short < least:  # progress: the no-progress bound starts again
-                    least = short
-                    stalled_at = loop.time() + timeout_s
-                left = min(stalled_at, give_up_at) - loop.time()
-                if left <= 0:
-                    return False
-                with contextlib.suppress(TimeoutError, asyncio.TimeoutError):
-                    await asyncio.wait_for(moved.wait(), left)
+            return await _wait_for_progress(
+                lambda: self._short(needed), lambda: self._committed_moved, timeout_s, give_up_at
+            )
         finally:
             self._stored_waiters.remove(needed)
 
