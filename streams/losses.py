@@ -242,36 +242,24 @@ def _spike(
 
 
 def _leave(state: SeriesState, gone: list[float], size: int) -> None:
-    """Fold the values that left the window (``gone``, oldest first, not empty) into the tail's memory: ``left[1]``
-    takes the highest of up to ``size`` of them, then moves to ``left[0]``.  (Equal for any split of ``gone`` when
-    its values are finite; the detectors only split a list that may hold a NaN, a restored one, one value at a
-    time.)"""
+    """Fold the values that left the window (``gone``, oldest first, not empty) into the tail's memory, as
+    :func:`_leave_one` for each: in one ``max`` when they all go into ``left[1]`` (the usual case), else (once
+    every ``size`` values) one by one."""
     left = state.left
-    count = state.left_count
-    end = len(gone)
-    if count + end < size:  # the usual case: all of them into ``left[1]``
+    count = state.left_count + len(gone)
+    if count < size:
         top = max(gone)
         if top > left[1]:
             left[1] = top
-        state.left_count = count + end
+        state.left_count = count
         return
-    start = 0
-    while start < end:
-        stop = min(end, start + max(1, size - count))
-        top = max(gone[start:stop])
-        if top > left[1]:
-            left[1] = top
-        count += stop - start
-        start = stop
-        if count >= size:
-            left[0] = left[1]
-            left[1] = -math.inf
-            count = 0
-    state.left_count = count
+    for old in gone:
+        _leave_one(state, old, size)
 
 
 def _leave_one(state: SeriesState, old: float, size: int) -> None:
-    """:func:`_leave` for one value."""
+    """Fold one value that left the window into the tail's memory: ``left[1]`` takes the highest of up to
+    ``size`` such values, then moves to ``left[0]``."""
     left = state.left
     if old > left[1]:
         left[1] = old
