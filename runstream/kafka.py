@@ -299,18 +299,60 @@ async def ensure_topics(bootstrap: str, names: Iterable[str], partitions: int) -
         await admin.close()
 
 
-async def end_offsets(bootstrap: str, topics: Sequence[str]) -> dict[TopicPartition, int]:
-    """The current end (high-water) offset of every partition of ``topics``."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+async def end_offsets(bootstrap: str, topics: Sequence[str], timeout_s: float = 5.0) -> dict[TopicPartition, int]:
+    """The end offset (last record's offset + 1) of every partition of ``topics``.
+
+    Not the broker's answer alone: Tansu answers its last record *batch*'s
+    base offset + 1, so a partition whose last batch holds five records
+    would read four short, and a lag computed from it 0 while records of
+    that batch are unprocessed.  Each non-empty partition's last batch is
+    read (:func:`_last_record_ends`) to count them; against Kafka, which
+    answers the true end, that read changes nothing.
+    """
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, fetch_max_wait_ms=100, max_partition_fetch_bytes=1 << 20
+    )
     await consumer.start()
     try:
         parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
         if not parts:
             await consumer._client.force_metadata_update()  # noqa: SLF001 - first metadata fetch
             parts = [TopicPartition(t, p) for t in topics for p in sorted(consumer.partitions_for_topic(t) or ())]
-        return dict(await consumer.end_offsets(parts)) if parts else {}
+        if not parts:
+            return {}
+        ends = dict(await consumer.end_offsets(parts))
+        return await _last_record_ends(consumer, ends, timeout_s)
     finally:
         await consumer.stop()
+
+
+async def _last_record_ends(
+    consumer: AIOKafkaConsumer, ends: dict[TopicPartition, int], timeout_s: float
+) -> dict[TopicPartition, int]:
+    """``ends`` (as the broker answered) raised to each partition's last record offset + 1.
+
+    Reads each non-empty partition from its answered end - 1: the broker
+    returns the record batch holding that offset, whose records beyond it
+    are what the answer left out.  A partition that returns nothing within
+    ``timeout_s`` (the record was compacted or deleted, or is a control
+    record) keeps the broker's answer.  ``consumer`` is left assigned to
+    those partitions.
+    """
+    out = dict(ends)
+    pending = {tp: end for tp, end in ends.items() if end > 0}
+    if not pending:
+        return out
+    consumer.assign(list(pending))
+    for tp, end in pending.items():
+        consumer.seek(tp, end - 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while pending and loop.time() < deadline:
+        got = await consumer.getmany(*pending, timeout_ms=max(1, int((deadline - loop.time()) * 1000)))
+        for tp, records in got.items():
+            if records and tp in pending:
+                out[tp] = max(pending.pop(tp), records[-1].offset + 1)
+    return out
 
 
 async def committed_offsets(
