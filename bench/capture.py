@@ -7,7 +7,8 @@ until the broker has acknowledged every line.  Its CPU time is split into
 the printing thread's ``print`` loop (through the console tee), its
 ``run.flush`` (which pumps what the sender has not taken yet, then waits),
 the SDK's sender thread (capture pump, envelopes, redaction, encoding,
-zstd, aiokafka) and the whole process.  Thread CPU comes from
+handing them to librdkafka) and the whole process (librdkafka's own threads
+compress and send).  Thread CPU comes from
 ``/proc/self/task`` (10 ms ticks), the rest from ``time.thread_time`` and
 ``time.process_time``; which thread pumps varies run to run, the whole
 process is the figure to compare.  The

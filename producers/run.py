@@ -34,7 +34,6 @@ Only one run is active per process: :func:`init` finishes the previous one.
 
 from __future__ import annotations
 
-import asyncio
 import atexit
 import contextlib
 import logging
@@ -601,6 +600,7 @@ class Run:
         """In a forked child: send nothing, capture nothing, finish nothing."""
         self._finished = True
         self._ok = False
+        self._sender.abandon()  # the parent's producer: librdkafka's threads are not in this process
         self._silence()
         if self._capture is not None:
             with contextlib.suppress(Exception):
@@ -612,10 +612,10 @@ def sync(settings: Settings | None = None, timeout_s: float = 60.0) -> int:
 
     ``settings`` default to :func:`runstream.settings.load`.  Blocks up to
     about ``timeout_s``; returns the number of envelopes sent; raises
-    ``KafkaConnectionError`` (or ``TimeoutError``) when the broker cannot take
-    them, leaving them in the spool.  ``runstream sync`` calls this.
+    :class:`producers.transport.SendError` when the broker cannot take them,
+    leaving them in the spool.  ``runstream sync`` calls this.
     """
-    return asyncio.run(_sync_spool(settings or settings_mod.load(), timeout_s))
+    return _sync_spool(settings or settings_mod.load(), timeout_s)
 
 
 def _describe(exc: BaseException) -> str:

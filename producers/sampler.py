@@ -386,7 +386,7 @@ class Sampler:
 class SamplerThread:
     """Runs a :class:`Sampler` on a daemon thread: a sample at start, then every ``interval_s``.
 
-    Why a thread of its own rather than the sender's event loop: driver and
+    Why a thread of its own rather than the sender's: driver and
     /proc reads block (NVML's PCIe reading alone takes ~20 ms), which would
     stall sending; the reads release the GIL, so the training thread does not
     wait on them.

@@ -1,13 +1,13 @@
-"""The background sender: buffer -> envelopes -> Kafka, on its own thread and event loop.
+"""The background sender: buffer -> envelopes -> Kafka, on its own plain thread.
 
 Every ``flush_interval_s``, but at most once per ``cycle_gap_s`` while records
 keep coming (at once when a kind's backlog reaches ``batch_max_records``, or on
 :meth:`Sender.flush`), the sender takes what the buffer holds, builds envelopes
 (:mod:`producers.batch`) and sends each to the kind's raw topic keyed by run
-id, then awaits the broker's acknowledgements.
-A cycle's envelopes go out together, in one produce request (one record batch
-per kind) awaited in the cycle (:func:`runstream.kafka.produce`): a cycle costs
-one request and a handful of event-loop wake-ups, whatever it carries.
+id, then waits for the broker's acknowledgements
+(:class:`producers.transport.Transport`, librdkafka: its network I/O,
+batching and compression run in its own threads, outside the GIL).  Between
+cycles the thread sleeps on an event: no event loop, no timers.
 
 Guarantees:
 
@@ -17,19 +17,19 @@ Guarantees:
 * Per kind, envelopes are sent in ``seq`` order on one partition; only a
   retried envelope may arrive after a later one (its identity lets the sink
   store it once, in place).
-* Broker unreachable: no crash and no busy loop.  The producer is retried
-  with exponential backoff (``retry_initial_s`` .. ``retry_max_s``), a single
-  warning line is logged per outage, records wait in the bounded buffer (at
-  most ``max_unacked_records`` are taken out of it), and after
-  ``spool_after_s`` built envelopes go to the disk spool
-  (:mod:`producers.spool`), replayed once the broker answers.
+* Broker unreachable: no crash and no busy loop.  A lost connection is seen
+  at once; the broker is asked again with exponential backoff
+  (``retry_initial_s`` .. ``retry_max_s``), a single warning line is logged
+  per outage, records wait in the bounded buffer (at most
+  ``max_unacked_records`` are taken out of it), and after ``spool_after_s``
+  built envelopes go to the disk spool (:mod:`producers.spool`), replayed
+  once the broker answers.
 * :meth:`Sender.close` is bounded: it waits up to its timeout for
   acknowledgements, then spools (or counts as lost) whatever is left.
 """
 
 from __future__ import annotations
 
-import asyncio
 import bisect
 import logging
 import threading
@@ -42,7 +42,7 @@ from producers.batch import Batch, Batcher
 from producers.buffer import Buffer
 from producers.options import Options
 from producers.spool import DiskSpool, SpoolEntry
-from runstream import kafka
+from producers.transport import SendError, Transport
 from runstream.settings import Settings
 from runstream.topics import RAW_KINDS, Topics
 
@@ -51,40 +51,21 @@ log = logging.getLogger("runstream.sdk")
 #: Kinds in the order the sender drains them: lifecycle first.
 DRAIN_ORDER = ("runs", "metrics", "logs", "evals", "resources")
 
-#: Most envelope bytes of one kind in one produce request (one record batch; a broker's
-#: ``message.max.bytes`` defaults to 1 MiB + 12, framing included: 64 KiB are left for it,
-#: should the envelopes not compress).  A bigger envelope goes alone.
-MAX_REQUEST_BATCH_BYTES = (1 << 20) - (64 << 10)
-
 #: An envelope that failed this many times for a reason not known to be
 #: retriable is given up (counted ``failed``).
 MAX_UNKNOWN_ATTEMPTS = 3
 
-ProducerFactory = Callable[[], Any]
+#: How long an outage's probe waits for the broker's metadata answer.
+PROBE_TIMEOUT_S = 2.0
+
+TransportFactory = Callable[[], Transport]
 
 
 def is_retriable(exc: BaseException) -> bool:
     """Whether sending again can succeed (connection trouble, timeouts, leader moves)."""
-    if isinstance(exc, (asyncio.TimeoutError, ConnectionError, OSError, asyncio.CancelledError)):
-        return True
-    if isinstance(exc, kafka.ConnectionLost):
-        return True  # not retried inside aiokafka on purpose: we send it again, with a new producer
-    if isinstance(exc, kafka.KafkaError):
-        # aiokafka marks its KafkaTimeoutError (no metadata, delivery timed out)
-        # as not retriable, but for a producer waiting out an outage it is.
-        return bool(getattr(exc, "retriable", False)) or type(exc).__name__ == "KafkaTimeoutError"
-    return False
-
-
-class _QuietSenderThread(logging.Filter):
-    """Drops aiokafka's own records from the sender thread (our one warning says it all)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.thread_id: int | None = None
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.thread != self.thread_id or record.levelno >= logging.CRITICAL
+    if isinstance(exc, SendError):
+        return exc.retriable
+    return isinstance(exc, (TimeoutError, ConnectionError, OSError))
 
 
 class Sender:
@@ -100,7 +81,7 @@ class Sender:
         key: bytes,
         spool: DiskSpool | None = None,
         heartbeat: Callable[[], None] | None = None,
-        producer_factory: ProducerFactory | None = None,
+        transport_factory: TransportFactory | None = None,
     ) -> None:
         self.buffer = buffer
         self.batcher = batcher
@@ -112,7 +93,7 @@ class Sender:
         self.key = key
         self.spool = spool
         self._heartbeat = heartbeat
-        self._factory = producer_factory or self._default_factory
+        self._factory = transport_factory or self._default_factory
         # Shared with other threads, under _cond.
         self._cond = threading.Condition()
         self._done_upto: dict[str, int] = dict.fromkeys(RAW_KINDS, 0)
@@ -121,43 +102,35 @@ class Sender:
         self._holes: dict[str, dict[int, tuple[int, str]]] = {k: {} for k in RAW_KINDS}
         #: True once a wake is on its way (read unlocked by the hot path).
         self.wake_pending = False
-        # Loop-thread state.
-        self._loop: asyncio.AbstractEventLoop | None = None
-        #: What the main loop awaits between cycles (resolved by a wake or a tick with work).
-        self._wake_fut: asyncio.Future[None] | None = None
-        self._tick_handle: asyncio.TimerHandle | None = None
-        #: A wake arrived while no wait was in progress (during a cycle): skip the next wait.
-        self._woken = False
-        #: The tick that ended the last wait found work to do (so the main loop skips its own look).
-        self._work_seen = False
-        self._producer: Any = None
-        #: Partition of each topic our key goes to, asked of the current producer's partitioner
-        #: once (a murmur2 hash in Python, ~10 us).  Forgotten with the producer (the topic may differ).
-        self._partitions: dict[str, int] = {}
+        #: Set by wake() and close(): what the thread sleeps on between cycles.
+        self._wake_event = threading.Event()
+        # Sender-thread state.
+        self._transport: Transport | None = None
+        #: Whether the broker answered since the transport was made or the last outage began.
+        self._reached = False
         self._outbox: deque[Batch] = deque()
         self._inflight: dict[int, Batch] = {}
+        #: A retriable failure answered since the last look (noted as one outage).
+        self._failure: SendError | None = None
+        #: Callers of flush() waiting now (the sender then waits for answers instead of looking later).
+        self._flushers = 0
         self._unacked = 0
         self._backoff_s = options.retry_initial_s
         self._next_attempt = 0.0
         self._outage_since: float | None = None
         self._replay_due = spool is not None
         self._stopping = False
-        self._stop_deadline = 0.0
         self._thread: threading.Thread | None = None
-        #: The task running :meth:`_main`, and whether it is inside a cycle (what a stop interrupts).
-        self._main_task: asyncio.Task[Any] | None = None
-        self._in_cycle = False
         #: Cycles run (a wake-up with nothing buffered, to send or to replay runs none).
         self.cycles = 0
-        #: Loop time at which the last cycle began (see ``Options.cycle_gap_s``).
+        #: Monotonic time at which the last cycle began (see ``Options.cycle_gap_s``).
         self._cycle_began = -float("inf")
         self._started = threading.Event()
-        self._quiet = _QuietSenderThread()
 
     # ----------------------------------------------------------- any thread
 
     def start(self) -> None:
-        """Start the thread (returns once its loop runs, or after 5 s)."""
+        """Start the thread (returns once it runs, or after 5 s)."""
         self._thread = threading.Thread(target=self._thread_main, name="runstream-sender", daemon=True)
         self._thread.start()
         self._started.wait(5.0)
@@ -169,13 +142,7 @@ class Sender:
     def wake(self) -> None:
         """Ask the sender to drain now (thread-safe, cheap, never raises)."""
         self.wake_pending = True
-        loop = self._loop
-        if loop is None:
-            return
-        try:
-            loop.call_soon_threadsafe(self._on_wake)
-        except RuntimeError:  # loop closed
-            pass
+        self._wake_event.set()
 
     def flush(self, timeout_s: float) -> bool:
         """Wait until every record accepted before this call is acknowledged.
@@ -187,7 +154,16 @@ class Sender:
         """
         target = self.buffer.mark()
         deadline = time.monotonic() + max(0.0, timeout_s)
+        with self._cond:
+            self._flushers += 1
         self.wake()
+        try:
+            return self._wait_resolved(target, deadline)
+        finally:
+            with self._cond:
+                self._flushers -= 1
+
+    def _wait_resolved(self, target: dict[str, int], deadline: float) -> bool:
         with self._cond:
             while True:
                 resolved = all(self._done_upto[k] >= target[k] for k in RAW_KINDS)
@@ -209,23 +185,25 @@ class Sender:
         ``timeout_s`` + 3 s; never raises.
         """
         ok = self.flush(timeout_s) if self.alive else False
-        loop = self._loop
-        self._stopping = True
-        if loop is not None:
-            try:
-                loop.call_soon_threadsafe(self._stop_now)
-            except RuntimeError:  # loop already closed
-                pass
+        self._stopping = True  # ends a wait for acknowledgements within one poll slice
+        self._wake_event.set()
         if self._thread is not None:
             self._thread.join(timeout=5.0)
         return ok
+
+    def abandon(self) -> None:
+        """In a forked child: leave the parent's producer alone, never to be used or destroyed here."""
+        self._stopping = True
+        transport, self._transport = self._transport, None
+        if transport is not None:
+            transport.abandon()
 
     def stats(self) -> dict[str, Any]:
         """The buffer's counters, secret spans redacted per kind, and the connection state."""
         out: dict[str, Any] = dict(self.buffer.stats())
         out["redacted"] = dict(self.batcher.redacted)
         out["state"] = {
-            "connected": self._producer is not None and self._outage_since is None,
+            "connected": self._transport is not None and self._reached and self._outage_since is None,
             "outage_s": 0.0 if self._outage_since is None else time.monotonic() - self._outage_since,
             "outbox": len(self._outbox),
             "in_flight": len(self._inflight),
@@ -233,149 +211,81 @@ class Sender:
         }
         return out
 
-    # ---------------------------------------------------------- loop thread
+    # ------------------------------------------------------- sender thread
 
-    def _stop_now(self) -> None:
-        # Interrupts a cycle stuck on an unreachable broker so shutdown can spool.
-        self._stopping = True
-        task = self._main_task
-        if self._in_cycle and task is not None and not task.done():
-            task.cancel()  # delivered inside the cycle: the task is suspended there (see _main)
-        self._on_wake()
-
-    def _on_wake(self) -> None:
-        fut = self._wake_fut
-        if fut is not None and not fut.done():
-            fut.set_result(None)
-        else:
-            self._woken = True
-
-    def _on_tick(self) -> None:
-        # Every flush_interval_s while waiting: an idle tick re-arms itself here, as a plain
-        # loop callback; only a tick with work wakes the main loop (a task step costs more).
-        self._tick_handle = None
-        fut = self._wake_fut
-        if fut is None or fut.done():
-            return
-        try:
-            idle = not self._stopping and self._idle()
-        except Exception:  # noqa: BLE001 - let the main loop run a cycle rather than stop ticking
-            idle = False
-        loop = self._loop
-        if not idle:
-            # Records wait: go now, or once cycle_gap_s has passed since the last cycle began (records
-            # that keep coming go in fewer, fuller cycles; one after a quiet spell goes at once).
-            wait = self._cycle_began + self.options.cycle_gap_s - loop.time() if loop is not None else 0.0
-            if loop is not None and wait > 0 and not self._stopping:
-                self._tick_handle = loop.call_later(wait, self._on_due)
-                return
-            self._on_due()
-            return
-        if loop is not None:
-            self._tick_handle = loop.call_later(self.options.flush_interval_s, self._on_tick)
-
-    def _on_due(self) -> None:
-        """A tick found work and the gap since the last cycle is over: resolve the main loop's wait."""
-        self._tick_handle = None
-        fut = self._wake_fut
-        if fut is not None and not fut.done():
-            self._work_seen = True  # the main loop need not look again
-            fut.set_result(None)
-
-    def _default_factory(self) -> Any:
-        return kafka.make_producer(
+    def _default_factory(self) -> Transport:
+        return Transport(
             self.bootstrap,
-            client_id="runstream-sdk",
             request_timeout_ms=self.options.request_timeout_ms,
-            max_batch_size=1 << 20,
-            retry_backoff_ms=200,
-            fail_on_disconnect=True,
-            # The sender batches by itself (flush_interval_s, batch_max_records) and hands
-            # each cycle's envelopes over together: aiokafka lingering on top only adds
-            # timers and loop wake-ups (~20 % of the sender's CPU at one step per 100 ms).
-            linger_ms=0,
+            retry_initial_s=self.options.retry_initial_s,
+            retry_max_s=self.options.retry_max_s,
         )
 
     def _thread_main(self) -> None:
-        self._quiet.thread_id = threading.get_ident()
-        names = [n for n in logging.Logger.manager.loggerDict if n == "aiokafka" or n.startswith("aiokafka.")]
-        for name in names:
-            logging.getLogger(name).addFilter(self._quiet)
-        loop = asyncio.new_event_loop()
+        self._started.set()
         try:
-            loop.run_until_complete(self._main())
+            self._loop()
         except BaseException as exc:  # noqa: BLE001 - the thread must end quietly
             log.warning("Sender stopped on an error. error=%s", type(exc).__name__)
         finally:
-            self._loop = None
             try:
-                loop.run_until_complete(loop.shutdown_asyncgens())
-            except BaseException:  # noqa: BLE001
-                pass
-            loop.close()
-            for name in names:
-                logging.getLogger(name).removeFilter(self._quiet)
+                self._shutdown()
+            except BaseException as exc:  # noqa: BLE001
+                log.warning("Sender could not spool on stop. error=%s", type(exc).__name__)
             with self._cond:
                 self._cond.notify_all()
 
-    async def _main(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._loop = loop
-        task = asyncio.current_task()
-        assert task is not None
-        self._main_task = task
-        self._started.set()
-        beats = loop.create_task(self._beats())
-        interval = self.options.flush_interval_s
-        try:
-            while True:
-                self._woken = False
-                self.wake_pending = False
-                work_seen, self._work_seen = self._work_seen, False
-                if self._stopping or work_seen or not self._idle():
-                    self.cycles += 1
-                    self._cycle_began = loop.time()
-                    # The cycle runs in this task, not a task of its own (two loop wake-ups less per
-                    # cycle); a stop cancels this task only while it is suspended inside the cycle.
-                    self._in_cycle = True
-                    try:
-                        await self._cycle()
-                    except asyncio.CancelledError:
-                        if not self._stopping:
-                            raise
-                        if hasattr(task, "uncancel"):  # Python 3.11+ counts cancel requests: this one is handled
-                            task.uncancel()
-                    finally:
-                        self._in_cycle = False
-                if self._stopping:
-                    break
-                if self._woken:  # woken during the cycle: go round again at once
-                    continue
-                # Cheap waits matter: a sender that wakes every 50 ms was the SDK's largest
-                # CPU cost.  The wait is one future; the ticks that find nothing to do are
-                # handled by _on_tick alone (no task step, no new future), and a tick with
-                # work or a wake resolves the future.
-                fut: asyncio.Future[None] = loop.create_future()
-                self._wake_fut = fut
-                self._tick_handle = loop.call_later(interval, self._on_tick)
-                try:
-                    await fut
-                finally:
-                    self._wake_fut = None
-                    if self._tick_handle is not None:
-                        self._tick_handle.cancel()
-                        self._tick_handle = None
-        finally:
-            beats.cancel()
-            await self._shutdown()
+    def _loop(self) -> None:
+        """Cycles when woken, or when a tick finds work, until stopped.
 
-    async def _beats(self) -> None:
-        while self._heartbeat is not None:
-            await asyncio.sleep(self.options.heartbeat_interval_s)
+        Cheap waits matter (each wake-up of this thread costs tens of µs of
+        CPU, and its CPU is what the training thread may wait on for the
+        GIL): the thread sleeps on one event between ticks, a tick that finds
+        nothing to do costs one look at the buffer, and a cycle costs one
+        wait.  Ticks come every ``flush_interval_s``, the first after a cycle
+        once ``cycle_gap_s`` has passed since it began: records that keep
+        coming go in cycles at least that far apart, one after a quiet spell
+        leaves within ``flush_interval_s``.  A wake (a full batch, flush,
+        close) does not wait for either.
+        """
+        opts = self.options
+        event = self._wake_event
+        next_beat = time.monotonic() + opts.heartbeat_interval_s
+        due = True  # at start: replay what earlier processes spooled
+        work_seen = False  # the tick that ended the last wait found work (no need to look again)
+        while not self._stopping:
+            if due:
+                event.clear()
+                self.wake_pending = False
+                if work_seen or not self._idle():
+                    self.cycles += 1
+                    self._cycle_began = time.monotonic()
+                    self._cycle()
+                    due = event.is_set()  # woken during the cycle: go round again at once
+                    work_seen = False
+                    if due:
+                        continue
+                elif self._inflight and self._flushers:
+                    self._serve(wait=True)  # a flush waits for envelopes sent before it came
+                due = work_seen = False
+            now = time.monotonic()
+            if self._heartbeat is not None and now >= next_beat:
+                next_beat = now + opts.heartbeat_interval_s
+                try:
+                    self._heartbeat()
+                except Exception:  # noqa: BLE001 - a heartbeat must never stop the sender
+                    pass
+            tick = max(opts.flush_interval_s, self._cycle_began + opts.cycle_gap_s - now)
+            woken = event.wait(min(tick, max(0.0, next_beat - now)))
+            if self._inflight:  # answers wait in librdkafka's queue: take them now that this thread is awake
+                self._serve(wait=self._flushers > 0)
+            if woken:
+                due = True
+                continue
             try:
-                self._heartbeat()
-            except Exception:  # noqa: BLE001 - a heartbeat must never stop the sender
-                pass
+                work_seen = due = not self._idle()
+            except Exception:  # noqa: BLE001 - run a cycle rather than stop ticking
+                work_seen = due = True
 
     def _idle(self) -> bool:
         """Whether a cycle would do nothing: no records buffered, nothing to send or replay."""
@@ -385,18 +295,17 @@ class Sender:
             self.buffer.before_logs()  # queued console writes become log records
         return self.buffer.empty()
 
-    async def _cycle(self) -> None:
+    def _cycle(self) -> None:
         self._drain(self.options.max_unacked_records - self._unacked)
         if not self._outbox and not self._replay_due:
             return
-        loop = asyncio.get_running_loop()
-        if self._producer is None:
-            await self._connect()
-        if self._producer is not None:
-            if self._replay_due and loop.time() >= self._next_attempt:
-                await self._replay()
+        if self._connect():
+            if self._replay_due and time.monotonic() >= self._next_attempt:
+                self._replay()
             if not self._replay_due:
-                await self._send_outbox()
+                self._send_outbox()
+                if self._flushers:
+                    self._serve(wait=True)
         if (
             self._outbox
             and self.spool is not None
@@ -427,135 +336,90 @@ class Sender:
                 self._outbox.append(batch)
                 self._unacked += batch.count
 
-    async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
-        if loop.time() < self._next_attempt:
-            return
-        producer = None
+    def _connect(self) -> bool:
+        """Whether the broker can be sent to now: the transport exists and, after an outage, answers a probe."""
+        if time.monotonic() < self._next_attempt:
+            return False
+        if self._transport is None:
+            try:
+                self._transport = self._factory()
+            except Exception as exc:  # noqa: BLE001 - a configuration librdkafka refuses: an outage to report
+                self._note_outage(exc)
+                return False
+            self._reached = False
+        if self._reached and self._outage_since is None:
+            return True
         try:
-            producer = self._factory()
-            await asyncio.wait_for(producer.start(), timeout=self.options.request_timeout_ms / 1000)
-        except BaseException as exc:  # noqa: BLE001 - any failure to connect is an outage
-            if producer is not None:
-                await self._stop_producer(producer, 1.0)
-            if isinstance(exc, (asyncio.CancelledError, KeyboardInterrupt, SystemExit)):
-                raise
+            self._transport.probe(min(PROBE_TIMEOUT_S, self.options.request_timeout_ms / 1000))
+        except SendError as exc:
             self._note_outage(exc)
-            return
-        self._producer = producer
-        self._partitions.clear()
+            return False
+        self._reached = True
+        return True
 
-    async def _send_outbox(self) -> None:
-        """Send the outbox, one produce request at a time, each awaited (see :func:`runstream.kafka.produce`).
+    def _send_outbox(self) -> None:
+        """Hand the outbox to the transport, in ``seq`` order; wait for the answers only if someone waits.
 
-        One request carries at most one record batch per kind (its envelopes
-        in ``seq`` order, up to ``MAX_REQUEST_BATCH_BYTES``); the next goes
-        once it is answered, so a kind's envelopes reach the broker in order.
-        Cancelled (shutdown), the envelopes of the request stay in flight and
-        are spooled.
+        librdkafka keeps a partition's messages in order (one request in
+        flight), so a kind's envelopes reach the broker in order; only a
+        retried one may come after a later one.  The answers are handed out
+        by the loop's next look (:meth:`_serve`), which costs no wake-up of
+        this thread of its own, or at once when :meth:`flush` waits.
         """
-        loop = asyncio.get_running_loop()
-        while self._outbox and loop.time() >= self._next_attempt and self._producer is not None:
-            producer = self._producer
-            topic = ""
-            try:
-                for topic in {self._topic[b.kind] for b in self._outbox} - self._partitions.keys():
-                    self._partitions[topic] = await kafka.partition_for(producer, topic, self.key)
-            except Exception as exc:  # noqa: BLE001 - no metadata: an outage, or a topic we may not use
-                if is_retriable(exc):
-                    self._note_outage(exc)
-                    return
-                for batch in [b for b in self._outbox if self._topic[b.kind] == topic]:
-                    self._outbox.remove(batch)
-                    self._give_up(batch, exc)
-                continue
-            parts = self._partitions
-            chunk = self._next_request()
-            values: dict[tuple[str, int], list[bytes]] = {}
-            for batch in chunk:
-                topic = self._topic[batch.kind]
-                values.setdefault((topic, parts[topic]), []).append(batch.value)
-                batch.attempts += 1
-                self._inflight[batch.seq] = batch
-                self.buffer.count("sent", batch.kind, batch.records)
-            try:
-                answers = await kafka.produce(producer, self.key, values)
-            except Exception as exc:  # noqa: BLE001 - whatever failed, every envelope of the request did
-                answers = dict.fromkeys(values, exc)
-            self._answered(chunk, answers, {topic: part for (topic, part) in values})
-            if self._outage_since is not None:
-                return
-
-    def _next_request(self) -> list[Batch]:
-        """Take from the outbox the envelopes of the next produce request (``seq`` order kept per kind)."""
-        taken: list[Batch] = []
-        left: list[Batch] = []
-        size: dict[str, int] = {}
-        full: set[str] = set()
-        for batch in self._outbox:
-            kind = batch.kind
-            if kind in full:
-                left.append(batch)
-                continue
-            now = size.get(kind, 0) + len(batch.value)
-            if kind in size and now > MAX_REQUEST_BATCH_BYTES:
-                full.add(kind)  # later envelopes of this kind wait: they must not overtake this one
-                left.append(batch)
-                continue
-            size[kind] = now
-            taken.append(batch)
-        self._outbox.clear()
-        self._outbox.extend(left)
-        return taken
-
-    def _answered(
-        self, chunk: list[Batch], answers: dict[tuple[str, int], BaseException | None], parts: dict[str, int]
-    ) -> None:
-        """Account for the broker's answer to each envelope of a request (acked, requeued or given up)."""
-        outage: BaseException | None = None
-        for batch in chunk:
-            del self._inflight[batch.seq]  # still there: a shutdown spools only once the request is cancelled
-            topic = self._topic[batch.kind]
-            exc = answers.get((topic, parts[topic]), kafka.KafkaError("no answer"))
-            if exc is None:
-                self._unacked -= batch.count
-                self.buffer.count("acked", batch.kind, batch.records)
-                self._resolve(batch.kind, batch.start, batch.count, "")
-                continue
-            if is_retriable(exc) or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
-                self._requeue(batch)
-                outage = exc
-            else:
-                self._give_up(batch, exc)
-        if outage is None:
-            self._note_recovered()
+        transport = self._transport
+        if transport is None or time.monotonic() < self._next_attempt:
             return
-        self._note_outage(outage)
-        if isinstance(outage, kafka.ConnectionLost):
-            self._drop_producer()
+        topic = self._topic
+        key = self.key
+        outbox = self._outbox
+        while outbox:
+            batch = outbox.popleft()
+            batch.attempts += 1
+            self._inflight[batch.seq] = batch
+            self.buffer.count("sent", batch.kind, batch.records)
+            transport.produce(topic[batch.kind], key, batch.value, self._answer_for(batch))
+
+    def _serve(self, *, wait: bool, stop: Callable[[], bool] | None = None) -> None:
+        """Take the answers that came (all of them, waiting up to the request timeout, when ``wait``)."""
+        transport = self._transport
+        if transport is None:
+            return
+        if wait:
+            transport.wait(stop or self._stopped)
+        else:
+            transport.serve()
+        failure, self._failure = self._failure, None
+        if failure is not None and not self._stopping:  # a stop takes the envelopes back: no outage in that
+            self._note_outage(failure)
+
+    def _stopped(self) -> bool:
+        return self._stopping
+
+    def _answer_for(self, batch: Batch) -> Callable[[SendError | None], None]:
+        def on_answer(exc: SendError | None) -> None:
+            self._answered(batch, exc)
+
+        return on_answer
+
+    def _answered(self, batch: Batch, exc: SendError | None) -> None:
+        """Account for the broker's answer to one envelope (acked, requeued or given up)."""
+        self._inflight.pop(batch.seq, None)
+        if exc is None:
+            self._unacked -= batch.count
+            self.buffer.count("acked", batch.kind, batch.records)
+            self._resolve(batch.kind, batch.start, batch.count, "")
+            if self._outage_since is not None or self._next_attempt:
+                self._note_recovered()
+            return
+        if is_retriable(exc) or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
+            self._requeue(batch)
+            self._failure = exc  # one outage per look, however many envelopes it took back
+        else:
+            self._give_up(batch, exc)
 
     def _requeue(self, batch: Batch) -> None:
         seqs = [b.seq for b in self._outbox]
         self._outbox.insert(bisect.bisect(seqs, batch.seq), batch)
-
-    def _drop_producer(self) -> None:
-        """Forget the producer after a lost connection; the next cycle connects a new one.
-
-        The broker on the other side may have restarted with none of its
-        topics: a new producer reads metadata afresh and waits for the topic
-        to exist, where the old one would send on its stale metadata (see
-        :func:`runstream.kafka._fail_on_disconnect`).  Its batches still in
-        flight go back to the outbox; a late answer for one of them is ignored
-        (at worst the batch is stored twice, once by identity).
-        """
-        producer, self._producer = self._producer, None
-        self._partitions.clear()
-        if producer is None:
-            return
-        for batch in sorted(self._inflight.values(), key=lambda b: b.seq):
-            self._requeue(batch)
-        self._inflight.clear()
-        asyncio.get_running_loop().create_task(self._stop_producer(producer, 1.0))
 
     def _give_up(self, batch: Batch, exc: BaseException) -> None:
         self._unacked -= batch.count
@@ -565,7 +429,7 @@ class Sender:
             "Broker refused an envelope; its records are dropped. kind=%s records=%d error=%s",
             batch.kind,
             batch.records,
-            type(exc).__name__,
+            _name(exc),
         )
 
     def _resolve(self, kind: str, start: int, count: int, hole: str) -> None:
@@ -586,15 +450,15 @@ class Sender:
             self._cond.notify_all()
 
     def _note_outage(self, exc: BaseException) -> None:
-        loop = asyncio.get_running_loop()
-        self._next_attempt = loop.time() + self._backoff_s
+        self._reached = False
+        self._next_attempt = time.monotonic() + self._backoff_s
         self._backoff_s = min(self._backoff_s * 2, self.options.retry_max_s)
         if self._outage_since is None:
             self._outage_since = time.monotonic()
             log.warning(
                 "Kafka broker unreachable; keeping records and retrying. bootstrap=%s error=%s",
                 self.bootstrap,
-                type(exc).__name__,
+                _name(exc),
             )
 
     def _note_recovered(self) -> None:
@@ -649,9 +513,9 @@ class Sender:
         self._spool_batches(batches)
         self._replay_due = True
 
-    async def _replay(self) -> None:
+    def _replay(self) -> None:
         """Send the spool's segments (ours and earlier processes'), oldest first."""
-        assert self.spool is not None
+        assert self.spool is not None and self._transport is not None
         self._replay_due = False
         mine = self.batcher.producer
 
@@ -661,9 +525,7 @@ class Sender:
                     self._fill_hole(e.kind, e.start)
 
         try:
-            sent = await replay(self._producer, self.spool, on_segment=acked)
-        except asyncio.CancelledError:
-            raise
+            sent = replay(self._transport, self.spool, on_segment=acked, stop=self._stopped)
         except Exception as exc:  # noqa: BLE001 - retried after the backoff
             self._replay_due = True
             self._note_outage(exc)
@@ -672,36 +534,34 @@ class Sender:
             self._note_recovered()
             self._replay_due = False
 
-    async def _shutdown(self) -> None:
-        """Last drain, bounded stop of the producer, then spool what is left."""
+    def _shutdown(self) -> None:
+        """Last drain, a bounded last send, then spool what is left and release the transport."""
         self._drain(1 << 62)
-        if self._producer is not None:
-            if self._outbox and self._outage_since is None:
-                try:
-                    await asyncio.wait_for(self._send_outbox(), timeout=1.0)
-                except BaseException:  # noqa: BLE001 - what is not sent is spooled below
-                    pass
-            await self._stop_producer(self._producer, 2.0)
-            self._producer = None
+        transport = self._transport
+        if transport is not None:
+            if self._outage_since is None and self._reached:
+                deadline = time.monotonic() + 1.0
+                self._send_outbox()
+                self._serve(wait=True, stop=lambda: time.monotonic() > deadline)
+            transport.close()  # what is still waiting is answered as purged: back into the outbox
+            self._transport = None
         left = sorted([*self._inflight.values(), *self._outbox], key=lambda b: b.seq)
         self._inflight.clear()
         self._outbox.clear()
         self._spool_batches(left)
 
-    @staticmethod
-    async def _stop_producer(producer: Any, timeout_s: float) -> None:
-        try:
-            await asyncio.wait_for(producer.stop(), timeout=timeout_s)
-        except BaseException:  # noqa: BLE001 - stopping is best effort
-            pass
+
+def _name(exc: BaseException) -> str:
+    return exc.name if isinstance(exc, SendError) else type(exc).__name__
 
 
-async def replay(
-    producer: Any,
+def replay(
+    transport: Transport,
     spool: DiskSpool,
     on_segment: Callable[[list[SpoolEntry]], None] | None = None,
+    stop: Callable[[], bool] = lambda: False,
 ) -> int:
-    """Send every segment of ``spool`` with a started ``producer``, oldest first.
+    """Send every segment of ``spool`` through ``transport``, oldest first.
 
     A segment is deleted once all its envelopes are acknowledged (then
     ``on_segment`` is called with its entries).  On the first failure the
@@ -711,11 +571,10 @@ async def replay(
     paths = spool.claim()
     sent = 0
     for i, path in enumerate(paths):
-        entries = list(spool.read(path))
         try:
-            futs = [await producer.send(e.topic, e.value, key=e.key) for e in entries]
-            results = await asyncio.gather(*futs, return_exceptions=True)
-            errors = [r for r in results if isinstance(r, BaseException)]
+            entries = list(spool.read(path))
+            answers = transport.send([(e.topic, e.key, e.value) for e in entries], stop=stop)
+            errors = [a for a in answers if a is not None]
             if errors:
                 raise errors[0]
         except BaseException:
@@ -729,17 +588,17 @@ async def replay(
     return sent
 
 
-async def sync(settings: Settings, timeout_s: float, spool_max_bytes: int = 1 << 30) -> int:
+def sync(settings: Settings, timeout_s: float, spool_max_bytes: int = 1 << 30) -> int:
     """Replay the disk spool of ``settings`` (data directory, broker); return envelopes sent.
 
-    What ``runstream sync`` runs.  Raises ``KafkaConnectionError`` (or the
-    first send error) when the broker cannot take them; what was not sent
-    stays in the spool.
+    What ``runstream sync`` runs.  Raises :class:`SendError` (or the first
+    send error) when the broker cannot take them within about ``timeout_s``;
+    what was not sent stays in the spool.
     """
     spool = DiskSpool.for_settings(settings, spool_max_bytes)
-    producer = kafka.make_producer(settings.kafka, client_id="runstream-sync", request_timeout_ms=int(timeout_s * 1000))
-    await asyncio.wait_for(producer.start(), timeout=timeout_s)
+    transport = Transport(settings.kafka, client_id="runstream-sync", request_timeout_ms=int(timeout_s * 1000))
     try:
-        return await asyncio.wait_for(replay(producer, spool), timeout=timeout_s)
+        transport.probe(timeout_s)
+        return replay(transport, spool)
     finally:
-        await Sender._stop_producer(producer, 5.0)
+        transport.close()

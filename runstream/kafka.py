@@ -8,7 +8,7 @@ a lag probe used by ``runstream up`` to drain before it stops.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition, codec
@@ -18,18 +18,12 @@ from aiokafka.errors import (
     KafkaConnectionError,
     KafkaError,
     KafkaTimeoutError,
-    LeaderNotAvailableError,
-    NodeNotReadyError,
     TopicAlreadyExistsError,
-    for_code,
 )
-from aiokafka.producer.message_accumulator import BatchBuilder
-from aiokafka.protocol.produce import ProduceRequest
 from aiokafka.record import default_records
 
 __all__ = [
     "AIOKafkaConsumer",
-    "ConnectionLost",
     "AIOKafkaProducer",
     "ConsumerRebalanceListener",
     "KafkaConnectionError",
@@ -42,48 +36,9 @@ __all__ = [
     "group_lag",
     "make_consumer",
     "make_producer",
-    "partition_for",
-    "produce",
     "wait_for_broker",
     "zstd_encode",
 ]
-
-
-class ConnectionLost(KafkaError):
-    """A producer lost (or could not open) its connection to a broker; the batch was not retried.
-
-    Raised into the send futures of a producer made with
-    ``make_producer(..., fail_on_disconnect=True)``.  Not retriable *inside*
-    aiokafka (so its sender gives the batch back at once instead of resending
-    it on the next connection with its old metadata), but retriable for the
-    caller, who should drop the producer and send again with a new one.
-    """
-
-    retriable = False
-    invalid_metadata = True
-
-
-def _fail_on_disconnect(producer: AIOKafkaProducer) -> None:
-    """Make ``producer`` fail its batches on a lost connection instead of retrying them itself.
-
-    Why: aiokafka re-enqueues a batch after ``NodeNotReadyError`` without
-    refreshing metadata, so once a restarted broker listens again the batch
-    goes out with the metadata of the broker that died.  A broker that lost
-    its topics (Tansu keeps them in memory) should refuse a produce to a topic
-    it does not know, but Tansu 0.6 acknowledges it, with offsets, and the
-    records are then on no topic a consumer can read: acknowledged and lost.
-    Only this producer's client is changed (an instance attribute).
-    """
-    client = producer.client
-    send = client.send
-
-    async def send_or_fail(node_id: Any, request: Any, **kwargs: Any) -> Any:
-        try:
-            return await send(node_id, request, **kwargs)
-        except (NodeNotReadyError, KafkaConnectionError) as exc:
-            raise ConnectionLost(f"connection to node {node_id} lost: {type(exc).__name__}") from exc
-
-    client.send = send_or_fail  # type: ignore[method-assign]
 
 
 #: How producers compress record batches (``None`` where cramjam is missing: aiokafka has no zstd then).
@@ -118,18 +73,14 @@ def _use_zstd_level() -> None:
 _use_zstd_level()
 
 
-def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options: Any) -> AIOKafkaProducer:
+def make_producer(bootstrap: str, **options: Any) -> AIOKafkaProducer:
     """A producer with acks from the leader, batching suited to envelopes, and zstd.
 
     zstd (``cramjam``, a base dependency) shrinks a batch of log lines about
     fourfold; measured on Tansu (``bench/broker.py``) it costs the producer
     about what sending the uncompressed bytes costs, and the broker and every
-    consumer far less.
-
-    With ``fail_on_disconnect``, a batch whose connection is lost fails with
-    :class:`ConnectionLost` instead of being retried by aiokafka (see
-    :func:`_fail_on_disconnect`); the caller then sends it again with a new
-    producer, whose metadata comes from the broker as it is now.
+    consumer far less.  (The SDK sends with librdkafka instead:
+    :mod:`producers.transport`.)
     """
     opts: dict[str, Any] = {
         "bootstrap_servers": bootstrap,
@@ -140,97 +91,7 @@ def make_producer(bootstrap: str, *, fail_on_disconnect: bool = False, **options
         "compression_type": COMPRESSION,
     }
     opts.update(options)
-    producer = AIOKafkaProducer(**opts)
-    if fail_on_disconnect:
-        _fail_on_disconnect(producer)
-    return producer
-
-
-#: Record batches smaller than this go uncompressed (consumers read either): compressing a
-#: few hundred bytes saves next to nothing on the wire and costs a fresh codec context.
-COMPRESS_MIN_BYTES = 4096
-
-
-async def partition_for(producer: AIOKafkaProducer, topic: str, key: bytes) -> int:
-    """The partition ``producer``'s partitioner picks for ``key`` on ``topic`` (what ``send`` would pick).
-
-    Waits for the topic's metadata like ``send`` does; raises
-    ``UnknownTopicOrPartitionError`` (retriable) when the topic does not
-    appear within the producer's request timeout.
-    """
-    await producer.client._wait_on_metadata(topic)  # noqa: SLF001 - what send() waits on
-    return int(producer._partition(topic, None, None, None, key, None))  # noqa: SLF001 - its partitioner
-
-
-async def produce(
-    producer: AIOKafkaProducer, key: bytes | None, batches: Mapping[tuple[str, int], Sequence[bytes]]
-) -> dict[tuple[str, int], BaseException | None]:
-    """Send each (topic, partition)'s values, in order, as one record batch; wait for the broker's answers.
-
-    A cheaper path than ``producer.send`` for a caller that already batches
-    and waits for its acknowledgements anyway: no accumulator, no per-record
-    future, no wake-up of the producer's background task, and one produce
-    request per leader broker for all the partitions given.  A record batch
-    of ``COMPRESS_MIN_BYTES`` or more is compressed with the producer's codec;
-    the caller sizes them (a broker refuses one over its ``message.max.bytes``).  Does not
-    retry: returns, per partition, None once acknowledged or the error
-    (a request-level error, such as :class:`ConnectionLost` from a producer
-    made with ``fail_on_disconnect``, for every partition of that request).
-    A leader that is unknown asks for new metadata and answers
-    ``LeaderNotAvailableError`` (retriable).  Blocks up to the producer's
-    request timeout; cancelling it leaves the outcome unknown.
-    """
-    client = producer.client
-    compression = producer._message_accumulator._compression_type  # noqa: SLF001 - the producer's codec
-    acks = producer._sender._acks  # noqa: SLF001 - the producer's acks setting
-    timeout_ms = producer._request_timeout_ms  # noqa: SLF001
-    out: dict[tuple[str, int], BaseException | None] = {}
-    by_node: dict[int, dict[str, list[tuple[int, bytes]]]] = {}
-    for tp, values in batches.items():
-        leader = client.cluster.leader_for_partition(TopicPartition(*tp))
-        if leader is None or leader < 0:
-            client.force_metadata_update()
-            out[tp] = LeaderNotAvailableError(f"no leader known for {tp[0]}[{tp[1]}]")
-            continue
-        size = sum(map(len, values))
-        builder = BatchBuilder(size + 1024 + 64 * len(values), compression if size >= COMPRESS_MIN_BYTES else 0)
-        for value in values:
-            # The batch size above fits every value: append never refuses one.
-            builder.append(timestamp=None, key=key, value=value)
-        by_node.setdefault(leader, {}).setdefault(tp[0], []).append((tp[1], builder._build()))  # noqa: SLF001
-
-    async def one(node: int, topics: dict[str, list[tuple[int, bytes]]]) -> None:
-        request = ProduceRequest(
-            required_acks=acks, timeout=timeout_ms, topics=list(topics.items()), transactional_id=None
-        )
-        try:
-            response = await client.send(node, request)
-        except KafkaError as exc:
-            if getattr(exc, "invalid_metadata", False):
-                client.force_metadata_update()
-            for topic, parts in topics.items():
-                for partition, _ in parts:
-                    out[(topic, partition)] = exc
-            return
-        for topic, answers in response.topics:
-            for answer in answers:
-                error = for_code(answer[1])
-                if error.errno == 0:
-                    out[(topic, answer[0])] = None
-                else:
-                    if getattr(error, "invalid_metadata", False):
-                        client.force_metadata_update()
-                    out[(topic, answer[0])] = error()
-        for topic, parts in topics.items():
-            for partition, _ in parts:
-                out.setdefault((topic, partition), KafkaError(f"no answer for {topic}[{partition}]"))
-
-    nodes = list(by_node.items())
-    if len(nodes) == 1:
-        await one(*nodes[0])
-    elif nodes:
-        await asyncio.gather(*(one(node, topics) for node, topics in nodes))
-    return out
+    return AIOKafkaProducer(**opts)
 
 
 def make_consumer(

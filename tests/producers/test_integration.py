@@ -29,6 +29,7 @@ from producers.buffer import Buffer
 from producers.options import Options
 from producers.sender import Sender
 from producers.spool import DiskSpool, SpoolEntry
+from producers.transport import Transport
 from runstream import kafka
 from runstream import settings as settings_mod
 from runstream.topics import Topics
@@ -250,20 +251,20 @@ def test_records_that_keep_coming_wait_for_the_cycle_gap(sdk_broker: str, sdk_to
         buffer, Batcher(producer="p", run="r", node="n", rank=0), settings=settings, options=options, key=b"r"
     )
 
-    def acked(count: int) -> bool:
+    def sent(count: int) -> bool:
+        # Sent, not acknowledged: the answers are taken at the sender's next wake-up (the gap, here).
         deadline = time.monotonic() + scaled(10)
-        while buffer.stats()["acked"]["runs"] < count and time.monotonic() < deadline:
+        while buffer.stats()["sent"]["runs"] < count and time.monotonic() < deadline:
             time.sleep(0.01)  # no flush(): the ticks alone must send it
-        return buffer.stats()["acked"]["runs"] == count
+        return buffer.stats()["sent"]["runs"] == count
 
     sender.start()
     try:
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
-        assert acked(1)
+        assert sent(1)
         began = sender._cycle_began  # noqa: SLF001 - loop time at which the cycle that sent it began
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
-        assert acked(2)
-        # (asyncio may run a timer up to its clock resolution early)
+        assert sent(2)
         assert sender._cycle_began - began >= gap - 0.01  # noqa: SLF001
         began = sender._cycle_began  # noqa: SLF001
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
@@ -278,9 +279,13 @@ def test_unreachable_broker_backs_off_without_spinning(tmp_path: Path) -> None:
     attempts: list[float] = []
     bootstrap = f"127.0.0.1:{free_port()}"
 
-    def factory() -> Any:
-        attempts.append(time.monotonic())
-        return kafka.make_producer(bootstrap, request_timeout_ms=2000)
+    class Counted(Transport):
+        def probe(self, timeout_s: float) -> None:
+            attempts.append(time.monotonic())
+            super().probe(timeout_s)
+
+    def factory() -> Transport:
+        return Counted(bootstrap, request_timeout_ms=2000, retry_initial_s=0.1, retry_max_s=0.4)
 
     settings = settings_mod.load({"kafka": bootstrap, "data_dir": str(tmp_path)}, environ={})
     options = Options(retry_initial_s=0.1, retry_max_s=0.4, spool=False)
@@ -291,7 +296,7 @@ def test_unreachable_broker_backs_off_without_spinning(tmp_path: Path) -> None:
         settings=settings,
         options=options,
         key=b"r",
-        producer_factory=factory,
+        transport_factory=factory,
     )
     sender.start()
     buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})

@@ -52,11 +52,12 @@ async def _produce(broker: str, topic: str, counts: list[int]) -> None:
     producer = kafka.make_producer(broker, linger_ms=0)
     await producer.start()
     try:
-        await kafka.partition_for(producer, topic, b"k")
         n = 0
         for count in counts:
-            answers = await kafka.produce(producer, b"k", {(topic, 0): [b"v%d" % (n + i) for i in range(count)]})
-            assert answers == {(topic, 0): None}
+            batch = producer.create_batch()
+            for i in range(count):
+                assert batch.append(key=b"k", value=b"v%d" % (n + i), timestamp=None) is not None
+            await (await producer.send_batch(batch, topic, partition=0))
             n += count
     finally:
         await producer.stop()
