@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -134,3 +136,40 @@ def test_a_broker_killed_while_messages_wait_answers_them_at_once(tmp_path: Path
         if broker.poll() is None:
             broker.kill()
             broker.wait(10)
+
+
+ABANDONED_IN_CHILD = r"""
+import gc, os, sys
+from producers.transport import Transport
+t = Transport(sys.argv[1], request_timeout_ms=60_000)
+t.produce("no-such-topic-at-fork", b"k", b"x", lambda err: None)  # still waiting at the fork
+pid = os.fork()
+if pid == 0:
+    producer = t._producer
+    held = sys.getrefcount(producer)
+    t.abandon()
+    raised = sys.getrefcount(producer) == held + 1
+    del t, producer
+    gc.collect()  # the producer is not destroyed: its count stays above what anything will drop
+    os._exit(0 if raised else 3)
+_, status = os.waitpid(pid, 0)
+t.close()
+print("CHILD", os.waitstatus_to_exitcode(status))
+"""
+
+
+def test_abandoned_in_a_forked_child_the_producer_is_never_destroyed(tmp_path: Path) -> None:
+    """Destroying the parent's librdkafka producer in a forked child can wait forever on threads the child
+    lacks (seen here with messages waiting): abandon() keeps its reference count up for good."""
+    script = tmp_path / "abandon.py"
+    script.write_text(ABANDONED_IN_CHILD)
+    root = Path(__file__).resolve().parents[2]
+    proc = subprocess.run(
+        [sys.executable, str(script), f"127.0.0.1:{free_port()}"],
+        capture_output=True,
+        text=True,
+        timeout=scaled(60),
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "CHILD 0" in proc.stdout
