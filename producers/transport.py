@@ -115,6 +115,8 @@ class Transport:
         self.lost_at = 0.0
         #: The last client-level error reported, for the outage warning.
         self.last_error: SendError | None = None
+        initial_ms = max(1, int(retry_initial_s * 1000))
+        most_ms = max(1, int(retry_max_s * 1000))
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": client_id,
@@ -132,9 +134,10 @@ class Transport:
             "message.timeout.ms": request_timeout_ms,
             "request.timeout.ms": request_timeout_ms,
             "socket.connection.setup.timeout.ms": max(1000, request_timeout_ms),
-            "reconnect.backoff.ms": max(1, int(retry_initial_s * 1000)),
-            "reconnect.backoff.max.ms": max(1, int(retry_max_s * 1000)),
-            "retry.backoff.ms": max(1, int(retry_initial_s * 1000)),
+            # librdkafka refuses a first reconnect backoff above the most.
+            "reconnect.backoff.ms": min(initial_ms, most_ms),
+            "reconnect.backoff.max.ms": most_ms,
+            "retry.backoff.ms": min(initial_ms, most_ms),
             # Topics are runstream's to create (runstream up, the admin tools), never a side effect of a produce.
             "allow.auto.create.topics": False,
             "message.max.bytes": 16 * 1024 * 1024,

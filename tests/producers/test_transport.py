@@ -173,3 +173,11 @@ def test_abandoned_in_a_forked_child_the_producer_is_never_destroyed(tmp_path: P
     )
     assert proc.returncode == 0, proc.stderr
     assert "CHILD 0" in proc.stdout
+
+
+@pytest.mark.parametrize(("initial_s", "most_s"), [(3.0, 1.0), (2.0, 30.0), (0.0001, 0.0001)])
+def test_any_backoff_options_make_a_transport(initial_s: float, most_s: float) -> None:
+    """Options librdkafka would refuse as they are (a first backoff above the most) are brought within its
+    bounds: a configuration error would leave the SDK retrying a producer it cannot make."""
+    transport = Transport(f"127.0.0.1:{free_port()}", retry_initial_s=initial_s, retry_max_s=most_s)
+    transport.close()
