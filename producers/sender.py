@@ -3,11 +3,12 @@
 Every ``flush_interval_s``, but at most once per ``cycle_gap_s`` while records
 keep coming (at once when a kind's backlog reaches ``batch_max_records``, or on
 :meth:`Sender.flush`), the sender takes what the buffer holds, builds envelopes
-(:mod:`producers.batch`) and sends each to the kind's raw topic keyed by run
-id, then waits for the broker's acknowledgements
-(:class:`producers.transport.Transport`, librdkafka: its network I/O,
-batching and compression run in its own threads, outside the GIL).  Between
-cycles the thread sleeps on an event: no event loop, no timers.
+(:mod:`producers.batch`) and hands each to the transport for the kind's raw
+topic, keyed by run id (:class:`producers.transport.Transport`, librdkafka:
+its network I/O, batching and compression run in its own threads, outside
+the GIL).  The broker's acknowledgements are taken when the thread next
+wakes up anyway, or waited for at once while :meth:`Sender.flush` waits.
+Between cycles the thread sleeps on an event: no event loop, no timers.
 
 Guarantees:
 
