@@ -262,7 +262,7 @@ def test_records_that_keep_coming_wait_for_the_cycle_gap(sdk_broker: str, sdk_to
     try:
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
         assert sent(1)
-        began = sender._cycle_began  # noqa: SLF001 - loop time at which the cycle that sent it began
+        began = sender._cycle_began  # noqa: SLF001 - when the cycle that sent it began
         buffer.put("runs", {"ts_ns": time.time_ns(), "event": "heartbeat"})
         assert sent(2)
         assert sender._cycle_began - began >= gap - 0.01  # noqa: SLF001
