@@ -95,6 +95,12 @@ class SendError(Exception):
         retriable = err.code() in _RETRIABLE_CODES or bool(err.retriable())
         return cls(err.str(), name=err.name(), retriable=retriable)
 
+    @classmethod
+    def raised(cls, exc: Exception) -> SendError:
+        """What librdkafka raised (``KafkaException`` carrying a ``KafkaError``, or ``BufferError``), as an answer."""
+        err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
+        return cls.of(err) if err is not None else cls(str(exc), retriable=True)
+
 
 class Transport:
     """One librdkafka producer, used from one thread (see the module docstring)."""
@@ -167,16 +173,14 @@ class Transport:
         the probe in a few milliseconds, not after the timeout).
         """
         producer = self._producer
-        producer.poll(0)  # errors reported while nobody polled are from before this call
-        began = time.monotonic()
+        began = self._settle()
         deadline = began + timeout_s
         while True:
             try:
                 producer.list_topics(timeout=max(0.001, min(PROBE_SLICE_S, deadline - time.monotonic())))
                 return
             except KafkaException as exc:
-                err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-                failure = SendError.of(err) if err is not None else SendError(str(exc))
+                failure = SendError.raised(exc)
             producer.poll(0)
             if self.lost_at >= began:
                 raise self.last_error or failure
@@ -201,12 +205,11 @@ class Transport:
             on_answer(None if err is None else SendError.of(err))
 
         if not self._pending:
-            self._pending_since = time.monotonic()
+            self._pending_since = self._settle()
         try:
             self._producer.produce(topic, value, key, on_delivery=callback)
         except (KafkaException, BufferError) as exc:
-            err = exc.args[0] if exc.args and isinstance(exc.args[0], KafkaError) else None
-            on_answer(SendError.of(err) if err is not None else SendError(str(exc), retriable=True))
+            on_answer(SendError.raised(exc))
             return
         self._pending += 1
 
@@ -250,11 +253,20 @@ class Transport:
 
             return on_answer
 
-        self._producer.poll(0)  # errors reported while nobody polled are from before this call
         for i, (topic, key, value) in enumerate(messages):
             self.produce(topic, key, value, answered(i))
         self.wait(stop)
         return answers
+
+    def _settle(self) -> float:
+        """Take the error reports queued while nobody polled, and return the time from which reports are news.
+
+        A report is timed when it is taken, not when it happened: one from an
+        outage that ended while nothing waited would otherwise count as a
+        connection lost under the messages (or probe) that come next.
+        """
+        self._producer.poll(0)
+        return time.monotonic()
 
     def _purge(self) -> None:
         """Take back every message librdkafka holds; their callbacks answer with a retriable error."""

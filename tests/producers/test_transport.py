@@ -181,3 +181,34 @@ def test_any_backoff_options_make_a_transport(initial_s: float, most_s: float) -
     bounds: a configuration error would leave the SDK retrying a producer it cannot make."""
     transport = Transport(f"127.0.0.1:{free_port()}", retry_initial_s=initial_s, retry_max_s=most_s)
     transport.close()
+
+
+def test_errors_of_an_outage_nobody_polled_during_do_not_take_back_later_messages(tmp_path: Path) -> None:
+    """Connection failures queued while nothing was waiting (the broker was down and came back) are old news:
+    a message produced after the broker returned is delivered, not purged as if its connection were lost."""
+    port = free_port()
+    bootstrap = f"127.0.0.1:{port}"
+    broker: subprocess.Popen[bytes] = start_tansu(port, port, tmp_path / "old.log")
+    asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
+    asyncio.run(kafka.ensure_topics(bootstrap, ["s.metrics"], 1))
+    transport = Transport(bootstrap, retry_initial_s=0.1, retry_max_s=0.2)
+    try:
+        assert transport.send([("s.metrics", b"k", b"before")]) == [None]
+        broker.kill()
+        broker.wait(10)
+        time.sleep(1.0)  # failed reconnects queue their errors; nothing polls
+        broker = start_tansu(port, port, tmp_path / "new.log")
+        asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
+        asyncio.run(kafka.ensure_topics(bootstrap, ["s.metrics"], 1))
+        answers: list[SendError | None] = []
+        transport.produce("s.metrics", b"k", b"after", answers.append)
+        deadline = time.monotonic() + scaled(15)
+        while transport.pending and time.monotonic() < deadline:
+            time.sleep(0.05)
+            transport.serve()  # what the sender does when it wakes
+        assert answers == [None]
+    finally:
+        transport.close()
+        if broker.poll() is None:
+            broker.kill()
+            broker.wait(10)
