@@ -62,13 +62,6 @@ PROBE_TIMEOUT_S = 2.0
 TransportFactory = Callable[[], Transport]
 
 
-def is_retriable(exc: BaseException) -> bool:
-    """Whether sending again can succeed (connection trouble, timeouts, leader moves)."""
-    if isinstance(exc, SendError):
-        return exc.retriable
-    return isinstance(exc, (TimeoutError, ConnectionError, OSError))
-
-
 class Sender:
     """Drains one :class:`Buffer` to Kafka from a daemon thread (see the module docstring)."""
 
@@ -301,7 +294,7 @@ class Sender:
         if not self._outbox and not self._replay_due:
             return
         if self._connect():
-            if self._replay_due and time.monotonic() >= self._next_attempt:
+            if self._replay_due:
                 self._replay()
             if not self._replay_due:
                 self._send_outbox()
@@ -368,7 +361,7 @@ class Sender:
         this thread of its own, or at once when :meth:`flush` waits.
         """
         transport = self._transport
-        if transport is None or time.monotonic() < self._next_attempt:
+        if transport is None:
             return
         topic = self._topic
         key = self.key
@@ -409,10 +402,9 @@ class Sender:
             self._unacked -= batch.count
             self.buffer.count("acked", batch.kind, batch.records)
             self._resolve(batch.kind, batch.start, batch.count, "")
-            if self._outage_since is not None or self._next_attempt:
-                self._note_recovered()
+            self._note_recovered()
             return
-        if is_retriable(exc) or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
+        if exc.retriable or batch.attempts < MAX_UNKNOWN_ATTEMPTS:
             self._requeue(batch)
             self._failure = exc  # one outage per look, however many envelopes it took back
         else:
