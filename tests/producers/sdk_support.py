@@ -165,3 +165,21 @@ def start_tansu(port: int, advertised_port: int, log: Path) -> subprocess.Popen[
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+
+
+def start_broker(port: int, log: Path, topics: list[str]) -> subprocess.Popen[bytes]:
+    """A Tansu broker on ``port`` (memory only, so empty), answering, with ``topics`` (one partition each)."""
+    import asyncio
+
+    proc = start_tansu(port, port, log)
+    bootstrap = f"127.0.0.1:{port}"
+    asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
+    asyncio.run(kafka.ensure_topics(bootstrap, topics, 1))
+    return proc
+
+
+def stop_broker(proc: subprocess.Popen[bytes]) -> None:
+    """Kill a broker that may already be dead."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(10)

@@ -8,10 +8,9 @@ import subprocess
 from collections import Counter
 from pathlib import Path
 
-from sdk_support import free_port, read_envelopes, run_script, scaled, start_tansu, valid_records
+from sdk_support import free_port, read_envelopes, run_script, scaled, start_broker, valid_records
 
 from producers.options import Options
-from runstream import kafka
 from runstream import settings as settings_mod
 from runstream.topics import RAW_KINDS, Topics
 from runstream.wire import Envelope
@@ -68,11 +67,7 @@ def _read_steps(bootstrap: str, topics: Topics, want: int) -> list[int]:
 
 
 def _start_broker(port: int, log: Path, topics: Topics) -> subprocess.Popen[bytes]:
-    proc = start_tansu(port, port, log)
-    bootstrap = f"127.0.0.1:{port}"
-    asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
-    asyncio.run(kafka.ensure_topics(bootstrap, [topics.raw(k) for k in RAW_KINDS], 1))
-    return proc
+    return start_broker(port, log, [topics.raw(k) for k in RAW_KINDS])
 
 
 def test_broker_restart_mid_run_delivers_each_record_once(tmp_path: Path) -> None:

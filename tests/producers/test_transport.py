@@ -11,7 +11,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from sdk_support import free_port, scaled, start_tansu
+from sdk_support import free_port, scaled, start_broker, stop_broker
 
 from producers.transport import SendError, Transport
 from runstream import kafka
@@ -119,9 +119,7 @@ def test_a_broker_killed_while_messages_wait_answers_them_at_once(tmp_path: Path
     """The connection lost under waiting messages: they are taken back (retriable), not held for the timeout."""
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    broker: subprocess.Popen[bytes] = start_tansu(port, port, tmp_path / "broker.log")
-    asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
-    asyncio.run(kafka.ensure_topics(bootstrap, ["k.metrics"], 1))
+    broker = start_broker(port, tmp_path / "broker.log", ["k.metrics"])
     transport = Transport(bootstrap, request_timeout_ms=30_000, retry_initial_s=0.1, retry_max_s=0.5)
     try:
         assert transport.send([("k.metrics", b"k", b"before")]) == [None]
@@ -133,9 +131,7 @@ def test_a_broker_killed_while_messages_wait_answers_them_at_once(tmp_path: Path
         assert time.monotonic() - began < 10.0
     finally:
         transport.close()
-        if broker.poll() is None:
-            broker.kill()
-            broker.wait(10)
+        stop_broker(broker)
 
 
 ABANDONED_IN_CHILD = r"""
@@ -188,18 +184,14 @@ def test_errors_of_an_outage_nobody_polled_during_do_not_take_back_later_message
     a message produced after the broker returned is delivered, not purged as if its connection were lost."""
     port = free_port()
     bootstrap = f"127.0.0.1:{port}"
-    broker: subprocess.Popen[bytes] = start_tansu(port, port, tmp_path / "old.log")
-    asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
-    asyncio.run(kafka.ensure_topics(bootstrap, ["s.metrics"], 1))
+    broker = start_broker(port, tmp_path / "old.log", ["s.metrics"])
     transport = Transport(bootstrap, retry_initial_s=0.1, retry_max_s=0.2)
     try:
         assert transport.send([("s.metrics", b"k", b"before")]) == [None]
         broker.kill()
         broker.wait(10)
         time.sleep(1.0)  # failed reconnects queue their errors; nothing polls
-        broker = start_tansu(port, port, tmp_path / "new.log")
-        asyncio.run(kafka.wait_for_broker(bootstrap, scaled(20)))
-        asyncio.run(kafka.ensure_topics(bootstrap, ["s.metrics"], 1))
+        broker = start_broker(port, tmp_path / "new.log", ["s.metrics"])
         answers: list[SendError | None] = []
         transport.produce("s.metrics", b"k", b"after", answers.append)
         deadline = time.monotonic() + scaled(15)
@@ -209,6 +201,4 @@ def test_errors_of_an_outage_nobody_polled_during_do_not_take_back_later_message
         assert answers == [None]
     finally:
         transport.close()
-        if broker.poll() is None:
-            broker.kill()
-            broker.wait(10)
+        stop_broker(broker)
